@@ -1,0 +1,26 @@
+# The two set-up commands of the README: `make run` (main job) and `make test` (the suite).
+# Both create .venv on first use from the pinned working set and are no-ops after that.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export USERNAME ?= pac
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install run test lint bench
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) flows/pac_flow.py run
+
+lint: install
+	$(VENV)/bin/ruff check pac flows tests benchmarks
+
+test: install lint
+	$(PY) -m pytest -q

@@ -1,0 +1,507 @@
+"""One validated source of settings for the PAC pipeline.
+
+`params/*.yaml` -> :func:`load_config` -> :class:`PACConfig`. The same object feeds the `pac`
+CLI, `flows/pac_flow.py` and the `dvc.yaml` stages. Every value is checked *before* any compute:
+an unknown key, a wrong type or an out-of-range value raises :class:`ConfigError` naming the key
+and what is allowed.
+
+A params file may start with ``extends: other.yaml`` (path relative to the file) and then only
+lists what differs; command-line overrides use dotted keys: ``loss.alpha=1.0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pac.tasks import TASKS
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PARAMS = REPO_ROOT / "params" / "default.yaml"
+
+
+class ConfigError(ValueError):
+    """A params file or override is invalid; the message names the key and the allowed values."""
+
+
+# --- Table 4 (scales) and Table 5 (fixed hyper-parameters) --------------------------------------
+
+#: Table 4: latent width D_Z, self-attention blocks M, widening factor W (plus the paper's count).
+SCALES: dict[str, dict[str, int]] = {
+    "tiny": {"d_z": 128, "num_blocks": 4, "widening": 2, "paper_params": 0},
+    "XXS": {"d_z": 768, "num_blocks": 4, "widening": 1, "paper_params": 32_000_000},
+    "XS": {"d_z": 1024, "num_blocks": 8, "widening": 1, "paper_params": 73_000_000},
+    "S": {"d_z": 1280, "num_blocks": 10, "widening": 2, "paper_params": 164_000_000},
+    "M": {"d_z": 1536, "num_blocks": 12, "widening": 4, "paper_params": 391_000_000},
+    "L": {"d_z": 2048, "num_blocks": 18, "widening": 4, "paper_params": 988_000_000},
+    # The model card's 15.7B policy+value network (seed 000), built from the same recipe.
+    "card15B": {"d_z": 6144, "num_blocks": 32, "widening": 4, "paper_params": 15_700_000_000},
+}
+
+VARIANTS = ("pac", "bc_q", "filtered_bc", "alpha_pac", "pac_v")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture (App. B, Tables 4-5). Input-format sizes are the padded maxima over tasks."""
+
+    scale: str = "tiny"
+    d_z: int = 64  # D_Z, latent width (Table 4)
+    num_blocks: int = 2  # M, latent self-attention blocks (Table 4)
+    widening: int = 1  # W, MLP hidden = W * width (Table 4)
+    num_heads: int = 4
+    num_latents: int = 32  # N_Z
+    d_i: int = 32  # D_I, token embedding size (Table 5: 256)
+    d_o: int = 0  # N_O / D_O, decoder query width; 0 means "same as d_z"
+    num_gains: int = 8  # N_G, multi-scale normaliser gains 1e-4 ... 1e3 (eq. 15)
+    num_action_bins: int = 101  # N_B
+    num_value_bins: int = 101  # N_Q
+    # Input format (Table 5: 223, 5, 3, 50, 38, 32000, 80x80).
+    num_proprio: int = 8  # N^P
+    num_images: int = 0  # N^V
+    num_goal_images: int = 0  # N_tau^V
+    num_text_tokens: int = 50  # N_tau^L
+    num_actions: int = 2  # N^A
+    vocab_size: int = 64  # N_T
+    image_size: int = 80
+    resnet_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    value_head: bool = False  # PAC+V: a V decoder (learned query) instead of using Q (eq. 14)
+
+    @property
+    def decoder_width(self) -> int:
+        return self.d_o or self.d_z
+
+
+@dataclass
+class LossConfig:
+    """The offline actor-critic objective (eq. 11, eq. 14) and its variants (App. C.5)."""
+
+    variant: str = "pac"  # pac | bc_q | filtered_bc | alpha_pac | pac_v
+    alpha: float = 0.75  # BC weight; 1 - alpha weighs policy improvement
+    beta: float = 38.0  # Q (TD) loss scale
+    eta: float = 0.1  # temperature of exp(Q / eta)
+    gamma: float = 0.99
+    num_action_samples: int = 10  # N samples a' ~ pi_theta'
+    target_update_period: int = 100  # f_theta'
+    value_min: float = 0.0  # support of the categorical Q / V distribution
+    value_max: float = 100.0
+    #: alpha over training (§4.3: BC first, then RL): [[from_update, alpha], ...]; empty = constant
+    alpha_schedule: list[list[float]] = field(default_factory=list)
+
+
+@dataclass
+class GroupConfig:
+    """A dataset group of the mixture (Table 6 row): tasks, behaviour quality, weight lambda."""
+
+    name: str = "expert"
+    tasks: list[str] = field(default_factory=lambda: ["point_mass.easy"])
+    quality: float = 1.0  # behaviour quality in [0, 1]: 1 = scripted expert, 0 = uniform random
+    episodes_per_task: int = 10
+    weight: float = 1.0  # lambda (App. C.4)
+    alpha: float | None = None  # alpha-PAC: per-group alpha / beta (App. C.5); None = loss.alpha
+    beta: float | None = None
+    source: str = "sim"  # sim | real | rollout
+
+
+@dataclass
+class DataConfig:
+    """Episode generation, tokenizer and trajectory sampling (App. C.3-C.4)."""
+
+    root: str = "data"
+    groups: list[GroupConfig] = field(default_factory=lambda: [GroupConfig()])
+    episode_steps: int = 100  # control steps per generated episode
+    render: bool = False  # store 80x80 camera images (needs offscreen MuJoCo: MUJOCO_GL=egl)
+    cameras: int = 1
+    seed: int = 0
+    generate_workers: int = 2
+    trajectory_length: int = 5  # App. C.4; the card preset uses 128
+    sampler_workers: int = 0
+    tokenizer_vocab: int = 64  # SentencePiece vocabulary (N_T); capped by the corpus
+    tokenizer_type: str = "bpe"  # bpe | unigram
+    success_only: bool = False  # FilteredBC: sample successful episodes only
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser and schedule (Table 12 / model card), DeepSpeed and checkpoints."""
+
+    steps: int = 200
+    global_batch: int = 32  # trajectories per update (paper: 512; card: 16 of length 128)
+    micro_batch: int = 0  # per-rank micro batch; 0 = global_batch / world_size
+    lr_init: float = 1e-6
+    lr_peak: float = 1e-3
+    lr_end: float = 1e-4
+    warmup_steps: int = 0  # linear warm-up; 0 uses warmup_fraction
+    warmup_fraction: float = 0.05  # model card: 5% of steps
+    decay_steps: int = 0  # cosine to lr_end over this many steps after warm-up; 0 = until `steps`
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    weight_decay: float = 1e-3
+    grad_clip: float = 1.0
+    zero_stage: int = 0
+    precision: str = "fp32"  # fp32 | bf16
+    offload_optimizer: bool = False
+    backend: str = "auto"  # auto (gloo on CPU, nccl on GPU) | gloo | nccl
+    checkpoint_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+    out_dir: str = "runs/pretrain"
+    launcher: str = "local"  # local (one process) | deepspeed | torchrun | metaflow
+
+
+@dataclass
+class EvalConfig:
+    """Simulation evaluation (Tables 1, 7, 13): episodes per task, decoding, statistics."""
+
+    episodes_per_task: int = 10
+    workers: int = 2
+    decode: str = "argmax"  # sample | argmax | q_rerank
+    num_candidates: int = 10  # K actions for q_rerank
+    max_steps: int = 0  # 0 = data.episode_steps
+    videos_per_task: int = 1
+    held_out_tasks: list[str] = field(default_factory=list)
+    seed: int = 1000
+    out_dir: str = "runs/eval"
+
+
+@dataclass
+class RLFTConfig:
+    """RL fine-tuning rounds (§4.3, Tables 2-3)."""
+
+    rounds: int = 1
+    tasks: list[str] = field(default_factory=lambda: ["point_mass.easy"])
+    episodes_per_task: int = 10
+    finetune_steps: int = 100
+    weight: float = 1.0  # lambda of the rollout group
+    alpha: float = 0.0
+    beta: float = 38.0
+    landing_dir: str = "data/landing"
+    out_dir: str = "runs/rlft"
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow: MLFLOW_TRACKING_URI wins over `uri`; artefacts go under `artifact_dir`."""
+
+    uri: str = "sqlite:///mlruns/mlflow.db"
+    artifact_dir: str = "mlruns/artifacts"
+    experiment: str = "pac"
+    registered_model: str = "pac-policy"
+
+
+@dataclass
+class PACConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    rlft: RLFTConfig = field(default_factory=RLFTConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Flattened ``section.key`` view (lists of groups become ``data.groups.NAME.key``)."""
+        out: dict[str, Any] = {}
+        for section, values in self.to_dict().items():
+            for key, value in values.items():
+                if section == "data" and key == "groups":
+                    for g in value:
+                        for gk, gv in g.items():
+                            if gk != "name":
+                                out[f"data.groups.{g['name']}.{gk}"] = gv
+                else:
+                    out[f"{section}.{key}"] = value
+        return out
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def _check_type(key: str, value: Any, hint: Any) -> Any:
+    """Coerce `value` to the annotated type or raise a ConfigError naming `key`."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(key, value, inner[0])
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(hint, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_check_type(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_check_type(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(float(value)):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+        return value
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown key {where}{unknown[0]!s}; allowed keys here: {', '.join(sorted(names))}"
+        )
+    kwargs = {
+        k: _check_type(f"{prefix}.{k}" if prefix else k, v, hints[k]) for k, v in values.items()
+    }
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_params(path: str | Path) -> dict[str, Any]:
+    """Read a params YAML file, resolving ``extends:`` chains; returns the raw merged mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    parent = raw.pop("extends", None)
+    if parent is not None:
+        raw = _deep_merge(read_params(path.parent / parent), raw)
+    return raw
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. loss.alpha=1.0")
+    key, value = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a raw params mapping."""
+    raw = _deep_merge({}, raw)
+    for text in overrides:
+        parts, value = _parse_override(text)
+        node = raw
+        for p in parts[:-1]:
+            if isinstance(node.get(p), list):
+                raise ConfigError(f"override {text!r}: cannot index into a list; edit the file")
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {p} is not a section")
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> PACConfig:
+    """Load, merge, type-check and validate a params file (default: `params/default.yaml`)."""
+    raw = read_params(path or DEFAULT_PARAMS)
+    raw = apply_overrides(raw, list(overrides or []))
+    cfg = _build(PACConfig, raw)
+    resolve_scale(cfg, explicit=raw.get("model", {}))
+    validate(cfg)
+    return cfg
+
+
+def resolve_scale(cfg: PACConfig, explicit: dict[str, Any] | None = None) -> None:
+    """Fill D_Z, M, W from Table 4 for `model.scale` unless the params file sets them."""
+    if cfg.model.scale not in SCALES:
+        raise ConfigError(
+            f"model.scale: unknown scale {cfg.model.scale!r}; allowed: {', '.join(SCALES)}"
+        )
+    explicit = explicit or {}
+    for key in ("d_z", "num_blocks", "widening"):
+        if key not in explicit:
+            setattr(cfg.model, key, SCALES[cfg.model.scale][key])
+
+
+def _range(key: str, value: float, lo: float | None, hi: float | None, what: str = "") -> None:
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        lo_s = "-inf" if lo is None else f"{lo:g}"
+        hi_s = "inf" if hi is None else f"{hi:g}"
+        raise ConfigError(f"{key}={value!r} is outside the allowed range [{lo_s}, {hi_s}]{what}")
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...] | list[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def _known_task(key: str, task: str) -> None:
+    if task not in TASKS:
+        raise ConfigError(f"{key}: unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
+
+
+def validate(cfg: PACConfig) -> None:
+    """Range and consistency checks (raise ConfigError naming the key and the allowed range)."""
+    m, lo, d, t, e, r = cfg.model, cfg.loss, cfg.data, cfg.train, cfg.eval, cfg.rlft
+    _choice("model.scale", m.scale, list(SCALES))
+    for key in ("d_z", "num_blocks", "widening", "num_heads", "num_latents", "d_i",
+                "num_gains", "num_action_bins", "num_value_bins", "num_proprio",
+                "num_actions", "vocab_size", "image_size"):
+        _range(f"model.{key}", getattr(m, key), 1, None)
+    for key in ("num_images", "num_goal_images", "num_text_tokens", "d_o"):
+        _range(f"model.{key}", getattr(m, key), 0, None)
+    if m.d_z % m.num_heads or m.decoder_width % m.num_heads:
+        raise ConfigError(f"model.num_heads={m.num_heads} must divide d_z={m.d_z} and d_o")
+    if m.image_size % 8:
+        raise ConfigError(f"model.image_size={m.image_size} must be a multiple of 8 (ResNet /8)")
+
+    _choice("loss.variant", lo.variant, VARIANTS)
+    _range("loss.alpha", lo.alpha, 0.0, 1.0)
+    _range("loss.beta", lo.beta, 0.0, None)
+    if lo.eta <= 0:
+        raise ConfigError(f"loss.eta={lo.eta!r} is outside the allowed range (0, inf)")
+    _range("loss.gamma", lo.gamma, 0.0, 1.0)
+    _range("loss.num_action_samples", lo.num_action_samples, 1, None)
+    _range("loss.target_update_period", lo.target_update_period, 1, None)
+    if lo.value_max <= lo.value_min:
+        raise ConfigError("loss.value_max must be greater than loss.value_min")
+    for i, step_alpha in enumerate(lo.alpha_schedule):
+        if len(step_alpha) != 2:
+            raise ConfigError(f"loss.alpha_schedule[{i}]: expected [from_update, alpha]")
+        _range(f"loss.alpha_schedule[{i}] update", step_alpha[0], 0, None)
+        _range(f"loss.alpha_schedule[{i}] alpha", step_alpha[1], 0.0, 1.0)
+    if lo.variant in ("bc_q", "filtered_bc") and lo.alpha != 1.0:
+        raise ConfigError(f"loss.alpha must be 1.0 for variant {lo.variant} (got {lo.alpha})")
+    if lo.variant == "filtered_bc" and lo.beta != 0.0:
+        raise ConfigError(f"loss.beta must be 0 for variant filtered_bc (got {lo.beta})")
+    if lo.variant == "pac_v" and not m.value_head:
+        raise ConfigError("loss.variant=pac_v needs model.value_head=true (eq. 14)")
+
+    _range("data.episode_steps", d.episode_steps, 2, None)
+    _range("data.trajectory_length", d.trajectory_length, 2, None)
+    _range("data.generate_workers", d.generate_workers, 1, None)
+    _range("data.sampler_workers", d.sampler_workers, 0, None)
+    _range("data.tokenizer_vocab", d.tokenizer_vocab, 8, None)
+    _range("data.cameras", d.cameras, 1, None)
+    _choice("data.tokenizer_type", d.tokenizer_type, ("bpe", "unigram"))
+    if not d.groups:
+        raise ConfigError("data.groups: at least one dataset group is needed")
+    names = [g.name for g in d.groups]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"data.groups: group names must be unique, got {names}")
+    for g in d.groups:
+        key = f"data.groups.{g.name}"
+        if not g.tasks:
+            raise ConfigError(f"{key}.tasks: at least one task is needed")
+        for task in g.tasks:
+            _known_task(f"{key}.tasks", task)
+        _range(f"{key}.quality", g.quality, 0.0, 1.0)
+        _range(f"{key}.episodes_per_task", g.episodes_per_task, 1, None)
+        if g.weight <= 0:
+            raise ConfigError(f"{key}.weight={g.weight!r} is outside the allowed range (0, inf)")
+        if g.alpha is not None:
+            _range(f"{key}.alpha", g.alpha, 0.0, 1.0)
+        if g.beta is not None:
+            _range(f"{key}.beta", g.beta, 0.0, None)
+        _choice(f"{key}.source", g.source, ("sim", "real", "rollout"))
+    for g in d.groups:
+        for task in g.tasks:
+            spec = TASKS[task]
+            if spec.num_proprio > m.num_proprio or spec.num_actions > m.num_actions:
+                raise ConfigError(
+                    f"data.groups.{g.name}: task {task} needs num_proprio>={spec.num_proprio} and"
+                    f" num_actions>={spec.num_actions}; model has {m.num_proprio}/{m.num_actions}"
+                )
+    if d.render and m.num_images < d.cameras:
+        raise ConfigError(f"data.render with {d.cameras} camera(s) needs model.num_images>=that")
+
+    for key in ("steps", "global_batch", "checkpoint_every", "log_every"):
+        _range(f"train.{key}", getattr(t, key), 1, None)
+    for key in ("micro_batch", "warmup_steps", "decay_steps"):
+        _range(f"train.{key}", getattr(t, key), 0, None)
+    _range("train.warmup_fraction", t.warmup_fraction, 0.0, 1.0)
+    for key in ("lr_init", "lr_peak", "lr_end"):
+        _range(f"train.{key}", getattr(t, key), 0.0, 1.0)
+    _range("train.adam_beta1", t.adam_beta1, 0.0, 1.0)
+    _range("train.adam_beta2", t.adam_beta2, 0.0, 1.0)
+    _range("train.weight_decay", t.weight_decay, 0.0, None)
+    _range("train.grad_clip", t.grad_clip, 0.0, None)
+    if t.zero_stage not in (0, 1, 2, 3):
+        raise ConfigError(f"train.zero_stage={t.zero_stage!r}: DeepSpeed ZeRO stages are 0-3")
+    _choice("train.precision", t.precision, ("fp32", "bf16"))
+    _choice("train.backend", t.backend, ("auto", "gloo", "nccl"))
+    _choice("train.launcher", t.launcher, ("local", "deepspeed", "torchrun", "metaflow"))
+
+    _range("eval.episodes_per_task", e.episodes_per_task, 1, None)
+    _range("eval.workers", e.workers, 1, None)
+    _choice("eval.decode", e.decode, ("sample", "argmax", "q_rerank"))
+    _range("eval.num_candidates", e.num_candidates, 1, None)
+    _range("eval.max_steps", e.max_steps, 0, None)
+    _range("eval.videos_per_task", e.videos_per_task, 0, None)
+    for task in e.held_out_tasks:
+        _known_task("eval.held_out_tasks", task)
+
+    _range("rlft.rounds", r.rounds, 0, None)
+    for task in r.tasks:
+        _known_task("rlft.tasks", task)
+    _range("rlft.episodes_per_task", r.episodes_per_task, 1, None)
+    _range("rlft.finetune_steps", r.finetune_steps, 1, None)
+    _range("rlft.alpha", r.alpha, 0.0, 1.0)
+    _range("rlft.beta", r.beta, 0.0, None)
+    if r.weight <= 0:
+        raise ConfigError(f"rlft.weight={r.weight!r} is outside the allowed range (0, inf)")
+
+
+def group_alpha_beta(cfg: PACConfig, group: GroupConfig) -> tuple[float, float]:
+    """alpha, beta used for a group: its own (alpha-PAC, App. C.5) or the global loss values."""
+    alpha = group.alpha if group.alpha is not None else cfg.loss.alpha
+    beta = group.beta if group.beta is not None else cfg.loss.beta
+    return alpha, beta
+
+
+def save_config(cfg: PACConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically: temp file + rename)."""
+    from pac.io import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,77 @@
+"""params/*.yaml -> validated PACConfig: good files load, bad values fail naming the key."""
+
+from pathlib import Path
+
+import pytest
+
+from pac.config import SCALES, ConfigError, load_config
+
+PARAMS = Path(__file__).resolve().parent.parent / "params"
+
+
+def test_default_loads_and_resolves_scale():
+    cfg = load_config()
+    assert cfg.model.scale == "tiny"
+    assert cfg.model.d_z == SCALES["tiny"]["d_z"]
+    assert {g.name for g in cfg.data.groups} >= {"expert", "low_quality"}
+    flat = cfg.flat()
+    assert flat["loss.alpha"] == cfg.loss.alpha
+    assert "data.groups.low_quality.quality" in flat
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (PARAMS / "presets").glob("*.yaml")))
+def test_every_preset_loads(preset):
+    cfg = load_config(PARAMS / "presets" / preset)
+    assert cfg.model.d_z == SCALES[cfg.model.scale]["d_z"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("loss.alpha=1.5", "loss.alpha=1.5 is outside the allowed range [0, 1]"),
+        ("loss.beta=-1", "loss.beta=-1.0 is outside the allowed range [0, inf]"),
+        ("loss.eta=-0.1", "loss.eta=-0.1 is outside the allowed range (0, inf)"),
+        ("loss.eta=0", "loss.eta=0.0 is outside the allowed range (0, inf)"),
+        ("model.scale=XXL", "model.scale: unknown scale 'XXL'"),
+        ("train.zero_stage=4", "train.zero_stage=4: DeepSpeed ZeRO stages are 0-3"),
+        ("loss.alpha=abc", "loss.alpha: expected a number"),
+        ("loss.alpah=0.5", "unknown key loss.alpah"),
+        ("rlft.tasks=[humanoid.fly]", "rlft.tasks: unknown task 'humanoid.fly'"),
+        ("loss.variant=dqn", "loss.variant: 'dqn' is not one of"),
+    ],
+)
+def test_bad_values_fail_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override])
+    assert message in str(err.value)
+
+
+def test_unknown_task_and_quality_in_a_group(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        f"extends: {PARAMS / 'default.yaml'}\n"
+        "data:\n  groups:\n    - {name: g, tasks: [cartpole.fly], quality: 0.5}\n"
+    )
+    with pytest.raises(ConfigError, match="data.groups.g.tasks: unknown task 'cartpole.fly'"):
+        load_config(bad)
+    bad.write_text(
+        f"extends: {PARAMS / 'default.yaml'}\n"
+        "data:\n  groups:\n    - {name: g, tasks: [cartpole.balance], quality: 1.2}\n"
+    )
+    with pytest.raises(ConfigError, match=r"data.groups.g.quality=1.2 is outside .*\[0, 1\]"):
+        load_config(bad)
+
+
+def test_variant_consistency():
+    with pytest.raises(ConfigError, match="loss.alpha must be 1.0 for variant bc_q"):
+        load_config(overrides=["loss.variant=bc_q"])
+    cfg = load_config(overrides=["loss.variant=bc_q", "loss.alpha=1.0"])
+    assert cfg.loss.variant == "bc_q"
+
+
+def test_cli_reports_bad_params(capsys):
+    from pac.cli import main
+
+    assert main(["config", "--set", "loss.alpha=2"]) == 2
+    assert "loss.alpha=2.0 is outside the allowed range" in capsys.readouterr().err
+    assert main(["config", "--json", "--flat"]) == 0
