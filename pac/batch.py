@@ -67,6 +67,10 @@ class Batch:
     def to(self, device: torch.device | str) -> Batch:
         return _map(self, lambda t: t.to(device))
 
+    def index(self, idx: torch.Tensor | slice) -> Batch:
+        """A sub-batch of trajectories (e.g. one micro-batch of gradient accumulation)."""
+        return _map(self, lambda t: t[idx])
+
     def observation(self, t: int | slice) -> Observation:
         """Observation(s) at step(s) `t`; a slice of steps is flattened into the batch axis."""
         steps = self.proprio[:, t].shape[1] if isinstance(t, slice) else 1

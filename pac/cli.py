@@ -15,7 +15,11 @@ from pac.config import ConfigError, load_config
 
 #: Modules that add sub-commands, in the order of the pipeline.
 COMMAND_MODULES = [
+    "pac.data.commands",
     "pac.model.commands",
+    "pac.train.commands",
+    "pac.eval_commands",
+    "pac.rlft_commands",
 ]
 
 

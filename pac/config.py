@@ -35,7 +35,7 @@ class ConfigError(ValueError):
 
 #: Table 4: latent width D_Z, self-attention blocks M, widening factor W (plus the paper's count).
 SCALES: dict[str, dict[str, int]] = {
-    "tiny": {"d_z": 128, "num_blocks": 4, "widening": 2, "paper_params": 0},
+    "tiny": {"d_z": 128, "num_blocks": 5, "widening": 2, "paper_params": 0},
     "XXS": {"d_z": 768, "num_blocks": 4, "widening": 1, "paper_params": 32_000_000},
     "XS": {"d_z": 1024, "num_blocks": 8, "widening": 1, "paper_params": 73_000_000},
     "S": {"d_z": 1280, "num_blocks": 10, "widening": 2, "paper_params": 164_000_000},
@@ -60,6 +60,7 @@ class ModelConfig:
     num_latents: int = 32  # N_Z
     d_i: int = 32  # D_I, token embedding size (Table 5: 256)
     d_o: int = 0  # N_O / D_O, decoder query width; 0 means "same as d_z"
+    decoder_widening: int = 0  # MLP widening of the policy/Q/V decoder blocks (0 = no MLP)
     num_gains: int = 8  # N_G, multi-scale normaliser gains 1e-4 ... 1e3 (eq. 15)
     num_action_bins: int = 101  # N_B
     num_value_bins: int = 101  # N_Q
@@ -169,6 +170,9 @@ class EvalConfig:
     held_out_tasks: list[str] = field(default_factory=list)
     seed: int = 1000
     out_dir: str = "runs/eval"
+    #: expert reference return per task (% of expert); tasks not listed are measured with the
+    #: scripted expert when one exists, else their % of expert is N/A
+    expert_returns: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -389,7 +393,7 @@ def validate(cfg: PACConfig) -> None:
                 "num_gains", "num_action_bins", "num_value_bins", "num_proprio",
                 "num_actions", "vocab_size", "image_size"):
         _range(f"model.{key}", getattr(m, key), 1, None)
-    for key in ("num_images", "num_goal_images", "num_text_tokens", "d_o"):
+    for key in ("num_images", "num_goal_images", "num_text_tokens", "d_o", "decoder_widening"):
         _range(f"model.{key}", getattr(m, key), 0, None)
     if m.d_z % m.num_heads or m.decoder_width % m.num_heads:
         raise ConfigError(f"model.num_heads={m.num_heads} must divide d_z={m.d_z} and d_o")
@@ -481,6 +485,12 @@ def validate(cfg: PACConfig) -> None:
     _range("eval.videos_per_task", e.videos_per_task, 0, None)
     for task in e.held_out_tasks:
         _known_task("eval.held_out_tasks", task)
+    if not isinstance(e.expert_returns, dict):
+        raise ConfigError(f"eval.expert_returns: expected task: return, got {e.expert_returns!r}")
+    for task, ret in e.expert_returns.items():
+        _known_task("eval.expert_returns", task)
+        if isinstance(ret, bool) or not isinstance(ret, (int, float)) or not math.isfinite(ret):
+            raise ConfigError(f"eval.expert_returns.{task}: expected a finite number, got {ret!r}")
 
     _range("rlft.rounds", r.rounds, 0, None)
     for task in r.tasks:

@@ -1,0 +1,83 @@
+"""Inference checkpoints: the plain, pickle-free policy files that evaluation and RLFT load.
+
+Layout of a checkpoint directory::
+
+    model.safetensors   # PerceiverActorCritic weights (safetensors: no code is executed on load)
+    config.yaml         # the resolved PACConfig the model was trained with
+    tokenizer.model     # the SentencePiece model of the task instructions (optional)
+
+The directory is written next to its final place and renamed into it, so a reader never sees a
+half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from pac.config import PACConfig, _build, validate
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.yaml"
+TOKENIZER = "tokenizer.model"
+
+
+def save_inference_checkpoint(
+    model: torch.nn.Module,
+    cfg: PACConfig,
+    out_dir: str | Path,
+    tokenizer_path: str | Path | None = None,
+) -> Path:
+    """Write weights + resolved config (+ tokenizer) to `out_dir`, replacing it atomically."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS))
+        (tmp / CONFIG).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if tokenizer_path is not None:
+            shutil.copyfile(tokenizer_path, tmp / TOKENIZER)
+        old = out_dir.with_name(f".{out_dir.name}.old")
+        if out_dir.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def load_checkpoint_config(ckpt_dir: str | Path) -> PACConfig:
+    """The validated PACConfig stored with a checkpoint."""
+    path = Path(ckpt_dir) / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{ckpt_dir}: not an inference checkpoint (no {CONFIG})")
+    cfg = _build(PACConfig, yaml.safe_load(path.read_text()) or {})
+    validate(cfg)
+    return cfg
+
+
+def load_inference_checkpoint(
+    ckpt_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, PACConfig, Path | None]:
+    """Load (model in eval mode, config, tokenizer path or None) from a checkpoint directory."""
+    from pac.model import PerceiverActorCritic
+
+    ckpt_dir = Path(ckpt_dir)
+    cfg = load_checkpoint_config(ckpt_dir)
+    weights = ckpt_dir / WEIGHTS
+    if not weights.is_file():
+        raise FileNotFoundError(f"{ckpt_dir}: missing {WEIGHTS}")
+    model = PerceiverActorCritic(cfg.model)
+    model.load_state_dict(load_file(str(weights), device=str(device)))
+    model.to(device).eval()
+    tokenizer = ckpt_dir / TOKENIZER
+    return model, cfg, tokenizer if tokenizer.is_file() else None

@@ -1,0 +1,338 @@
+"""The lambda-weighted trajectory sampler (App. C.4) and its DataLoader.
+
+Sample ``i`` of the global stream (``i = (step * world_size + rank) * batch_size + j``) is a pure
+function of (seed, i):
+
+1. group: a seeded, shuffled period of ``PERIOD`` slots holds each group in proportion to its
+   weight lambda, so group frequencies match lambda (to 1/PERIOD) over any whole period;
+2. dataset: the m-th visit of a group goes to its datasets (tasks) in turn: uniform within a group;
+3. trajectory: the k-th visit of a dataset takes window ``perm_e(k mod n)`` of its n windows, with a
+   fresh seeded permutation per pass e: every dataset loops deterministically, never exhausted.
+
+Counts m and k follow in closed form from i, so training resumes exactly from the step number,
+ranks read disjoint parts of the stream, and the union of the ranks' batches at a step equals the
+one-rank batch of the same global size.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pac.batch import Batch
+from pac.config import PACConfig, group_alpha_beta
+from pac.data.store import EpisodeStore, Shard
+from pac.data.tokenizer import TaskTokenizer
+
+PERIOD = 10_000  # slots of the group schedule
+
+
+@functools.lru_cache(maxsize=4096)
+def _mix(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
+
+
+@dataclass
+class _Dataset:
+    """One task of one group: its episodes (from one or more shards) and their windows."""
+
+    task: str
+    shards: list[Shard]
+    shard_of: np.ndarray  # [E] index into shards
+    start: np.ndarray  # [E] first row of the episode in its shard
+    length: np.ndarray  # [E]
+    first_window: np.ndarray  # [E + 1] cumulative window counts
+
+    @property
+    def num_windows(self) -> int:
+        return int(self.first_window[-1])
+
+
+@functools.lru_cache(maxsize=4096)
+def _affine_params(n: int, seed: int) -> tuple[int, int]:
+    """a, b of a seeded bijection k -> (a * k + b) mod n of [0, n), gcd(a, n) = 1."""
+    rng = np.random.default_rng(seed)
+    a = int(rng.integers(1, n)) if n > 1 else 1
+    while math.gcd(a, n) != 1:
+        a = a % (n - 1) + 1
+    return a, int(rng.integers(0, n))
+
+
+def _affine_permutation(k: np.ndarray, n: int, seed: int) -> np.ndarray:
+    a, b = _affine_params(n, seed)
+    return (a * k.astype(np.int64) + b) % n
+
+
+class TrajectorySampler:
+    """Batches of trajectories of length T from the store, in the model's padded input format."""
+
+    def __init__(
+        self, cfg: PACConfig, store: EpisodeStore, tokenizer: TaskTokenizer, seed: int = 0
+    ):
+        self.cfg, self.store, self.tokenizer, self.seed = cfg, store, tokenizer, int(seed)
+        m, d = cfg.model, cfg.data
+        self.length = d.trajectory_length
+        if tokenizer.vocab_size > m.vocab_size:
+            raise ValueError(
+                f"tokenizer has {tokenizer.vocab_size} pieces but model.vocab_size is"
+                f" {m.vocab_size}: raise model.vocab_size or lower data.tokenizer_vocab"
+            )
+        self.groups = d.groups
+        self.datasets: list[list[_Dataset]] = []
+        self.weights = np.array([g.weight for g in self.groups], dtype=np.float64)
+        for gi, g in enumerate(self.groups):
+            datasets = [self._dataset(g.name, task) for task in self._tasks_of(g.name, g.tasks)]
+            datasets = [ds for ds in datasets if ds is not None]
+            if not datasets and d.success_only and self._tasks_of(g.name, g.tasks):
+                # FilteredBC: a group without any success contributes nothing (weight 0).
+                warnings.warn(f"data.groups.{g.name}: no successful episodes; not sampled",
+                              stacklevel=2)
+                self.weights[gi] = 0.0
+            elif not datasets:
+                raise ValueError(
+                    f"data.groups.{g.name}: the store at {store.root} has no episodes of this"
+                    " group (run `pac data generate` or `pac ingest` first)"
+                )
+            self.datasets.append(datasets)
+        if not self.weights.any():
+            raise ValueError(f"no successful episodes in any group of {store.root}")
+        self.alpha_beta = np.array([group_alpha_beta(cfg, g) for g in self.groups], np.float32)
+        self._schedule, self._rank_in_period, self._quota = self._build_schedule()
+        self._text = {
+            ds.task: self._tokens(ds.task) for datasets in self.datasets for ds in datasets
+        }
+
+    # -- set-up -----------------------------------------------------------------------------------
+
+    def _tokens(self, task: str) -> tuple[np.ndarray, np.ndarray]:
+        """Task tokens padded (or checked) to model.num_text_tokens."""
+        ids, mask = self.tokenizer.encode(task)
+        n, size = int(mask.sum()), self.cfg.model.num_text_tokens
+        if n > size:
+            raise ValueError(f"task {task!r} needs {n} tokens > model.num_text_tokens={size}")
+        out_ids, out_mask = np.zeros(size, np.int64), np.zeros(size, bool)
+        out_ids[:n], out_mask[:n] = ids[:n], True
+        return out_ids, out_mask
+
+    def _tasks_of(self, group: str, configured: list[str]) -> list[str]:
+        """The group's datasets: every task stored for it (configured tasks must be there)."""
+        stored = sorted({s.task for s in self.store.shards if s.group == group})
+        missing = [t for t in configured if t not in stored]
+        if stored and missing:
+            raise ValueError(
+                f"data.groups.{group}: task(s) {missing} have no episodes in {self.store.root}"
+            )
+        return stored
+
+    def _dataset(self, group: str, task: str) -> _Dataset | None:
+        shards = [s for s in self.store.shards if s.group == group and s.task == task]
+        m = self.cfg.model
+        for s in shards:
+            if s.proprio.shape[1] > m.num_proprio or s.actions.shape[1] > m.num_actions:
+                raise ValueError(
+                    f"shard {s.key}: task {task} has N^P={s.proprio.shape[1]},"
+                    f" N^A={s.actions.shape[1]}; model.num_proprio/num_actions are"
+                    f" {m.num_proprio}/{m.num_actions}"
+                )
+        shard_of, start, length = [], [], []
+        for i, s in enumerate(shards):
+            idx = s.index
+            if self.cfg.data.success_only:
+                idx = idx[idx["success"].to_numpy(bool)]
+            shard_of.append(np.full(len(idx), i, np.int64))
+            start.append(idx["start"].to_numpy(np.int64))
+            length.append(idx["length"].to_numpy(np.int64))
+        if not shards or sum(len(x) for x in start) == 0:
+            return None
+        length_arr = np.concatenate(length)
+        windows = np.maximum(1, length_arr - self.length + 1)  # full windows; short: one padded
+        return _Dataset(
+            task, shards, np.concatenate(shard_of), np.concatenate(start), length_arr,
+            np.concatenate([[0], np.cumsum(windows)]),
+        )
+
+    def _build_schedule(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        weights = self.weights
+        exact = weights / weights.sum() * PERIOD
+        quota = np.floor(exact).astype(np.int64)
+        order = np.argsort(-(exact - quota), kind="stable")
+        quota[order[: PERIOD - quota.sum()]] += 1  # largest remainders
+        schedule = np.repeat(np.arange(len(weights)), quota)
+        schedule = np.random.default_rng(_mix(self.seed, 0x5EED)).permutation(schedule)
+        rank_in_period = np.zeros(PERIOD, dtype=np.int64)  # m-th slot of its group in a period
+        for gi in range(len(weights)):
+            slots = np.flatnonzero(schedule == gi)
+            rank_in_period[slots] = np.arange(len(slots))
+        return schedule, rank_in_period, quota
+
+    # -- the pure index -> sample map -------------------------------------------------------------
+
+    def sample_indices(
+        self, step: int, batch_size: int, rank: int = 0, world_size: int = 1
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(group, dataset, episode, offset) of each sample of this rank's batch at `step`."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside [0, world_size={world_size})")
+        if batch_size < 1 or step < 0:
+            raise ValueError(f"need batch_size >= 1 and step >= 0, got {batch_size}, {step}")
+        first = (step * world_size + rank) * batch_size
+        i = np.arange(first, first + batch_size, dtype=np.int64)
+        slot, period = i % PERIOD, i // PERIOD
+        group = self._schedule[slot]
+        visit = period * self._quota[group] + self._rank_in_period[slot]  # m: visits of group
+        dataset = np.zeros_like(i)
+        episode = np.zeros_like(i)
+        offset = np.zeros_like(i)
+        for gi, datasets in enumerate(self.datasets):
+            sel = np.flatnonzero(group == gi)
+            if not len(sel):
+                continue
+            nd = len(datasets)
+            dataset[sel] = visit[sel] % nd
+            draw = visit[sel] // nd  # k: visits of that dataset
+            for di, ds in enumerate(datasets):
+                hit = dataset[sel] == di
+                sub, k = sel[hit], draw[hit]
+                if not len(sub):
+                    continue
+                n = ds.num_windows
+                window = np.empty_like(k)
+                for e in np.unique(k // n):  # one permutation per pass over the dataset
+                    in_pass = k // n == e
+                    window[in_pass] = _affine_permutation(k[in_pass] % n, n,
+                                                          _mix(self.seed, gi, di, e))
+                ep = np.searchsorted(ds.first_window, window, side="right") - 1
+                episode[sub] = ep
+                offset[sub] = window - ds.first_window[ep]
+        return group, dataset, episode, offset
+
+    def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> Batch:
+        """This rank's `batch_size` trajectories of global update `step` (a pure function)."""
+        return to_batch(self.batch_arrays(step, batch_size, rank, world_size))
+
+    def batch_arrays(
+        self, step: int, batch_size: int, rank: int = 0, world_size: int = 1
+    ) -> dict[str, np.ndarray | None]:
+        """The fields of :meth:`batch` as numpy arrays (cheap to send between processes)."""
+        group, dataset, episode, offset = self.sample_indices(step, batch_size, rank, world_size)
+        m, T = self.cfg.model, self.length
+        B = batch_size
+        proprio = np.zeros((B, T, m.num_proprio), np.float32)
+        actions = np.zeros((B, T, m.num_actions), np.float32)
+        rewards = np.zeros((B, T), np.float32)
+        discounts = np.zeros((B, T), np.float32)
+        step_mask = np.zeros((B, T), bool)
+        proprio_mask = np.zeros((B, m.num_proprio), bool)
+        action_mask = np.zeros((B, m.num_actions), bool)
+        text = np.zeros((B, m.num_text_tokens), np.int64)
+        text_mask = np.zeros((B, m.num_text_tokens), bool)
+        images = np.zeros((B, T, m.num_images, 80, 80, 3), np.uint8) if m.num_images else None
+        image_mask = np.zeros((B, m.num_images), bool) if m.num_images else None
+        steps = np.arange(T)
+        for gi, di in {(int(g), int(d)) for g, d in zip(group, dataset)}:
+            sel = np.flatnonzero((group == gi) & (dataset == di))
+            ds = self.datasets[gi][di]
+            e = episode[sel]
+            first = ds.start[e] + offset[sel]  # row of the trajectory's first step
+            n = np.minimum(T, ds.length[e] - offset[sel])  # valid steps (short episodes: fewer)
+            local = ds.shard_of[e]
+            text[sel], text_mask[sel] = self._text[ds.task]
+            for si in np.unique(local):
+                hit = local == si
+                sub, shard = sel[hit], ds.shards[si]
+                valid = steps[None, :] < n[hit, None]  # [b, T]
+                rows = first[hit, None] + np.minimum(steps[None, :], n[hit, None] - 1)
+                p, a = shard.proprio.shape[1], shard.actions.shape[1]
+                proprio[sub, :, :p] = np.where(valid[..., None], shard.proprio[rows], 0.0)
+                actions[sub, :, :a] = np.where(valid[..., None], shard.actions[rows], 0.0)
+                rewards[sub] = np.where(valid, shard.rewards[rows], 0.0)
+                discounts[sub] = np.where(valid, shard.discounts[rows], 0.0)
+                step_mask[sub] = valid
+                proprio_mask[sub, :p] = True
+                action_mask[sub, :a] = True
+                if images is not None and shard.images is not None:
+                    cams = min(shard.images.shape[1], m.num_images)
+                    pix = shard.images[rows, :cams]  # [b, T, cams, 80, 80, 3]
+                    images[sub, :, :cams] = np.where(valid[:, :, None, None, None, None], pix, 0)
+                    image_mask[sub, :cams] = True
+        alpha_beta = self.alpha_beta[group]
+        goal = m.num_goal_images
+        return {
+            "proprio": proprio, "proprio_mask": proprio_mask, "text": text, "text_mask": text_mask,
+            "actions": actions, "action_mask": action_mask, "rewards": rewards,
+            "discounts": discounts, "step_mask": step_mask, "alpha": alpha_beta[:, 0].copy(),
+            "beta": alpha_beta[:, 1].copy(), "group": group.astype(np.int64), "images": images,
+            "image_mask": image_mask,
+            "goal_images": np.zeros((B, goal, 80, 80, 3), np.uint8) if goal else None,
+            "goal_mask": np.zeros((B, goal), bool) if goal else None,
+        }
+
+
+def to_batch(arrays: dict[str, np.ndarray | None]) -> Batch:
+    """numpy arrays -> a Batch of tensors sharing their memory (no copy)."""
+    return Batch(**{k: None if v is None else torch.from_numpy(v) for k, v in arrays.items()})
+
+
+class TrajectoryStream(torch.utils.data.IterableDataset):
+    """Endless batches (numpy fields) for steps start_step, start_step + 1, ...; workers split
+    the steps round-robin, which is the order the DataLoader returns them in."""
+
+    def __init__(
+        self, sampler: TrajectorySampler, batch_size: int, start_step: int = 0, rank: int = 0,
+        world_size: int = 1,
+    ):
+        super().__init__()
+        self.sampler, self.batch_size, self.start_step = sampler, batch_size, start_step
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        step = self.start_step + worker
+        while True:
+            yield self.sampler.batch_arrays(step, self.batch_size, self.rank, self.world_size)
+            step += workers
+
+
+def _keep(arrays):
+    return arrays  # numpy crosses the worker pipe as one pickle, not one shared tensor per field
+
+
+class BatchLoader:
+    """Iterates a DataLoader over :class:`TrajectoryStream`, yielding :class:`Batch` objects."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader):
+        self.loader = loader
+
+    def __iter__(self):
+        for arrays in self.loader:
+            yield to_batch(arrays)
+
+
+def make_dataloader(
+    sampler: TrajectorySampler,
+    batch_size: int,
+    start_step: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+) -> BatchLoader:
+    """Batches of this rank for steps start_step, start_step + 1, ... (endless).
+
+    `num_workers` > 0 samples in DataLoader worker processes (each maps the store's files).
+    """
+    stream = TrajectoryStream(sampler, batch_size, start_step, rank, world_size)
+    loader = torch.utils.data.DataLoader(
+        stream,
+        batch_size=None,  # the sampler already batches
+        collate_fn=_keep,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )
+    return BatchLoader(loader)

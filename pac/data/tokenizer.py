@@ -1,0 +1,116 @@
+"""SentencePiece task-instruction tokens (App. C.3): at most N_tau^L = 50 ids, zero-padded, masked.
+
+Id 0 is the padding id (never produced by encoding), id 1 the unknown piece; there are no
+BOS/EOS ids. Trained on every task name of the registry plus one line of the characters
+instructions may use, so instructions not seen in training still tokenize without unknowns.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from pac.io import atomic_write_bytes
+from pac.tasks import TASKS
+
+PAD_ID = 0
+UNK_ID = 1
+CHARSET = "abcdefghijklmnopqrstuvwxyz0123456789._-"
+
+
+def corpus(tasks: list[str] | None = None) -> list[str]:
+    """Training sentences: the task instructions (default: the registry) and the charset."""
+    return sorted(set(tasks if tasks is not None else TASKS)) + [CHARSET]
+
+
+class TaskTokenizer:
+    """Encode a task instruction as fixed-length ids and a validity mask."""
+
+    def __init__(self, model_proto: bytes, num_tokens: int = 50):
+        import sentencepiece as spm
+
+        self.proto = model_proto
+        self.num_tokens = num_tokens
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        if self.sp.pad_id() != PAD_ID:
+            raise ValueError(f"tokenizer model has pad id {self.sp.pad_id()}, expected {PAD_ID}")
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.sp.get_piece_size())
+
+    @classmethod
+    def train(
+        cls,
+        out_path: str | Path,
+        vocab_size: int = 64,
+        model_type: str = "bpe",
+        tasks: list[str] | None = None,
+        num_tokens: int = 50,
+    ) -> TaskTokenizer:
+        """Train on the task instructions and save the model atomically to `out_path`."""
+        import sentencepiece as spm
+
+        if model_type not in ("bpe", "unigram"):
+            raise ValueError(f"tokenizer type {model_type!r} is not one of bpe, unigram")
+        sentences = corpus(tasks)
+        needed = len(set("".join(sentences))) + 2  # every character, plus pad and unk
+        if vocab_size < needed:
+            raise ValueError(
+                f"tokenizer vocabulary {vocab_size} is too small: the instructions' characters"
+                f" alone need {needed} pieces (data.tokenizer_vocab >= {needed})"
+            )
+        buffer = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences),
+            model_writer=buffer,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            hard_vocab_limit=False,  # a few dozen names cap the vocabulary below the request
+            character_coverage=1.0,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=-1,
+            eos_id=-1,
+            split_by_unicode_script=False,
+            minloglevel=2,
+        )
+        atomic_write_bytes(Path(out_path), buffer.getvalue())
+        return cls(buffer.getvalue(), num_tokens)
+
+    @classmethod
+    def load(cls, path: str | Path, num_tokens: int = 50) -> TaskTokenizer:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"tokenizer model not found: {path} (build it with `pac tokenizer train`)"
+            )
+        try:
+            return cls(path.read_bytes(), num_tokens)
+        except RuntimeError as exc:
+            raise ValueError(f"{path} is not a SentencePiece model ({exc})") from exc
+
+    def encode(self, instruction: str) -> tuple[np.ndarray, np.ndarray]:
+        """ids int64 [num_tokens] (0-padded) and mask bool [num_tokens] (True = a real token)."""
+        if instruction not in self._cache:
+            pieces = self.sp.encode(instruction)
+            if not pieces:
+                raise ValueError(f"instruction {instruction!r} encodes to no tokens")
+            if len(pieces) > self.num_tokens:
+                raise ValueError(
+                    f"instruction {instruction!r} needs {len(pieces)} tokens; the model takes at"
+                    f" most {self.num_tokens} (model.num_text_tokens)"
+                )
+            ids = np.zeros(self.num_tokens, dtype=np.int64)
+            ids[: len(pieces)] = pieces
+            mask = np.zeros(self.num_tokens, dtype=bool)
+            mask[: len(pieces)] = True
+            self._cache[instruction] = (ids, mask)
+        ids, mask = self._cache[instruction]
+        return ids.copy(), mask.copy()
+
+    def decode(self, ids: np.ndarray) -> str:
+        return self.sp.decode([int(i) for i in ids if i != PAD_ID])

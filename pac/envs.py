@@ -1,0 +1,224 @@
+"""dm_control Control Suite tasks (App. C.3): environments, scripted experts, graded behaviour.
+
+Behaviour policies of graded quality generate the mixed-quality data PAC learns from (Table 6:
+success rates from 97% down to 12%). ``quality`` 1 is the scripted expert, 0 a sticky uniform
+random policy, anything between mixes them per step (see :func:`behaviour_action`).
+
+Offscreen rendering uses ``MUJOCO_GL=egl`` by default (Mesa llvmpipe works with no GPU). Other
+back-ends need Debian packages: ``libegl1`` (egl), ``libosmesa6`` (``MUJOCO_GL=osmesa``). When
+no back-end loads, physics still works and :func:`render` raises :class:`RenderingUnavailable`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import weakref
+from typing import Any
+
+import numpy as np
+
+from pac.tasks import TASKS, TaskSpec
+
+_RENDER_ERROR: str | None = None
+
+
+class RenderingUnavailable(RuntimeError):
+    """Offscreen MuJoCo rendering cannot start on this machine."""
+
+
+def dm_suite():
+    """Import dm_control's suite with an offscreen GL back-end (egl unless MUJOCO_GL is set)."""
+    global _RENDER_ERROR
+    chosen = os.environ.setdefault("MUJOCO_GL", "egl")
+    try:
+        from dm_control import suite
+    except Exception as exc:  # noqa: BLE001 - any GL loader failure: retry physics-only
+        if chosen in ("off", "disable", "disabled", "false", "0"):
+            raise
+        _RENDER_ERROR = f"MUJOCO_GL={chosen}: {type(exc).__name__}: {exc}"
+        os.environ["MUJOCO_GL"] = "disable"
+        from dm_control import suite
+    return suite
+
+
+def task_spec(task: str) -> TaskSpec:
+    """The registry entry of `task`, or a ValueError naming the known tasks."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[task]
+
+
+def _load(spec: TaskSpec, seed: int, time_limit: float | None):
+    kwargs: dict[str, Any] = {"random": seed}
+    if time_limit is not None:
+        kwargs["time_limit"] = time_limit
+    env_kwargs = {"n_sub_steps": spec.action_repeat} if spec.action_repeat > 1 else None
+    suite = dm_suite()
+    return suite.load(spec.domain, spec.task, task_kwargs=kwargs, environment_kwargs=env_kwargs)
+
+
+@functools.cache
+def _control_timestep(task: str) -> float:
+    return float(_load(TASKS[task], 0, None).control_timestep())
+
+
+def make_env(task: str, seed: int, episode_steps: int):
+    """A dm_control environment for `task` whose episodes end after `episode_steps` steps."""
+    spec = task_spec(task)
+    if episode_steps < 1:
+        raise ValueError(f"episode_steps must be >= 1, got {episode_steps}")
+    # dm_control ends the episode once step_count >= time_limit / control_timestep.
+    time_limit = (episode_steps - 0.5) * _control_timestep(task)
+    return _load(spec, int(seed), time_limit)
+
+
+def flatten_observation(observation: dict[str, Any]) -> np.ndarray:
+    """Every observation entry flattened in spec order -> float32 [N^P_task] (App. C.3)."""
+    parts = [np.asarray(v, dtype=np.float32).reshape(-1) for v in observation.values()]
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def is_success(task: str, rewards: np.ndarray) -> bool:
+    """Reward >= spec.success_reward on every one of the last spec.success_window of steps."""
+    spec = task_spec(task)
+    rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
+    if rewards.size == 0:
+        return False
+    window = max(1, math.ceil(spec.success_window * rewards.size))
+    return bool(np.all(rewards[-window:] >= spec.success_reward - 1e-6))
+
+
+# --- scripted experts ----------------------------------------------------------------------------
+
+
+def _point_mass(env) -> np.ndarray:
+    """PD controller on the mass-to-target vector (actuators act along x and y)."""
+    physics = env.physics
+    to_target = physics.mass_to_target()[:2]
+    return 40.0 * to_target - 1.0 * physics.velocity()
+
+
+@functools.cache
+def _cartpole_gain(task: str) -> np.ndarray:
+    """Discrete LQR gain of the cart-pole linearised at the upright pose (finite differences)."""
+    import mujoco
+    from scipy.linalg import solve_discrete_are
+
+    env = _load(TASKS[task], 0, None)
+    model = env.physics.model.ptr
+    data = mujoco.MjData(model)
+    nx, nu, eps = 2 * model.nv, model.nu, 1e-5
+
+    def step(x: np.ndarray, u: np.ndarray) -> np.ndarray:  # one physics step (RK4 here)
+        mujoco.mj_resetData(model, data)
+        data.qpos[:], data.qvel[:], data.ctrl[:] = x[: model.nv], x[model.nv :], u
+        mujoco.mj_step(model, data)
+        return np.concatenate([data.qpos, data.qvel])
+
+    x0, u0 = np.zeros(nx), np.zeros(nu)
+    a = np.stack([(step(x0 + e, u0) - step(x0 - e, u0)) / (2 * eps) for e in eps * np.eye(nx)], 1)
+    b = np.stack([(step(x0, u0 + e) - step(x0, u0 - e)) / (2 * eps) for e in eps * np.eye(nu)], 1)
+    # One control step holds the action for `action_repeat` physics steps.
+    ak, bk = np.eye(nx), np.zeros_like(b)
+    for _ in range(TASKS[task].action_repeat):
+        ak, bk = a @ ak, a @ bk + b
+    q = np.diag([1.0, 10.0, 0.1, 0.1])  # cart position, pole angle, their velocities
+    r = np.array([[1.0]])
+    p = solve_discrete_are(ak, bk, q, r)
+    return np.linalg.solve(r + bk.T @ p @ bk, bk.T @ p @ ak)
+
+
+def _cartpole(env, task: str) -> np.ndarray:
+    physics = env.physics
+    state = np.concatenate([physics.data.qpos, physics.data.qvel])
+    state[1] = math.remainder(state[1], 2 * math.pi)
+    return -_cartpole_gain(task) @ state
+
+
+def _reacher(env, kp: float = 4.0, kd: float = 0.4) -> np.ndarray:
+    """Joint-space PD to the 2-link inverse kinematics solution nearest the current pose."""
+    physics = env.physics
+    l1 = physics.named.model.body_pos["hand", "x"]
+    l2 = physics.named.model.body_pos["finger", "x"]
+    target = physics.named.data.geom_xpos["finger", :2] + physics.finger_to_target()
+    radius = float(np.clip(np.linalg.norm(target), abs(l1 - l2) + 1e-6, l1 + l2 - 1e-6))
+    elbow = math.acos(np.clip((radius**2 - l1**2 - l2**2) / (2 * l1 * l2), -1.0, 1.0))
+    q = physics.data.qpos[:2]
+    best = None
+    for wrist in (elbow, -elbow):
+        shoulder = math.atan2(target[1], target[0]) - math.atan2(
+            l2 * math.sin(wrist), l1 + l2 * math.cos(wrist)
+        )
+        error = np.array([math.remainder(shoulder - q[0], 2 * math.pi), wrist - q[1]])
+        if best is None or np.abs(error).sum() < np.abs(best).sum():
+            best = error
+    return kp * best - kd * physics.velocity()
+
+
+def expert_action(task: str, env, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The scripted expert's action for the current state of `env` (float32 in [-1, 1])."""
+    spec = task_spec(task)
+    if spec.name == "point_mass.easy":
+        action = _point_mass(env)
+    elif spec.name == "cartpole.balance":
+        action = _cartpole(env, task)
+    elif spec.domain == "reacher":
+        action = _reacher(env)
+    else:
+        experts = sorted(t for t, s in TASKS.items() if s.scripted_expert)
+        raise ValueError(f"no scripted expert for task {task!r}; tasks with one: {experts}")
+    return np.clip(action, spec.action_low, spec.action_high).astype(np.float32)
+
+
+# --- graded behaviour ----------------------------------------------------------------------------
+
+#: per-environment memory of the sticky random action: env -> (physics time, action)
+_STICKY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+EXPERT_NOISE = 0.1  # std of the Gaussian added to expert actions when quality < 1
+STICKY_RESAMPLE = 0.2  # per-step probability that the random policy draws a new action
+
+
+def behaviour_action(task: str, env, quality: float, rng: np.random.Generator) -> np.ndarray:
+    """A behaviour policy of graded quality: 1 = expert ... 0 = sticky uniform random.
+
+    Each step follows the expert (plus N(0, 0.1) noise when quality < 1) with probability
+    `quality`, otherwise a random action that is kept for several steps (redrawn with probability
+    0.2 per step), so low quality drifts away from the goal instead of averaging out.
+    """
+    if not 0.0 <= quality <= 1.0:
+        raise ValueError(f"quality must be in [0, 1], got {quality}")
+    spec = task_spec(task)
+    low, high = spec.action_low, spec.action_high
+    now = float(env.physics.time())
+    previous = _STICKY.get(env)
+    if previous is None or previous[0] >= now or rng.random() < STICKY_RESAMPLE:
+        sticky = rng.uniform(low, high, spec.num_actions).astype(np.float32)
+    else:
+        sticky = previous[1]
+    _STICKY[env] = (now, sticky)
+    if quality >= 1.0:
+        return expert_action(task, env, rng)
+    if rng.random() < quality:
+        action = expert_action(task, env, rng) + rng.normal(0.0, EXPERT_NOISE, spec.num_actions)
+        return np.clip(action, low, high).astype(np.float32)
+    return sticky
+
+
+def render(env, size: int = 80, camera: int = 0) -> np.ndarray:
+    """An offscreen camera image, uint8 [size, size, 3] (App. C.3: 80x80 pixels)."""
+    if _RENDER_ERROR is not None or os.environ.get("MUJOCO_GL") in ("off", "disable", "0"):
+        raise RenderingUnavailable(_render_help(_RENDER_ERROR or "MUJOCO_GL disables rendering"))
+    try:
+        return np.asarray(env.physics.render(height=size, width=size, camera_id=camera), np.uint8)
+    except Exception as exc:  # noqa: BLE001 - GL context creation failures vary by back-end
+        raise RenderingUnavailable(_render_help(f"{type(exc).__name__}: {exc}")) from exc
+
+
+def _render_help(reason: str) -> str:
+    return (
+        f"offscreen MuJoCo rendering is unavailable ({reason}). Use MUJOCO_GL=egl (Debian package "
+        "libegl1, works without a GPU via Mesa) or MUJOCO_GL=osmesa (Debian package libosmesa6), "
+        "or set data.render=false."
+    )

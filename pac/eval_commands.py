@@ -1,0 +1,101 @@
+"""`pac eval`: simulation evaluation of a policy (the paper's Tables 1 / 13, :mod:`pac.evaluate`).
+
+    pac eval                                    # runs/pretrain/policy on its training tasks
+    pac eval --checkpoint runs:/<run_id>/policy # a checkpoint logged to MLflow
+    pac eval --checkpoint models:/pac-policy@champion
+    pac eval --policy expert                    # the harness check: the scripted expert
+    pac eval --set eval.decode=q_rerank --set eval.episodes_per_task=100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from pac.cli import add_config_args, config_from_args
+
+MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a policy in dm_control: %% of expert (SE 95%% CI), success (Wilson)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_args(p)
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="inference checkpoint folder or MLflow URI (runs:/ID/policy, models:/NAME@ALIAS);"
+        " default: <train.out_dir>/policy",
+    )
+    p.add_argument(
+        "--policy",
+        choices=("checkpoint", "expert", "random"),
+        default="checkpoint",
+        help="what acts: the checkpoint's network (default) or a scripted reference policy",
+    )
+    p.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated tasks (default: the training tasks + eval.held_out_tasks)",
+    )
+    p.add_argument("--out", default=None, help="output folder (default: eval.out_dir)")
+    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.add_argument("--parent-run", default=None, help="MLflow parent run id")
+    p.set_defaults(func=_cmd_eval)
+
+
+def find_checkpoint(folder: Path) -> Path:
+    """The inference checkpoint inside a downloaded artefact folder (it or one sub-folder)."""
+    found = sorted({p.parent for p in folder.rglob("model.safetensors") if
+                    (p.parent / "config.yaml").is_file()})
+    if len(found) != 1:
+        raise FileNotFoundError(
+            f"expected one inference checkpoint (model.safetensors + config.yaml) under {folder},"
+            f" found {len(found)}"
+        )
+    return found[0]
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    from pac.evaluate import evaluate
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    checkpoint = args.checkpoint or str(Path(cfg.train.out_dir) / "policy")
+    with tempfile.TemporaryDirectory(prefix="pac-eval-") as tmp:
+        if args.policy != "checkpoint":
+            checkpoint = None
+        elif checkpoint.startswith(MLFLOW_SCHEMES):
+            from pac.tracking import download_artifacts
+
+            checkpoint = str(find_checkpoint(download_artifacts(cfg, checkpoint, tmp)))
+        elif not Path(checkpoint).is_dir():
+            msg = f"pac eval: no checkpoint folder {checkpoint} (pac train writes it)"
+            print(msg, file=sys.stderr)
+            return 2
+        try:
+            result = evaluate(
+                cfg,
+                checkpoint,
+                tasks,
+                policy=args.policy,
+                out_dir=args.out,
+                track=not args.no_track,
+                tracking_parent_run=args.parent_run,
+            )
+        except (ValueError, FileNotFoundError) as exc:  # bad input: say what, nothing written
+            print(f"pac eval: {exc}", file=sys.stderr)
+            return 2
+    print(result.table)
+    print(json.dumps(result.metrics["timing"]))
+    if result.mlflow_run_id:
+        print(f"MLflow run: {result.mlflow_run_id}")
+    print(f"results in {result.out_dir}")
+    return 0

@@ -1,0 +1,573 @@
+"""Simulation evaluation of a PAC policy: the paper's tables (Tables 1, 7, 13, 18).
+
+``evaluate(cfg, checkpoint_dir)`` runs ``eval.episodes_per_task`` dm_control episodes per task in
+worker processes (each loads the checkpoint once) and reports, per task, per domain and over all
+tasks: mean return, % of expert return with a standard-error 95% CI, and the success rate with a
+Wilson score interval (alpha_W = 0.05, :mod:`pac.stats`). Held-out ("unseen") tasks,
+``eval.held_out_tasks``, are reported in their own section.
+
+% of expert follows Reed et al. (2022), the paper's footnote 3:
+``100 (R - R_random) / (R_expert - R_random)``. R_expert is ``eval.expert_returns[task]`` when
+given, else measured with the scripted expert behaviour policy through this same harness;
+R_random is measured with the uniform random policy. Reference episodes use their own seeds
+(independent of the evaluated episodes) and are cached in ``references.json``.
+
+Outputs in ``out_dir``: ``results.csv``, ``results.md`` (paper layout), ``metrics.json`` (for
+``dvc metrics show``), ``episodes.csv``, ``references.json`` and ``videos/*.gif`` of the first
+episodes per task. The same seed gives the same tables (episodes are seeded by task and index,
+never by worker; every worker and the in-process path run torch on one thread).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import time
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pac.config import PACConfig
+from pac.io import atomic_write, atomic_write_text
+from pac.stats import Summary, percent_of_expert, summarise
+from pac.tasks import TASKS
+
+POLICIES = ("checkpoint", "expert", "random")
+REFERENCE_SEED_OFFSET = 7_919  # reference episodes never share seeds with evaluated ones
+VIDEO_FPS = 25
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What acts in the episodes: the network of a checkpoint or a scripted reference policy."""
+
+    kind: str  # checkpoint | expert | random
+    checkpoint_dir: str | None = None
+    decode: str = "argmax"
+    num_candidates: int = 10
+
+
+@dataclass(frozen=True)
+class Job:
+    policy: PolicySpec
+    task: str
+    episode: int
+    seed: int
+    max_steps: int
+    video: str | None = None  # write a gif of this episode here
+
+
+@dataclass
+class EvalResult:
+    out_dir: Path
+    rows: list[dict[str, Any]]  # one per task / domain / section, as in results.csv
+    metrics: dict[str, Any]  # metrics.json
+    videos: list[Path] = field(default_factory=list)
+    inference_hz: float = math.nan  # policy steps per second at batch 1 (network only)
+    episodes_per_s: float = math.nan
+    mlflow_run_id: str | None = None
+
+    @property
+    def table(self) -> str:
+        return (self.out_dir / "results.md").read_text()
+
+
+def episode_seed(base: int, task: str, episode: int) -> int:
+    """A seed fixed by (base seed, task, episode index) alone: workers never change it."""
+    return (base * 1_000_003 + zlib.crc32(task.encode()) * 1_009 + episode) % (2**31 - 1)
+
+
+# --- worker side ----------------------------------------------------------------------------------
+
+_SERVERS: dict[PolicySpec, tuple[tuple[int, int], Any]] = {}  # per process: spec -> (stamp, server)
+_ENVS: dict[tuple[str, int], Any] = {}  # per process: one environment per (task, steps)
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # batch-1 inference: one thread per worker, no oversubscription
+
+
+def _policy(spec: PolicySpec, task: str, seed: int):
+    from pac.checkpoint import WEIGHTS
+    from pac.rollout import PolicyServer, expert_policy, random_policy
+
+    if spec.kind == "expert":
+        return expert_policy(task, seed), None
+    if spec.kind == "random":
+        return random_policy(task, seed), None
+    weights = os.stat(Path(spec.checkpoint_dir) / WEIGHTS)
+    stamp = (weights.st_mtime_ns, weights.st_size)  # a rewritten checkpoint is loaded again
+    if spec not in _SERVERS or _SERVERS[spec][0] != stamp:
+        server = PolicyServer.load(spec.checkpoint_dir, spec.decode, spec.num_candidates)
+        _SERVERS[spec] = (stamp, server)
+    server = _SERVERS[spec][1]
+    return server.policy(task, seed), server
+
+
+def episode_env(task: str, seed: int, max_steps: int) -> Any:
+    """The environment of `task` seeded with `seed`: compiled once per process, then re-seeded.
+
+    Re-seeding the task's RandomState before ``reset()`` gives the same episode as
+    ``make_env(task, seed, max_steps)`` (tested) without recompiling the MJCF model (~0.1 s).
+    """
+    from pac.envs import make_env
+
+    key = (task, max_steps)
+    if key not in _ENVS:
+        _ENVS[key] = make_env(task, seed, max_steps)
+    env = _ENVS[key]
+    env.task.random.seed(seed)
+    return env
+
+
+def _run_job(job: Job) -> dict[str, Any]:
+    """One episode (in a worker process or in-process): its numbers and optional video."""
+    from pac.rollout import run_episode
+
+    policy, server = _policy(job.policy, job.task, job.seed)
+    env = episode_env(job.task, job.seed, job.max_steps)
+    start = len(server.latencies) if server else 0
+    ep = run_episode(env, policy, job.task, job.max_steps, record_frames=job.video is not None)
+    if job.video is not None:
+        _write_gif(Path(job.video), ep.frames)
+    return {
+        "task": job.task,
+        "episode": job.episode,
+        "seed": job.seed,
+        "return": ep.total_return,
+        "success": ep.success,
+        "steps": ep.length,
+        "latencies": server.latencies[start:] if server else [],
+    }
+
+
+def _write_gif(path: Path, frames: np.ndarray) -> None:
+    import imageio.v3 as iio
+
+    atomic_write(
+        path,
+        lambda p: iio.imwrite(p, frames, extension=".gif", duration=1000 // VIDEO_FPS, loop=0),
+    )
+
+
+class Runner:
+    """Runs episode jobs in `workers` spawned processes (1: in this process), results in order.
+
+    One pool serves every call (references, then the evaluated policy), so workers start and
+    load the checkpoint once. Use as a context manager.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool = None
+
+    def __enter__(self) -> Runner:
+        import torch
+
+        if self.workers > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            ctx = mp.get_context("spawn")
+            self._pool = ProcessPoolExecutor(self.workers, ctx, _init_worker)
+        else:
+            self._threads = torch.get_num_threads()
+            _init_worker()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+        else:
+            torch.set_num_threads(self._threads)
+
+    def __call__(self, jobs: list[Job]) -> list[dict[str, Any]]:
+        if self._pool is None:
+            return [_run_job(j) for j in jobs]
+        return list(self._pool.map(_run_job, jobs))
+
+
+# --- references -----------------------------------------------------------------------------------
+
+
+def _reference_key(task: str, episodes: int, max_steps: int, seed: int) -> str:
+    import pac.envs
+
+    code = hashlib.sha256(Path(pac.envs.__file__).read_bytes()).hexdigest()[:12]
+    return f"{task}|episodes={episodes}|steps={max_steps}|seed={seed}|envs={code}"
+
+
+def reference_returns(
+    tasks: list[str],
+    episodes: int,
+    max_steps: int,
+    seed: int,
+    run: Runner,
+    cache: Path,
+    given: dict[str, float] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """{task: {"random": R_random, "expert": R_expert or None, "expert_source": ...}}.
+
+    R_random: the uniform random policy; R_expert: `given` (params) or the scripted expert, both
+    measured through this harness over `episodes` episodes with their own seeds, cached in
+    `cache` (keyed by task, episodes, steps, seed and the pac.envs source).
+    """
+    given = given or {}
+    stored = json.loads(cache.read_text()) if cache.is_file() else {}
+    ref_seed = seed + REFERENCE_SEED_OFFSET
+    keys = {t: _reference_key(t, episodes, max_steps, ref_seed) for t in tasks}
+    jobs = [
+        Job(PolicySpec(kind), task, i, episode_seed(ref_seed, task, i), max_steps)
+        for task in tasks
+        if keys[task] not in stored
+        for kind in ("random", "expert")
+        if kind == "random" or (TASKS[task].scripted_expert and task not in given)
+        for i in range(episodes)
+    ]
+    results = run(jobs) if jobs else []
+    for task in dict.fromkeys(j.task for j in jobs):
+        mean = {}
+        for kind in ("random", "expert"):
+            rs = [
+                r["return"]
+                for j, r in zip(jobs, results)
+                if j.task == task and j.policy.kind == kind
+            ]
+            mean[kind] = float(np.mean(rs)) if rs else None
+        source = "scripted expert" if mean["expert"] is not None else None
+        stored[keys[task]] = {**mean, "expert_source": source}
+    if jobs:
+        atomic_write_text(cache, json.dumps(stored, indent=2, sort_keys=True))
+    out = {t: dict(stored[keys[t]]) for t in tasks}
+    for task in tasks:
+        if task in given:
+            out[task].update(expert=float(given[task]), expert_source="params")
+    return out
+
+
+# --- tables ---------------------------------------------------------------------------------------
+
+
+def _row(section: str, level: str, summary: Summary, refs: dict[str, Any] | None) -> dict[str, Any]:
+    row = {"section": section, "level": level, **summary.as_dict()}
+    row["expert_return"] = refs["expert"] if refs else math.nan
+    row["random_return"] = refs["random"] if refs else math.nan
+    return row
+
+
+def summarise_results(
+    results: list[dict[str, Any]], refs: dict[str, dict[str, Any]], held_out: Iterable[str]
+) -> list[dict[str, Any]]:
+    """Rows of the table: per section (train / held_out), tasks, then domains, then 'all'."""
+    held_out = set(held_out)
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_task.setdefault(r["task"], []).append(r)
+
+    def pct(task: str) -> np.ndarray | None:
+        ref = refs[task]
+        if ref["expert"] is None or ref["expert"] <= ref["random"]:
+            return None
+        return percent_of_expert([r["return"] for r in by_task[task]], ref["expert"], ref["random"])
+
+    def pooled(name: str, tasks: list[str]) -> Summary:
+        pcts = [pct(t) for t in tasks]
+        return summarise(
+            name,
+            [r["return"] for t in tasks for r in by_task[t]],
+            None if any(p is None for p in pcts) else np.concatenate(pcts),
+            [r["success"] for t in tasks for r in by_task[t]],
+            num_tasks=len(tasks),
+        )
+
+    rows = []
+    for section in ("train", "held_out"):
+        tasks = sorted(t for t in by_task if (t in held_out) == (section == "held_out"))
+        if not tasks:
+            continue
+        for t in tasks:
+            rows.append(_row(section, "task", pooled(t, [t]), refs[t]))
+        domains: dict[str, list[str]] = {}
+        for t in tasks:
+            domains.setdefault(TASKS[t].domain, []).append(t)
+        for domain, dtasks in sorted(domains.items()):
+            rows.append(_row(section, "domain", pooled(domain, dtasks), None))
+        rows.append(_row(section, "all", pooled("all", tasks), None))
+    return rows
+
+
+def _ci(mean: float, low: float, high: float) -> str:
+    if math.isnan(mean):
+        return "N/A"
+    if math.isnan(low):
+        return f"{mean:.1f}"
+    return f"{mean:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def markdown_table(rows: list[dict[str, Any]], header: str) -> str:
+    """Tables in the layout of the paper's Tables 1 / 13: domains first, then tasks."""
+    lines = [header, ""]
+    cols = "| {} | #(T) | Episodes | Mean return | % of expert [95% CI] | Success % [Wilson 95%] |"
+    for section, title in (("train", "Training tasks"), ("held_out", "Held-out tasks")):
+        srows = [r for r in rows if r["section"] == section]
+        if not srows:
+            continue
+        for level, name in (("domain", "Domain"), ("task", "Task")):
+            lines += [f"### {title}: per {name.lower()}", "", cols.format(name),
+                      "|---|---:|---:|---:|---:|---:|"]
+            chosen = [r for r in srows if r["level"] == level]
+            if level == "domain":
+                chosen += [r for r in srows if r["level"] == "all"]
+            for r in chosen:
+                label = "**All**" if r["level"] == "all" else r["name"]
+                lines.append(
+                    f"| {label} | {r['num_tasks']} | {r['episodes']} | {r['mean_return']:.1f} | "
+                    f"{_ci(r['pct_expert'], r['pct_expert_low'], r['pct_expert_high'])} | "
+                    f"{_ci(r['success_rate'], r['success_low'], r['success_high'])} |"
+                )
+            lines.append("")
+    lines += [
+        "% of expert = 100 (R - R_random) / (R_expert - R_random) (Reed et al., 2022), mean over",
+        "episodes with a standard-error 95% CI; success rates with Wilson score intervals",
+        "(alpha_W = 0.05). N/A: no expert reference for the task.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: non-finite numbers become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+METRIC_KEYS = ("mean_return", "pct_expert", "pct_expert_low", "pct_expert_high",
+               "success_rate", "success_low", "success_high", "episodes")
+
+
+def metrics_dict(rows: list[dict[str, Any]], timing: dict[str, float]) -> dict[str, Any]:
+    """metrics.json: nested {section: {all, domains, tasks}} (what `dvc metrics show` reads)."""
+    out: dict[str, Any] = {}
+    for r in rows:
+        values = {k: _finite(r[k]) for k in METRIC_KEYS}
+        section = out.setdefault(r["section"], {})
+        if r["level"] == "all":
+            section["all"] = values
+        else:
+            section.setdefault(f"{r['level']}s", {})[r["name"]] = values
+    out["timing"] = {k: _finite(v) for k, v in timing.items()}
+    return out
+
+
+# --- the entry point ------------------------------------------------------------------------------
+
+
+def default_tasks(cfg: PACConfig) -> list[str]:
+    """The training tasks of `cfg` (every data group, in order) then eval.held_out_tasks."""
+    tasks = [t for g in cfg.data.groups for t in g.tasks] + list(cfg.eval.held_out_tasks)
+    return list(dict.fromkeys(tasks))
+
+
+def _check_tasks(tasks: list[str], model_cfg: Any | None) -> None:
+    for task in tasks:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
+        spec = TASKS[task]
+        if model_cfg is not None and (
+            spec.num_proprio > model_cfg.num_proprio or spec.num_actions > model_cfg.num_actions
+        ):
+            raise ValueError(
+                f"task {task} needs num_proprio>={spec.num_proprio} and num_actions>="
+                f"{spec.num_actions}; the checkpoint's model has {model_cfg.num_proprio}/"
+                f"{model_cfg.num_actions}"
+            )
+
+
+def evaluate(
+    cfg: PACConfig,
+    checkpoint_dir: str | Path | None = None,
+    tasks: list[str] | None = None,
+    *,
+    policy: str = "checkpoint",
+    out_dir: str | Path | None = None,
+    track: bool = True,
+    tracking_parent_run: str | None = None,
+) -> EvalResult:
+    """Evaluate a checkpoint (or the scripted `expert` / `random` policy) on `tasks`.
+
+    Settings come from ``cfg.eval`` (episodes, workers, decode, seed, videos, held-out tasks);
+    the model and its training tasks from the checkpoint. Everything is checked before the
+    first episode runs.
+    """
+    from pac.checkpoint import TOKENIZER, load_checkpoint_config
+
+    e = cfg.eval
+    if policy not in POLICIES:
+        raise ValueError(f"policy {policy!r} is not one of {', '.join(POLICIES)}")
+    ckpt_cfg = None
+    if policy == "checkpoint":
+        if checkpoint_dir is None:
+            raise ValueError("policy=checkpoint needs checkpoint_dir (an inference checkpoint)")
+        ckpt_cfg = load_checkpoint_config(checkpoint_dir)  # raises if it is not a checkpoint
+        if not (Path(checkpoint_dir) / TOKENIZER).is_file():
+            raise FileNotFoundError(f"{checkpoint_dir}: the checkpoint has no {TOKENIZER}")
+    if tasks is None:
+        tasks = default_tasks(ckpt_cfg or cfg)
+        tasks += [t for t in e.held_out_tasks if t not in tasks]
+    tasks = list(dict.fromkeys(tasks))
+    if not tasks:
+        raise ValueError("no tasks to evaluate")
+    _check_tasks(tasks, ckpt_cfg.model if ckpt_cfg else None)
+    if policy == "expert":
+        missing = [t for t in tasks if not TASKS[t].scripted_expert]
+        if missing:
+            raise ValueError(f"no scripted expert for {missing}")
+    max_steps = e.max_steps or cfg.data.episode_steps
+    out = Path(out_dir or e.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if e.videos_per_task or (ckpt_cfg and ckpt_cfg.model.num_images):
+        _check_rendering()
+
+    spec = PolicySpec(
+        policy, str(checkpoint_dir) if policy == "checkpoint" else None, e.decode, e.num_candidates
+    )
+    videos_dir = out / "videos"  # always present (a DVC output), possibly empty
+    videos_dir.mkdir(exist_ok=True)
+    for stale in videos_dir.glob("*.gif"):  # videos of an earlier evaluation in this folder
+        stale.unlink()
+    jobs = [
+        Job(spec, task, i, episode_seed(e.seed, task, i), max_steps,
+            str(videos_dir / f"{task}_{i}.gif") if i < e.videos_per_task else None)
+        for task in tasks
+        for i in range(e.episodes_per_task)
+    ]
+    with Runner(e.workers) as run:
+        refs = reference_returns(
+            tasks, e.episodes_per_task, max_steps, e.seed, run, out / "references.json",
+            e.expert_returns,
+        )
+        start = time.perf_counter()
+        results = run(jobs)
+        wall = time.perf_counter() - start
+
+    latencies = [x for r in results for x in r["latencies"]]
+    timing = {
+        "episodes_per_s": len(jobs) / wall,
+        "env_steps_per_s": sum(r["steps"] for r in results) / wall,
+        "inference_hz": len(latencies) / float(np.sum(latencies)) if latencies else math.nan,
+        "inference_ms_p50": 1e3 * float(np.median(latencies)) if latencies else math.nan,
+        "workers": float(e.workers),
+    }
+    rows = summarise_results(results, refs, e.held_out_tasks)
+    metrics = metrics_dict(rows, timing)
+    header = (
+        f"## PAC evaluation: {policy}"
+        + (f" {Path(checkpoint_dir).name}" if policy == "checkpoint" else "")
+        + f" ({e.episodes_per_task} episodes per task, {max_steps} steps, decode={e.decode},"
+        f" seed={e.seed})"
+    )
+    atomic_write_text(out / "results.md", markdown_table(rows, header))
+    atomic_write_text(out / "results.csv", _csv(rows))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    episode_rows = [{k: v for k, v in r.items() if k != "latencies"} for r in results]
+    atomic_write_text(out / "episodes.csv", _csv(episode_rows))
+    result = EvalResult(
+        out_dir=out,
+        rows=rows,
+        metrics=metrics,
+        videos=[Path(j.video) for j in jobs if j.video],
+        inference_hz=timing["inference_hz"],
+        episodes_per_s=timing["episodes_per_s"],
+    )
+    if track:
+        result.mlflow_run_id = _log_to_mlflow(cfg, result, spec, tracking_parent_run)
+    return result
+
+
+def _check_rendering() -> None:
+    """Fail before any episode when videos or image inputs are asked for but cannot render."""
+    from pac.envs import make_env, render
+
+    render(make_env("point_mass.easy", 0, 2), size=8)
+
+
+def _flatten(d: dict[str, Any], prefix: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}/{k}"))
+        elif v is not None:
+            out[f"{prefix}/{k}"] = float(v)
+    return out
+
+
+def _log_to_mlflow(
+    cfg: PACConfig, result: EvalResult, spec: PolicySpec, parent: str | None
+) -> str | None:
+    """One MLflow run: eval params, every table number as a metric, tables and videos."""
+    from pac.tracking import Tracker
+
+    tracker = Tracker(cfg, "evaluate", parent_run_id=parent, tags={"pac.stage": "evaluate"})
+    tracker.log_params(
+        {k: v for k, v in cfg.flat().items() if k.startswith("eval.")}
+        | {"eval.policy": spec.kind, "eval.checkpoint": spec.checkpoint_dir or ""}
+    )
+    tracker.log_metrics(_flatten(result.metrics, "eval"), step=0)
+    for name in ("results.md", "results.csv", "metrics.json", "episodes.csv", "references.json"):
+        tracker.log_artifact(result.out_dir / name, "eval")
+    for video in result.videos:
+        tracker.log_artifact(video, "eval/videos")
+    tracker.finish()
+    return tracker.run_id
+
+
+def merge_evaluations(dirs: list[str | Path], out_dir: str | Path, cfg: PACConfig) -> EvalResult:
+    """One table from several evaluation folders (the flow's per-domain branches).
+
+    Reads each folder's episodes.csv and references.json and summarises them together, so the
+    pooled "all" rows are computed over every episode, exactly as one `evaluate` call would.
+    """
+    import pandas as pd
+
+    episodes = pd.concat([pd.read_csv(Path(d) / "episodes.csv") for d in dirs], ignore_index=True)
+    refs: dict[str, dict[str, Any]] = {}
+    for d in dirs:
+        for key, ref in json.loads((Path(d) / "references.json").read_text()).items():
+            refs[key.split("|", 1)[0]] = ref
+    results = episodes.to_dict("records")
+    for r in results:
+        r["success"] = bool(r["success"])
+    rows = summarise_results(results, refs, cfg.eval.held_out_tasks)
+    timings = [json.loads((Path(d) / "metrics.json").read_text())["timing"] for d in dirs]
+    timing = {k: float(np.nanmean([t.get(k, math.nan) for t in timings])) for k in timings[0]}
+    out = Path(out_dir)
+    header = (f"## PAC evaluation ({cfg.eval.episodes_per_task} episodes per task,"
+              f" decode={cfg.eval.decode}, seed={cfg.eval.seed})")
+    atomic_write_text(out / "results.md", markdown_table(rows, header))
+    atomic_write_text(out / "results.csv", _csv(rows))
+    metrics = metrics_dict(rows, timing)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    return EvalResult(out_dir=out, rows=rows, metrics=metrics,
+                      inference_hz=timing.get("inference_hz", math.nan))

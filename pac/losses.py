@@ -1,0 +1,264 @@
+"""The offline KL-regularised actor-critic losses (§3.2, App. A): eq. 11 (PAC+Q) and eq. 14 (PAC+V).
+
+A batch holds B trajectories of length T; transitions are (s_t, a_t, r_t, s_{t+1}) for
+t = 0..T-2 with s_{t+1} the next step of the same trajectory. Eq. 11, term by term, per transition:
+
+    (1 - alpha) * -sum_k w_k log pi_theta(a'_k | s_t)     a'_k ~ pi_theta'(.|s_t), k = 1..N,
+                                                         w = softmax_k(Q_theta'(s_t, a'_k) / eta)
+  +      alpha  * -log pi_theta(a_t | s_t)                behaviour cloning on dataset actions
+  +      beta   * -sum_q Gamma_theta'(q) log p_theta(q | s_t, a_t)
+
+where Gamma_theta' (eq. 9) projects r_t + gamma * d_t * q' onto the fixed support, q' drawn from
+the target Q distribution at s_{t+1} under actions from the target policy pi_theta'. The weights
+are exp(Q/eta - K_Q) with K_Q = log E_k exp(Q/eta): a softmax over the N samples (log-sum-exp).
+Variants (App. C.5): pac, bc_q (alpha = 1), filtered_bc (alpha = 1, beta = 0), alpha_pac
+(per-sample alpha, beta from the batch's dataset group), pac_v (eq. 14, below).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pac.batch import Batch
+from pac.config import LossConfig
+from pac.model.distributions import (
+    bin_centers,
+    entropy,
+    expected_value,
+    log_prob,
+    sample,
+)
+
+
+@dataclass
+class LossOutput:
+    """The total loss and each term (means over valid transitions), plus diagnostics."""
+
+    total: torch.Tensor
+    policy_improvement: torch.Tensor  # KL to pi_imp (advantage-weighted for PAC+V)
+    bc: torch.Tensor  # -log pi_theta(a_t | s_t)
+    q: torch.Tensor  # cross-entropy of p_theta(q | s_t, a_t) against Gamma_theta' (0 for PAC+V)
+    value: torch.Tensor  # PAC+V: cross-entropy of p_theta(v | s_t) against its target (else 0)
+    alpha_mean: torch.Tensor
+    metrics: dict[str, float]
+
+
+def categorical_projection(
+    probs: torch.Tensor, rewards: torch.Tensor, discounts: torch.Tensor, vmin: float, vmax: float
+) -> torch.Tensor:
+    """Gamma (eq. 9): project the distribution of r + discount * q', q' ~ probs, onto the support.
+
+    probs [N, n] over n evenly spaced values on [vmin, vmax]; rewards, discounts [N] (discount =
+    gamma * d_t, 0 at episode ends). Each shifted atom is clipped to [vmin, vmax] and split
+    between its two neighbouring bins in proportion to closeness (Bellemare et al., 2017): mass
+    is conserved and, for in-range targets, the mean is exactly r + discount * E[q']. (The
+    indicator of eq. 9 is the nearest-bin version of this split.)
+    """
+    n = probs.shape[-1]
+    support = bin_centers(n, vmin, vmax, device=probs.device)
+    shifted = (rewards[:, None] + discounts[:, None] * support).clamp(vmin, vmax)  # [N, n]
+    spacing = (vmax - vmin) / (n - 1)
+    hat = (1.0 - (shifted[:, :, None] - support).abs() / spacing).clamp(min=0.0)  # [N, j, i]
+    return torch.einsum("nj,nji->ni", probs.float(), hat)
+
+
+def improvement_weights(q_values: torch.Tensor, eta: float) -> torch.Tensor:
+    """Weights of the N samples (last axis) in eq. 11: (1/N) exp(Q_k / eta - K_Q) with
+    K_Q = log (1/N) sum_k exp(Q_k / eta), the 1/N being the sample mean over a' ~ pi_theta'.
+    That is softmax_k(Q_k / eta): sums to one, stable for any eta (log-sum-exp)."""
+    return torch.softmax(q_values.float() / eta, dim=-1)
+
+
+def _scheduled_alpha(loss_cfg: LossConfig, step: int) -> float | None:
+    """alpha from `loss.alpha_schedule` ([[from_update, alpha], ...], §4.3), if one applies."""
+    active = [alpha for start, alpha in sorted(loss_cfg.alpha_schedule) if step >= start]
+    return active[-1] if active else None
+
+
+def effective_alpha(loss_cfg: LossConfig, step: int, batch_alpha: torch.Tensor) -> torch.Tensor:
+    """Per-sample alpha [B]: the schedule's value once it applies, else the dataset group's
+    alpha (alpha-PAC, App. C.5), else `loss.alpha`."""
+    scheduled = _scheduled_alpha(loss_cfg, step)
+    if scheduled is not None:
+        return torch.full_like(batch_alpha, scheduled)
+    if loss_cfg.variant == "alpha_pac":
+        return batch_alpha.float()
+    return torch.full_like(batch_alpha, loss_cfg.alpha)
+
+
+def compute_loss(
+    model: nn.Module,
+    target_model: nn.Module | None,
+    batch: Batch,
+    loss_cfg: LossConfig,
+    step: int = 0,
+    generator: torch.Generator | None = None,
+) -> LossOutput:
+    """Eq. 11 (or eq. 14 for ``pac_v``) on the T-1 transitions of each trajectory in `batch`."""
+    if batch.length < 2:
+        raise ValueError(f"a batch needs trajectories of length >= 2, got T={batch.length}")
+    if loss_cfg.variant == "pac_v":
+        return _pac_v_loss(model, batch, loss_cfg, step)
+    b, t_len, n_act = batch.batch_size, batch.length, batch.actions.shape[-1]
+    n = t_len - 1
+    valid = batch.step_mask[:, :-1]  # [B, n]
+    alpha = effective_alpha(loss_cfg, step, batch.alpha)[:, None].expand(b, n)
+    per_sample_beta = loss_cfg.variant == "alpha_pac"
+    beta = (batch.beta.float() if per_sample_beta else torch.full_like(batch.alpha, loss_cfg.beta))
+    beta = beta[:, None].expand(b, n)
+    alpha_value = _scheduled_alpha(loss_cfg, step)
+    if alpha_value is None and not per_sample_beta:
+        alpha_value = loss_cfg.alpha
+    need_pi = alpha_value is None or alpha_value < 1.0  # zero-weight terms are skipped
+    need_q = per_sample_beta or loss_cfg.beta > 0.0
+    mask_t = batch.action_mask.repeat_interleave(n, dim=0)  # [B*n, N^A]
+
+    # Online network: one encoder pass on s_t, policy logits and Q of the dataset action.
+    z = model.encode(batch.observation(slice(0, n)))
+    logits = model.policy_logits(z)  # [B*n, N^A, N_B]
+    actions = batch.actions[:, :-1].reshape(b * n, n_act)
+    bc = -log_prob(logits, actions, mask_t).view(b, n)
+
+    zeros = torch.zeros(b, n, device=bc.device)
+    pi_term, q_term = zeros, zeros
+    q_valid = valid & (batch.step_mask[:, 1:] | (batch.discounts[:, :-1] == 0))
+    diag: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (value, where valid)
+    if need_pi or need_q:
+        if target_model is None:
+            raise ValueError(f"loss.variant={loss_cfg.variant} needs a target network")
+        with torch.no_grad():  # target network theta': one pass over all T steps
+            n_samples = loss_cfg.num_action_samples
+            mask_all = batch.action_mask.repeat_interleave(t_len, dim=0)
+            z_target = target_model.encode(batch.observation(slice(0, t_len)))
+            sampled = sample(target_model.policy_logits(z_target), mask_all, n_samples, generator)
+            q_logits_target = target_model.q_logits(z_target, sampled, mask_all).float()
+            q_sampled = expected_value(q_logits_target, loss_cfg.value_min, loss_cfg.value_max)
+            q_sampled = q_sampled.view(b, t_len, n_samples)
+        if need_pi:  # KL[pi_imp, pi_theta] with w = exp(Q_theta'/eta - K_Q)
+            weights = improvement_weights(q_sampled[:, :-1], loss_cfg.eta)  # [B, n, N]
+            a_prime = sampled.view(b, t_len, n_samples, n_act)[:, :-1].reshape(b * n, n_samples, -1)
+            log_pi = log_prob(logits, a_prime, mask_t).view(b, n, n_samples)
+            pi_term = -(weights * log_pi).sum(-1)
+            w_entropy = -(weights * weights.clamp_min(1e-12).log()).sum(-1)
+            diag["weight_entropy"] = (w_entropy, valid)
+            diag["weight_max"] = (weights.max(-1).values, valid)
+            diag["sampled_q"] = (q_sampled[:, :-1].mean(-1), valid)
+        if need_q:  # beta * KL[Gamma_theta', p_theta] (eq. 9-10)
+            with torch.no_grad():
+                next_probs = torch.softmax(q_logits_target, dim=-1)
+                next_probs = next_probs.view(b, t_len, n_samples, -1)[:, 1:].mean(2)
+                discount = loss_cfg.gamma * batch.discounts[:, :-1].float()
+                target_dist = categorical_projection(
+                    next_probs.reshape(b * n, -1),
+                    batch.rewards[:, :-1].reshape(-1).float(),
+                    discount.reshape(-1),
+                    loss_cfg.value_min,
+                    loss_cfg.value_max,
+                )
+            q_logits = model.q_logits(z, actions[:, None], mask_t)[:, 0].float()  # [B*n, N_Q]
+            ce = -(target_dist * torch.log_softmax(q_logits, dim=-1)).sum(-1)
+            q_term = torch.where(q_valid, ce.view(b, n), zeros)
+            support = bin_centers(q_logits.shape[-1], loss_cfg.value_min, loss_cfg.value_max,
+                                  device=q_logits.device)
+            mean_q = (torch.softmax(q_logits.detach(), -1) * support).sum(-1).view(b, n)
+            diag["mean_q"] = (mean_q, q_valid)
+            diag["target_q"] = ((target_dist * support).sum(-1).view(b, n), q_valid)
+
+    per_transition = (1 - alpha) * pi_term + alpha * bc + beta * q_term
+    diag["policy_entropy"] = (entropy(logits.detach(), mask_t).view(b, n), valid)
+    return _reduce(per_transition, pi_term, bc, q_term, zeros, alpha, beta, valid, q_valid, diag)
+
+
+def _pac_v_loss(model: nn.Module, batch: Batch, loss_cfg: LossConfig, step: int) -> LossOutput:
+    """PAC+V (App. A.3, eq. 14): advantage-weighted BC on dataset actions + a distributional V.
+
+    No target network: theta' are the current parameters, detached. A_t = r_t + gamma d_t
+    V(s_{t+1}) - V(s_t); the weights exp(A/eta) are normalised over the batch's valid transitions
+    (softmax * count: mean weight 1), so any eta (the paper uses 1e-4) stays finite. The
+    importance ratio pi_theta/b of eq. 14 is taken as 1 (b constant, and the product of N^A
+    per-dimension probabilities underflows), so V regresses towards the behaviour value.
+    An (optional) alpha * BC term is kept; the paper sets alpha = 0 for PAC+V.
+    """
+    b, t_len, n_act = batch.batch_size, batch.length, batch.actions.shape[-1]
+    n = t_len - 1
+    valid = batch.step_mask[:, :-1]
+    q_valid = valid & (batch.step_mask[:, 1:] | (batch.discounts[:, :-1] == 0))
+    alpha = effective_alpha(loss_cfg, step, batch.alpha)[:, None].expand(b, n)
+    beta = torch.full((b, n), loss_cfg.beta, device=alpha.device)
+    mask_t = batch.action_mask.repeat_interleave(n, dim=0)
+
+    z_all = model.encode(batch.observation(slice(0, t_len)))  # s_0 .. s_{T-1} in one pass
+    v_logits = model.value_logits(z_all).float().view(b, t_len, -1)
+    z = z_all.view(b, t_len, *z_all.shape[1:])[:, :-1].reshape(b * n, *z_all.shape[1:])
+    logits = model.policy_logits(z)
+    bc = -log_prob(logits, batch.actions[:, :-1].reshape(b * n, n_act), mask_t).view(b, n)
+
+    with torch.no_grad():
+        v_probs = torch.softmax(v_logits.detach(), dim=-1)
+        support = bin_centers(v_probs.shape[-1], loss_cfg.value_min, loss_cfg.value_max,
+                              device=v_probs.device)
+        values = (v_probs * support).sum(-1)  # [B, T]
+        discount = loss_cfg.gamma * batch.discounts[:, :-1].float()
+        rewards = batch.rewards[:, :-1].float()
+        advantage = rewards + discount * values[:, 1:] - values[:, :-1]
+        advantage = torch.where(q_valid, advantage, torch.zeros_like(advantage))
+        scores = (advantage / loss_cfg.eta).masked_fill(~q_valid, float("-inf"))
+        count = q_valid.sum().clamp(min=1)
+        weights = torch.softmax(scores.flatten(), dim=0).nan_to_num(0.0).view(b, n) * count
+        target_dist = categorical_projection(
+            v_probs[:, 1:].reshape(b * n, -1), rewards.reshape(-1), discount.reshape(-1),
+            loss_cfg.value_min, loss_cfg.value_max,
+        )
+    zeros = torch.zeros(b, n, device=bc.device)
+    pi_term = torch.where(q_valid, weights * bc, zeros)
+    ce = -(target_dist * torch.log_softmax(v_logits[:, :-1].reshape(b * n, -1), dim=-1)).sum(-1)
+    v_term = torch.where(q_valid, ce.view(b, n), zeros)
+    per_transition = (1 - alpha) * pi_term + alpha * bc + beta * v_term
+    diag = {
+        "mean_v": (values[:, :-1], valid),
+        "mean_advantage": (advantage, q_valid),
+        "weight_max": (weights.max().expand(b, n), valid),
+        "policy_entropy": (entropy(logits.detach(), mask_t).view(b, n), valid),
+    }
+    return _reduce(per_transition, pi_term, bc, zeros, v_term, alpha, beta, valid, q_valid, diag)
+
+
+def _reduce(
+    per_transition: torch.Tensor,
+    pi_term: torch.Tensor,
+    bc: torch.Tensor,
+    q_term: torch.Tensor,
+    v_term: torch.Tensor,
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    valid: torch.Tensor,
+    q_valid: torch.Tensor,
+    diag: dict[str, tuple[torch.Tensor, torch.Tensor]],
+) -> LossOutput:
+    """Means over valid transitions (padding never enters: torch.where, not multiplication)."""
+
+    def mean(x: torch.Tensor, mask: torch.Tensor = valid) -> torch.Tensor:
+        return torch.where(mask, x, torch.zeros_like(x)).sum() / mask.sum().clamp(min=1)
+
+    out = LossOutput(
+        total=mean(per_transition),
+        policy_improvement=mean(pi_term),
+        bc=mean(bc),
+        q=mean(q_term, q_valid),
+        value=mean(v_term, q_valid),
+        alpha_mean=mean(alpha),
+        metrics={},
+    )
+    scalars = {
+        "loss": out.total, "policy_improvement": out.policy_improvement, "bc": out.bc,
+        "q_loss": out.q, "value_loss": out.value, "alpha_mean": out.alpha_mean,
+        "beta_mean": mean(beta), "valid_transitions": valid.sum().float(),
+    }
+    scalars |= {k: mean(v.float(), where) for k, (v, where) in diag.items()}
+    names = list(scalars)
+    values = torch.stack([v.detach().float() for v in scalars.values()]).tolist()  # one sync
+    out.metrics = dict(zip(names, values, strict=True))
+    return out

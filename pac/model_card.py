@@ -1,0 +1,114 @@
+"""A Markdown model card per registered policy, filled from the run that produced it.
+
+The fields follow the model-card excerpt that describes the 15.7B PAC-style policy: parameter
+count, hardware and GPU count, training duration, optimiser and schedule, data, evaluation,
+licence and year — here every value comes from the run itself, nothing is typed by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pac.config import PACConfig, group_alpha_beta
+from pac.io import atomic_write_text
+
+
+@dataclass
+class ModelCardFacts:
+    """What a run measured; everything else on the card is read from the config."""
+
+    name: str
+    params: int
+    wall_clock_s: float
+    hardware: str = ""
+    gpu_count: int = 0
+    world_size: int = 1
+    data_version: dict[str, str] = field(default_factory=dict)
+    eval_markdown: str = ""
+    rlft_markdown: str = ""
+    mlflow_run_id: str = ""
+    metaflow_pathspec: str = ""
+    licence: str = "Apache-2.0"
+    year: int = field(default_factory=lambda: _dt.date.today().year)
+
+
+def detect_hardware() -> tuple[str, int]:
+    """(description, GPU count) of this machine, e.g. ("NVIDIA A100-SXM4-80GB", 8)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0), torch.cuda.device_count()
+    cpu = platform.processor() or platform.machine()
+    import os
+
+    return f"CPU ({cpu}, {os.cpu_count()} cores)", 0
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def render_model_card(cfg: PACConfig, facts: ModelCardFacts) -> str:
+    """The card as Markdown."""
+    t, lo = cfg.train, cfg.loss
+    gpus = f"{facts.gpu_count} x {facts.hardware}" if facts.gpu_count else facts.hardware
+    warmup = t.warmup_steps or f"{t.warmup_fraction:.0%} of steps"
+    data_version = ", ".join(f"{k}: {v}" for k, v in facts.data_version.items())
+    lines = [
+        f"# Model card: {facts.name}",
+        "",
+        "PAC (Perceiver-Actor-Critic) policy and distributional Q-function trained with the",
+        "offline KL-regularised actor-critic objective (Springenberg et al., 2024, eq. 11).",
+        "",
+        "| field | value |",
+        "|---|---|",
+        f"| parameters (policy + value) | {facts.params:,} ({facts.params / 1e6:.2f}M) |",
+        f"| scale | {cfg.model.scale} (D_Z={cfg.model.d_z}, M={cfg.model.num_blocks},"
+        f" W={cfg.model.widening}) |",
+        f"| hardware | {gpus} |",
+        f"| GPU count | {facts.gpu_count} |",
+        f"| world size (processes) | {facts.world_size} |",
+        f"| DeepSpeed | ZeRO stage {t.zero_stage}, {t.precision} |",
+        f"| training duration (wall clock) | {_duration(facts.wall_clock_s)} |",
+        f"| optimiser | AdamW lr {t.lr_init:g} -> {t.lr_peak:g} -> {t.lr_end:g}, warm-up {warmup},"
+        f" cosine; betas ({t.adam_beta1}, {t.adam_beta2}), wd {t.weight_decay:g} |",
+        f"| batch | {t.global_batch} trajectories x {cfg.data.trajectory_length} steps ="
+        f" {t.global_batch * cfg.data.trajectory_length} transitions |",
+        f"| gradient clipping | {t.grad_clip} |",
+        f"| updates | {t.steps} |",
+        f"| objective | {lo.variant} (alpha={lo.alpha}, beta={lo.beta}, eta={lo.eta},"
+        f" gamma={lo.gamma}) |",
+        f"| data version | {data_version or '-'} |",
+        f"| MLflow run | {facts.mlflow_run_id or '-'} |",
+        f"| Metaflow run | {facts.metaflow_pathspec or '-'} |",
+        f"| licence | {facts.licence} |",
+        f"| year | {facts.year} |",
+        "",
+        "## Data mixture (App. C.4) and alpha/beta per group (App. C.5)",
+        "",
+        "| group | tasks | quality | lambda | alpha | beta |",
+        "|---|---|---|---|---|---|",
+    ]
+    for g in cfg.data.groups:
+        alpha, beta = group_alpha_beta(cfg, g)
+        lines.append(
+            f"| {g.name} | {', '.join(g.tasks)} | {g.quality} | {g.weight} | {alpha} | {beta} |"
+        )
+    if facts.eval_markdown:
+        lines += ["", "## Evaluation (simulation)", "", facts.eval_markdown.strip()]
+    if facts.rlft_markdown:
+        lines += ["", "## RL fine-tuning rounds (§4.3)", "", facts.rlft_markdown.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(cfg: PACConfig, facts: ModelCardFacts, path: str | Path) -> Path:
+    return atomic_write_text(Path(path), render_model_card(cfg, facts))

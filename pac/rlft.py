@@ -1,0 +1,539 @@
+"""RL fine-tuning and self-improvement rounds (§4.3, Tables 2-3, App. F.2).
+
+The loop of Lampe et al. (2023) that the paper follows on the real robot:
+
+    round 0: evaluate the pretrained policy
+    round k = 1..R:
+        collect E episodes per task with the current policy on the robot -> landing folder
+        ingest them (source = rollout, round k) into the store's `rollouts` group; all earlier
+            data stays in the mixture, the group is weighted by lambda = rlft.weight and trained
+            with its own alpha, beta (rlft.alpha, rlft.beta: alpha-PAC, App. C.5)
+        fine-tune rlft.finetune_steps updates from the previous round's checkpoint
+        evaluate; record a row: episodes added, success with Wilson CI per task and overall
+
+The "robot" is a :class:`RobotClient`. :class:`SimRobot` stands in for one with dm_control; a
+real robot implements the same one method and plugs in unchanged. Either way the policy side is
+:class:`pac.rollout.PolicyServer` (the model loaded once, batch 1), the code a robot would call.
+
+Outputs in ``rlft.out_dir``: ``rounds/round_<k>/`` (landing folder, fine-tuning run,
+evaluation), ``rounds.csv`` and ``rounds.md`` (Table 3 layout), ``metrics.json`` (for
+``dvc metrics show``) and ``rounds.json`` (the state a ``--resume`` continues from). MLflow: one ``rlft`` run with one nested run per round (the fine-tuning and
+evaluation runs nest under their round); the registry alias ``champion`` moves to a round's
+model only when its success rate beats the current champion's.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from pac.config import ConfigError, GroupConfig, PACConfig
+from pac.data.store import Episode
+from pac.ingest import ROLLOUT_GROUP, IngestReport, ingest, write_rollout
+from pac.io import atomic_write_text
+from pac.stats import wilson_interval
+
+#: the robot's call into the policy: (proprio [N^P_task], camera images or None) -> action
+ActFn = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
+ROLLOUT_SEED_BASE = 50_000  # rollout episodes never share seeds with evaluation episodes
+CHAMPION = "champion"
+STATE_FILE = "rounds.json"
+
+
+# --- the robot seam ------------------------------------------------------------------------------
+
+
+class RobotClient(Protocol):
+    """What the rollout loop needs from a robot.
+
+    ``run_episode`` resets the robot to a start state, then at its control rate reads the
+    proprioception (and cameras), calls ``act`` and applies the action, until the episode ends;
+    it returns the T recorded steps (o_t, a_t, r_t, d_t). A robot without a reward signal
+    returns its success label instead (see docs/rollout_format.md: rewards are computable).
+    """
+
+    name: str
+
+    def run_episode(self, task: str, act: ActFn, seed: int) -> Episode: ...
+
+
+@dataclass
+class SimRobot:
+    """The dm_control stand-in for a robot (the one hardware substitute of the pipeline)."""
+
+    episode_steps: int
+    cameras: int = 0  # 80x80 camera images per step handed to the policy (and recorded)
+    realtime: bool = False  # hold the control rate: sleep out each control period
+    name: str = "dm_control"
+
+    def run_episode(self, task: str, act: ActFn, seed: int) -> Episode:
+        from pac.envs import flatten_observation, render
+        from pac.evaluate import episode_env
+        from pac.rollout import run_episode
+
+        env = episode_env(task, seed, self.episode_steps)
+        period = float(env.control_timestep())
+        images: list[np.ndarray] = []
+        tick = time.perf_counter()
+
+        def policy(env, time_step) -> np.ndarray:
+            nonlocal tick
+            frames = None
+            if self.cameras:
+                frames = np.stack([render(env, 80, c) for c in range(self.cameras)])
+                images.append(frames)
+            action = act(flatten_observation(time_step.observation), frames)
+            if self.realtime:
+                tick += period
+                time.sleep(max(0.0, tick - time.perf_counter()))
+            return action
+
+        ep = run_episode(env, policy, task, self.episode_steps)
+        return Episode(
+            task=task,
+            proprio=ep.observations[:-1],  # o_0 .. o_{T-1}: the states the actions were taken in
+            actions=ep.actions,
+            rewards=ep.rewards,
+            discounts=ep.discounts,
+            success=ep.success,
+            source="rollout",
+            images=np.stack(images) if images else None,
+        )
+
+
+@dataclass
+class CollectReport:
+    files: list[Path]
+    successes: dict[str, int]  # per task
+    episodes: dict[str, int]
+    policy_hz: float  # policy steps per second at batch 1
+    seconds: float
+
+    @property
+    def success_rate(self) -> float:
+        n = sum(self.episodes.values())
+        return sum(self.successes.values()) / n if n else math.nan
+
+
+def rollout_seed(round_k: int, task: str, index: int, base: int = 0) -> int:
+    from pac.evaluate import episode_seed
+
+    return episode_seed(ROLLOUT_SEED_BASE + base + 1_000 * round_k, task, index)
+
+
+def collect(
+    server: Any,
+    robot: RobotClient,
+    tasks: list[str],
+    episodes_per_task: int,
+    landing: str | Path,
+    round_k: int = 0,
+    seed: int = 0,
+) -> CollectReport:
+    """Run `episodes_per_task` episodes per task with `server` (a PolicyServer) on `robot` and
+    write one rollout file per episode into `landing`, as a robot delivers them."""
+    import torch
+
+    from pac.envs import is_success
+
+    landing = Path(landing)
+    landing.mkdir(parents=True, exist_ok=True)
+    files, successes, counts = [], dict.fromkeys(tasks, 0), dict.fromkeys(tasks, 0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # batch 1: one thread is fastest and leaves the other core free
+    start, first_latency = time.perf_counter(), len(server.latencies)
+    try:
+        for task in tasks:
+            for i in range(episodes_per_task):
+                s = rollout_seed(round_k, task, i, seed)
+                ep = robot.run_episode(task, lambda p, im, t=task: server.act(p, t, im), s)
+                ep.success = is_success(task, ep.rewards)  # the one success definition
+                meta = {"robot": robot.name, "round": round_k, "seed": s, "episode": i,
+                        "decode": server.decode, "recorded": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                name = f"r{round_k:02d}-{task}-{i:04d}-{s}.npz"
+                files.append(write_rollout(landing / name, ep, meta))
+                successes[task] += bool(ep.success)
+                counts[task] += 1
+    finally:
+        torch.set_num_threads(threads)
+    latencies = server.latencies[first_latency:]
+    hz = len(latencies) / float(np.sum(latencies)) if latencies else math.nan
+    return CollectReport(files, successes, counts, hz, time.perf_counter() - start)
+
+
+# --- one round's config --------------------------------------------------------------------------
+
+
+def rollout_group(cfg: PACConfig) -> GroupConfig:
+    """The mixture's group of self-generated data (lambda, alpha, beta from rlft.*)."""
+    r = cfg.rlft
+    return GroupConfig(
+        name=ROLLOUT_GROUP, tasks=list(r.tasks), quality=0.0,
+        episodes_per_task=r.episodes_per_task, weight=r.weight, alpha=r.alpha, beta=r.beta,
+        source="rollout",
+    )
+
+
+def round_dir(out_dir: Path, round_k: int) -> Path:
+    """The working folder of round k: landing/, train/ (fine-tuning run), eval/."""
+    return Path(out_dir) / "rounds" / f"round_{round_k}"
+
+
+def finetune_config(cfg: PACConfig, round_k: int, out_dir: Path) -> PACConfig:
+    """`cfg` with the rollouts group added to the mixture and a short fine-tuning schedule."""
+    from pac.config import validate
+
+    ft = copy.deepcopy(cfg)
+    ft.data.groups = [g for g in ft.data.groups if g.name != ROLLOUT_GROUP] + [rollout_group(cfg)]
+    ft.train.steps = cfg.rlft.finetune_steps
+    ft.train.checkpoint_every = cfg.rlft.finetune_steps
+    ft.train.log_every = min(cfg.train.log_every, cfg.rlft.finetune_steps)
+    ft.train.warmup_steps = 0  # warm-up: train.warmup_fraction of the fine-tuning updates
+    ft.train.decay_steps = 0
+    ft.train.out_dir = str(round_dir(out_dir, round_k) / "train")
+    ft.train.seed = cfg.train.seed + round_k
+    validate(ft)
+    return ft
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+
+@dataclass
+class RoundRow:
+    """One row of the Table-3-style round table."""
+
+    round: int
+    episodes_added: int  # this round's rollouts (round 0: the pretraining episodes)
+    rollout_episodes: int  # all rollouts in the mixture after this round
+    collected_success: float  # success rate of the collected rollouts (nan for round 0)
+    tasks: dict[str, dict[str, float]]  # task -> successes, episodes, rate, low, high (percent)
+    overall: dict[str, float]
+    policy: str
+    champion: bool = False
+    run_id: str | None = None
+    data_version: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return "PAC (pretrained)" if self.round == 0 else f"RLFT #{self.round}"
+
+
+def success_cell(successes: int, episodes: int) -> dict[str, float]:
+    low, high = wilson_interval(successes, episodes)
+    return {"successes": successes, "episodes": episodes, "rate": 100.0 * successes / episodes,
+            "low": 100.0 * low, "high": 100.0 * high}
+
+
+def _fmt(cell: dict[str, float]) -> str:
+    return f"{cell['rate']:.1f} [{cell['low']:.1f}, {cell['high']:.1f}]"
+
+
+def table_markdown(rows: list[RoundRow], cfg: PACConfig) -> str:
+    tasks = list(rows[0].tasks) if rows else []
+    head = ["Iteration", "Episodes", *tasks, "All"]
+    lines = [
+        "## PAC self-improvement rounds (Table 3 layout)",
+        "",
+        f"Success % with Wilson score intervals (alpha_W = 0.05), {cfg.eval.episodes_per_task}"
+        f" evaluation episodes per task (decode={cfg.eval.decode}); each round adds"
+        f" {cfg.rlft.episodes_per_task} rollouts per task and fine-tunes"
+        f" {cfg.rlft.finetune_steps} updates (lambda={cfg.rlft.weight:g},"
+        f" alpha={cfg.rlft.alpha:g}, beta={cfg.rlft.beta:g}). * = registry champion.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|---:|" + "---:|" * (len(tasks) + 1),
+    ]
+    for r in rows:
+        episodes = f"{r.episodes_added}" if r.round == 0 else f"+ {r.episodes_added}"
+        cells = [_fmt(r.tasks[t]) for t in tasks] + [_fmt(r.overall)]
+        lines.append(f"| {r.label}{' *' if r.champion else ''} | {episodes} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_csv(rows: list[RoundRow]) -> str:
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    tasks = list(rows[0].tasks) if rows else []
+    cols = [f"{name}_{k}" for name in [*tasks, "all"] for k in ("success", "low", "high", "n")]
+    out.writerow(["round", "iteration", "episodes_added", "rollout_episodes",
+                  "collected_success", *cols, "champion", "policy"])
+    for r in rows:
+        cells = []
+        for cell in [*(r.tasks[t] for t in tasks), r.overall]:
+            cells += [f"{cell['rate']:.2f}", f"{cell['low']:.2f}", f"{cell['high']:.2f}",
+                      int(cell["episodes"])]
+        collected = "" if math.isnan(r.collected_success) else f"{100 * r.collected_success:.2f}"
+        out.writerow([r.round, r.label, r.episodes_added, r.rollout_episodes, collected, *cells,
+                      int(r.champion), r.policy])
+    return buf.getvalue()
+
+
+def _write_tables(out_dir: Path, rows: list[RoundRow], cfg: PACConfig) -> None:
+    atomic_write_text(out_dir / "rounds.csv", table_csv(rows))
+    atomic_write_text(out_dir / "rounds.md", table_markdown(rows, cfg))
+    metrics = {f"round_{r.round}": {"success": r.overall["rate"], "low": r.overall["low"],
+                                    "high": r.overall["high"], "episodes_added": r.episodes_added}
+               for r in rows}  # for `dvc metrics show`
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1))
+    state = [{**r.__dict__} for r in rows]
+    atomic_write_text(out_dir / STATE_FILE, json.dumps(state, indent=1, default=str))
+
+
+def _load_rows(out_dir: Path) -> list[RoundRow]:
+    path = out_dir / STATE_FILE
+    if not path.is_file():
+        return []
+    rows = [RoundRow(**r) for r in json.loads(path.read_text())]
+    for r in rows:
+        r.collected_success = float("nan") if r.collected_success is None else r.collected_success
+    return rows
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+@dataclass
+class RLFTResult:
+    out_dir: Path
+    rows: list[RoundRow]
+    policy: Path  # the last round's inference checkpoint
+    run_id: str | None
+
+    @property
+    def table(self) -> str:
+        return (self.out_dir / "rounds.md").read_text()
+
+
+def _evaluate(cfg: PACConfig, policy: Path, out: Path, track: bool, parent: str | None):
+    from pac.evaluate import evaluate
+
+    result = evaluate(cfg, policy, list(cfg.rlft.tasks), out_dir=out, track=track,
+                      tracking_parent_run=parent)
+    per_task = {
+        r["name"]: success_cell(int(r["successes"]), int(r["episodes"]))
+        for r in result.rows if r["level"] == "task"
+    }
+    tasks = {t: per_task[t] for t in cfg.rlft.tasks}
+    overall = success_cell(sum(int(c["successes"]) for c in tasks.values()),
+                           sum(int(c["episodes"]) for c in tasks.values()))
+    return tasks, overall
+
+
+def _check_start(cfg: PACConfig, checkpoint: Path, data_root: Path, resume: bool) -> None:
+    """Everything that can be wrong, before the first episode."""
+    from pac.checkpoint import TOKENIZER, load_checkpoint_config
+    from pac.data import EpisodeStore, store_root
+
+    ckpt_cfg = load_checkpoint_config(checkpoint)
+    if ckpt_cfg.model != cfg.model:
+        raise ConfigError(
+            f"the checkpoint {checkpoint} was trained with another model config than the params;"
+            " fine-tune with the params the checkpoint was trained with"
+        )
+    if not (checkpoint / TOKENIZER).is_file():
+        raise ConfigError(f"the checkpoint {checkpoint} has no {TOKENIZER}")
+    for task in cfg.rlft.tasks:
+        from pac.tasks import TASKS
+
+        spec = TASKS[task]
+        if spec.num_proprio > cfg.model.num_proprio or spec.num_actions > cfg.model.num_actions:
+            raise ConfigError(f"rlft.tasks: {task} does not fit the model's input sizes")
+    store = EpisodeStore(store_root(data_root))
+    if not store.shards:
+        raise ConfigError(f"the store {store.root} is empty: RLFT keeps the pretraining data")
+    if ROLLOUT_GROUP in store.groups and not resume:
+        raise ConfigError(
+            f"the store {store.root} already holds a {ROLLOUT_GROUP!r} group from an earlier RLFT"
+            f" run: pass --resume to continue it, or remove {store.root / ROLLOUT_GROUP}"
+        )
+    finetune_config(cfg, 1, Path(cfg.rlft.out_dir))  # validates the fine-tuning params
+
+
+def rlft(
+    cfg: PACConfig,
+    checkpoint: str | Path,
+    rounds: int | None = None,
+    *,
+    data_root: str | Path | None = None,
+    robot: RobotClient | None = None,
+    decode: str | None = None,
+    resume: bool = False,
+    fresh: bool = False,
+    track: bool = True,
+    tracking_parent_run: str | None = None,
+    log: Callable[[str], None] = print,
+) -> RLFTResult:
+    """Run `rounds` (default rlft.rounds) self-improvement rounds from `checkpoint`.
+
+    resume: continue the run in rlft.out_dir after its last completed round.
+    fresh: set an earlier run aside first (its out_dir and the store's rollouts group are
+        renamed with a time stamp, nothing is deleted) and start again from round 0.
+    """
+    from pac.data import EpisodeStore, dataset_version, store_root
+    from pac.rollout import PolicyServer
+
+    rounds = cfg.rlft.rounds if rounds is None else rounds
+    if rounds < 0:
+        raise ConfigError(f"rounds must be >= 0, got {rounds}")
+    checkpoint = Path(checkpoint)
+    data_root = Path(data_root or cfg.data.root)
+    out_dir = Path(cfg.rlft.out_dir)
+    if fresh and not resume:
+        _set_aside(out_dir, data_root, log)
+    rows = _load_rows(out_dir) if resume else []
+    if not resume and (out_dir / STATE_FILE).exists():
+        raise ConfigError(f"{out_dir} holds an earlier RLFT run: pass --resume or another"
+                          " rlft.out_dir")
+    _check_start(cfg, checkpoint, data_root, resume)
+    robot = robot or SimRobot(cfg.eval.max_steps or cfg.data.episode_steps,
+                              cameras=min(cfg.model.num_images, cfg.data.cameras))
+    decode = decode or cfg.eval.decode
+
+    tracker = _tracker(cfg, "rlft", tracking_parent_run, track)
+    tracker.log_params(cfg.flat() | {"rlft.checkpoint": str(checkpoint), "rlft.rounds": rounds,
+                                     "rlft.collect_decode": decode, "rlft.robot": robot.name})
+    policy = Path(rows[-1].policy) if rows else checkpoint
+    try:
+        for k in range(len(rows), rounds + 1):
+            start = time.perf_counter()
+            work = round_dir(out_dir, k)
+            run = _tracker(cfg, f"rlft-round-{k}", tracker.run_id, track)
+            run.set_tags({"pac.stage": "rlft", "pac.round": k})
+            added, collected, report = 0, math.nan, None
+            model_uri = None
+            if k == 0:
+                added = len(EpisodeStore(store_root(data_root)).episodes)
+            else:
+                landing = work / "landing"
+                if not _round_episodes(data_root, k)[0]:  # a resumed round may have them
+                    server = PolicyServer.load(policy, decode, cfg.eval.num_candidates)
+                    got = collect(server, robot, list(cfg.rlft.tasks),
+                                  cfg.rlft.episodes_per_task, landing, k, cfg.data.seed)
+                    log(f"round {k}: collected {len(got.files)} episodes, success"
+                        f" {100 * got.success_rate:.1f}%, policy {got.policy_hz:.0f} Hz")
+                report = ingest(landing, data_root, group=ROLLOUT_GROUP, round_k=k)
+                if report.rejected:
+                    log(f"round {k}: {len(report.rejected)} rollout(s) rejected: {report.rejected}")
+                added, successes = _round_episodes(data_root, k)
+                collected = successes / added if added else math.nan
+                from pac.train.trainer import train
+
+                ft = finetune_config(cfg, k, out_dir)
+                result = train(ft, resume=resume and Path(ft.train.out_dir, "checkpoints").exists(),
+                               init_from=policy, data_root=data_root,
+                               tracking_parent_run=run.run_id)
+                policy = result.policy_dir
+                model_uri = f"runs:/{result.run_id}/policy_model" if result.run_id else None
+            tasks, overall = _evaluate(cfg, policy, work / "eval", track, run.run_id)
+            rollouts = EpisodeStore(store_root(data_root)).episodes
+            row = RoundRow(
+                round=k, episodes_added=added,
+                rollout_episodes=int((rollouts["group"] == ROLLOUT_GROUP).sum()),
+                collected_success=collected, tasks=tasks, overall=overall, policy=str(policy),
+                run_id=run.run_id, data_version=dataset_version(data_root),
+            )
+            if track:
+                row.champion = _update_champion(cfg, run, policy, model_uri, row)
+            rows.append(row)
+            _write_tables(out_dir, rows, cfg)
+            _log_round(run, row, report, time.perf_counter() - start)
+            run.finish()
+            log(f"round {k}: success {_fmt(overall)}"
+                + (" (new champion)" if row.champion else ""))
+        tracker.log_metrics({"rounds": len(rows) - 1}, step=len(rows) - 1)
+        for name in ("rounds.csv", "rounds.md"):
+            tracker.log_artifact(out_dir / name)
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish()
+    return RLFTResult(out_dir, rows, Path(policy), tracker.run_id)
+
+
+def _set_aside(out_dir: Path, data_root: Path, log: Callable[[str], None]) -> None:
+    """Rename an earlier run's out_dir and rollouts group out of the way (the store skips
+    group folders starting with '_')."""
+    from pac.data import store_root
+
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    group = store_root(data_root) / ROLLOUT_GROUP
+    for old, new in ((out_dir, out_dir.with_name(f"{out_dir.name}.{stamp}")),
+                     (group, group.with_name(f"_{ROLLOUT_GROUP}.{stamp}"))):
+        if old.exists():
+            old.rename(new)
+            log(f"rlft: set the earlier {old} aside as {new}")
+
+
+def _round_episodes(data_root: Path, round_k: int) -> tuple[int, int]:
+    """(episodes, successes) of round `round_k` in the store's rollouts group."""
+    from pac.data import EpisodeStore, store_root
+
+    eps = EpisodeStore(store_root(data_root)).episodes
+    eps = eps[(eps["group"] == ROLLOUT_GROUP) & (eps["round"] == round_k)]
+    return len(eps), int(eps["success"].sum())
+
+
+def _tracker(cfg: PACConfig, name: str, parent: str | None, enabled: bool):
+    from pac.tracking import Tracker
+
+    return Tracker(cfg, name, parent_run_id=parent, tags={"pac.stage": "rlft"}, enabled=enabled)
+
+
+def _log_round(run, row: RoundRow, report: IngestReport | None, seconds: float) -> None:
+    metrics = {
+        "success_rate": row.overall["rate"], "success_low": row.overall["low"],
+        "success_high": row.overall["high"], "episodes_added": row.episodes_added,
+        "rollout_episodes": row.rollout_episodes, "champion": float(row.champion),
+        "round_seconds": seconds,
+    }
+    for task, cell in row.tasks.items():
+        metrics |= {f"success/{task}": cell["rate"], f"success_low/{task}": cell["low"],
+                    f"success_high/{task}": cell["high"]}
+    if not math.isnan(row.collected_success):
+        metrics["collected_success_rate"] = 100 * row.collected_success
+    run.log_metrics(metrics, step=row.round)
+    if report is not None:
+        from pac.ingest import log_ingest
+
+        log_ingest(run, report)
+    run.log_params({"policy": row.policy} | {f"data_version.{k}": v
+                                             for k, v in row.data_version.items()})
+
+
+def _update_champion(cfg: PACConfig, run, policy: Path, model_uri: str | None,
+                     row: RoundRow) -> bool:
+    """Register the round's model; move `champion` to it only if it beats the champion."""
+    from pac.tracking import model_alias, register_policy, set_model_alias
+
+    if model_uri is None:  # round 0: the pretrained policy is logged with its round
+        model_uri = run.log_policy(policy)
+    tasks = ",".join(sorted(row.tasks))
+    version = register_policy(cfg, model_uri, {
+        "success_rate": f"{row.overall['rate']:.4f}", "eval_tasks": tasks,
+        "eval_episodes": int(row.overall["episodes"]), "rlft_round": row.round,
+    })
+    champ = model_alias(cfg, CHAMPION)
+    if champ is None:
+        beats = True
+    elif champ["tags"].get("eval_tasks") != tasks or "success_rate" not in champ["tags"]:
+        beats = False  # not evaluated on the same tasks: no comparison, the alias stays
+    else:
+        beats = row.overall["rate"] > float(champ["tags"]["success_rate"])
+    if beats:
+        set_model_alias(cfg, CHAMPION, version)
+        run.set_tags({"pac.champion": "true", "pac.model_version": version})
+        return True
+    run.set_tags({"pac.champion": "false", "pac.model_version": version})
+    return False

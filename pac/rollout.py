@@ -1,0 +1,325 @@
+"""Serving a PAC policy and driving dm_control episodes with it (evaluation, RLFT rollouts).
+
+* :class:`PolicyServer` loads an inference checkpoint once, keeps its tokenizer, turns a raw
+  observation (dm_control dict or flat proprio vector) + task instruction (+ camera images) into
+  the padded :class:`~pac.batch.Observation` of training (App. B.2) and returns one action at
+  batch 1. Decoding of the categorical policy (App. B.3, N_B bins per action dimension):
+
+  - ``argmax`` (default): the most likely bin of every action dimension;
+  - ``sample``: one draw a ~ pi(.|s);
+  - ``q_rerank``: K draws re-ranked by E[Q(s, a)], reusing the cached latents z_M: one encoder
+    pass and one batched Q-decoder pass over the K candidates (§3.3, App. D.2 "the latent can
+    be cached").
+
+* A *policy* is any callable ``policy(env, time_step) -> action``; :func:`run_episode` drives a
+  dm_control environment with it, so the network, the scripted expert and the random policy go
+  through the same harness (:func:`expert_policy`, :func:`random_policy`,
+  :func:`behaviour_policy`, :meth:`PolicyServer.policy`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pac.batch import Observation
+from pac.config import PACConfig
+from pac.tasks import TASKS, TaskSpec
+
+Policy = Callable[[Any, Any], np.ndarray]  # (dm_control env, TimeStep) -> action [N^A_task]
+DECODES = ("argmax", "sample", "q_rerank")
+
+
+def _spec(task: str) -> TaskSpec:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[task]
+
+
+# --- episodes -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Episode:
+    """One rollout: T control steps of a task (observations include the final state)."""
+
+    task: str
+    observations: np.ndarray  # [T + 1, N^P_task] float32, flat proprioception
+    actions: np.ndarray  # [T, N^A_task] float32, as sent to the environment
+    rewards: np.ndarray  # [T] float32, r_t received after a_t
+    discounts: np.ndarray  # [T] float32 (0 where the environment terminated)
+    success: bool  # pac.envs.is_success(task, rewards)
+    frames: np.ndarray | None = None  # [T + 1, H, W, 3] uint8 when recorded
+
+    @property
+    def total_return(self) -> float:
+        return float(self.rewards.sum(dtype=np.float64))
+
+    @property
+    def length(self) -> int:
+        return int(self.rewards.shape[0])
+
+
+def run_episode(
+    env: Any,
+    policy: Policy,
+    task: str,
+    max_steps: int | None = None,
+    record_frames: bool = False,
+    frame_size: int = 80,
+    camera: int = 0,
+) -> Episode:
+    """Reset `env` and step it with `policy` until the episode ends (or `max_steps` steps)."""
+    from pac.envs import flatten_observation, is_success, render
+
+    spec = _spec(task)
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
+    time_step = env.reset()
+    observations = [flatten_observation(time_step.observation)]
+    frames = [render(env, frame_size, camera)] if record_frames else []
+    actions, rewards, discounts = [], [], []
+    while not time_step.last() and (max_steps is None or len(actions) < max_steps):
+        action = np.asarray(policy(env, time_step), dtype=np.float32).reshape(-1)
+        if action.shape != (spec.num_actions,) or not np.all(np.isfinite(action)):
+            raise ValueError(
+                f"{task}: the policy returned {action!r}; expected {spec.num_actions} finite values"
+            )
+        action = np.clip(action, spec.action_low, spec.action_high)
+        time_step = env.step(action)
+        actions.append(action)
+        rewards.append(time_step.reward or 0.0)
+        discounts.append(1.0 if time_step.discount is None else time_step.discount)
+        observations.append(flatten_observation(time_step.observation))
+        if record_frames:
+            frames.append(render(env, frame_size, camera))
+    rewards_np = np.asarray(rewards, dtype=np.float32)
+    return Episode(
+        task=task,
+        observations=np.stack(observations).astype(np.float32),
+        actions=np.stack(actions) if actions else np.zeros((0, spec.num_actions), np.float32),
+        rewards=rewards_np,
+        discounts=np.asarray(discounts, dtype=np.float32),
+        success=is_success(task, rewards_np),
+        frames=np.stack(frames) if record_frames else None,
+    )
+
+
+# --- scripted policies (the harness's references) -------------------------------------------------
+
+
+def expert_policy(task: str, seed: int = 0) -> Policy:
+    """The scripted expert behaviour policy of data generation (pac.envs.expert_action)."""
+    from pac.envs import expert_action
+
+    rng = np.random.default_rng(seed)
+    return lambda env, time_step: expert_action(task, env, rng)
+
+
+def behaviour_policy(task: str, quality: float, seed: int = 0) -> Policy:
+    """The graded-quality behaviour policy of data generation (1 = expert ... 0 = random)."""
+    from pac.envs import behaviour_action
+
+    rng = np.random.default_rng(seed)
+    return lambda env, time_step: behaviour_action(task, env, quality, rng)
+
+
+def random_policy(task: str, seed: int = 0) -> Policy:
+    """I.i.d. uniform random actions over the action range (the 0% reference of Reed et al.)."""
+    spec = _spec(task)
+    rng = np.random.default_rng(seed)
+    return lambda env, time_step: rng.uniform(
+        spec.action_low, spec.action_high, spec.num_actions
+    ).astype(np.float32)
+
+
+# --- the network policy ---------------------------------------------------------------------------
+
+
+@dataclass
+class _TaskInput:
+    spec: TaskSpec
+    text: torch.Tensor  # [1, N_tau^L] int64
+    text_mask: torch.Tensor  # [1, N_tau^L] bool
+    proprio_mask: torch.Tensor  # [1, N^P] bool
+    action_mask: torch.Tensor  # [1, N^A] bool
+
+
+@dataclass
+class PolicyServer:
+    """A loaded PAC policy answering one observation at a time (batch 1, inference mode)."""
+
+    model: torch.nn.Module
+    cfg: PACConfig
+    tokenizer: Any  # pac.data.tokenizer.TaskTokenizer
+    decode: str = "argmax"
+    num_candidates: int = 10
+    latencies: list[float] = field(default_factory=list, init=False)  # seconds per act() call
+    _tasks: dict[str, _TaskInput] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.decode not in DECODES:
+            raise ValueError(f"decode {self.decode!r} is not one of {', '.join(DECODES)}")
+        if self.num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
+        self.model.eval()
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint_dir: str | Path,
+        decode: str = "argmax",
+        num_candidates: int = 10,
+        tokenizer_path: str | Path | None = None,
+    ) -> PolicyServer:
+        """Load an inference checkpoint (model.safetensors + config.yaml + tokenizer.model)."""
+        from pac.checkpoint import load_inference_checkpoint
+        from pac.data.tokenizer import TaskTokenizer
+
+        if decode not in DECODES:  # fail before loading anything
+            raise ValueError(f"decode {decode!r} is not one of {', '.join(DECODES)}")
+        model, cfg, ckpt_tokenizer = load_inference_checkpoint(checkpoint_dir)
+        tokenizer_path = tokenizer_path or ckpt_tokenizer
+        if tokenizer_path is None:
+            raise FileNotFoundError(
+                f"{checkpoint_dir}: the checkpoint has no tokenizer.model; pass tokenizer_path"
+            )
+        tokenizer = TaskTokenizer.load(tokenizer_path, cfg.model.num_text_tokens)
+        return cls(model, cfg, tokenizer, decode, num_candidates)
+
+    # -- input format -------------------------------------------------------------------------
+
+    def _task_input(self, task: str) -> _TaskInput:
+        """Per-task constant inputs (tokens, masks), built once and cached."""
+        if task not in self._tasks:
+            spec, m = _spec(task), self.cfg.model
+            if spec.num_proprio > m.num_proprio or spec.num_actions > m.num_actions:
+                raise ValueError(
+                    f"{task} needs num_proprio>={spec.num_proprio}, num_actions>="
+                    f"{spec.num_actions}; the model has {m.num_proprio}/{m.num_actions}"
+                )
+            ids, mask = self.tokenizer.encode(task)
+            text = torch.as_tensor(np.asarray(ids), dtype=torch.int64).reshape(1, -1)
+            text_mask = torch.as_tensor(np.asarray(mask), dtype=torch.bool).reshape(1, -1)
+            if text.shape[1] != m.num_text_tokens:
+                raise ValueError(
+                    f"the tokenizer gives {text.shape[1]} tokens; the model expects"
+                    f" num_text_tokens={m.num_text_tokens}"
+                )
+            self._tasks[task] = _TaskInput(
+                spec=spec,
+                text=text,
+                text_mask=text_mask,
+                proprio_mask=(torch.arange(m.num_proprio) < spec.num_proprio).unsqueeze(0),
+                action_mask=(torch.arange(m.num_actions) < spec.num_actions).unsqueeze(0),
+            )
+        return self._tasks[task]
+
+    def observation(
+        self,
+        proprio: np.ndarray | dict[str, Any],
+        task: str,
+        images: np.ndarray | None = None,
+    ) -> Observation:
+        """The padded batch-1 model input for one raw observation (the training format)."""
+        from pac.envs import flatten_observation
+
+        inp, m = self._task_input(task), self.cfg.model
+        flat = flatten_observation(proprio) if isinstance(proprio, dict) else proprio
+        flat = np.asarray(flat, dtype=np.float32).reshape(-1)
+        if flat.shape[0] != inp.spec.num_proprio or not np.all(np.isfinite(flat)):
+            raise ValueError(
+                f"{task}: expected {inp.spec.num_proprio} finite proprio values, got {flat!r}"
+            )
+        padded = torch.zeros(1, m.num_proprio)
+        padded[0, : flat.shape[0]] = torch.from_numpy(flat)
+        obs = Observation(padded, inp.proprio_mask, inp.text, inp.text_mask)
+        if m.num_images:
+            obs.images, obs.image_mask = self._images(images, m.num_images, m.image_size)
+        elif images is not None:
+            raise ValueError("images given but the model takes none (model.num_images=0)")
+        # goal images (tau^V): none for these tasks; the model pads the absent modality
+        return obs
+
+    @staticmethod
+    def _images(images: np.ndarray | None, slots: int, size: int) -> tuple[torch.Tensor, ...]:
+        out = torch.zeros(1, slots, size, size, 3, dtype=torch.uint8)
+        mask = torch.zeros(1, slots, dtype=torch.bool)
+        if images is not None:
+            images = np.asarray(images)
+            if images.ndim == 3:
+                images = images[None]
+            if images.dtype != np.uint8 or images.shape[1:] != (size, size, 3):
+                raise ValueError(
+                    f"images must be uint8 [N, {size}, {size}, 3], got {images.dtype}"
+                    f" {list(images.shape)}"
+                )
+            if images.shape[0] > slots:
+                raise ValueError(f"{images.shape[0]} images given; the model takes {slots}")
+            out[0, : images.shape[0]] = torch.from_numpy(np.ascontiguousarray(images))
+            mask[0, : images.shape[0]] = True
+        return out, mask
+
+    # -- acting -------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def act(
+        self,
+        proprio: np.ndarray | dict[str, Any],
+        task: str,
+        images: np.ndarray | None = None,
+        generator: torch.Generator | None = None,
+    ) -> np.ndarray:
+        """One action (float32 [N^A_task], in the task's action range) for one observation."""
+        from pac.model.distributions import expected_value, mode, sample
+
+        start = time.perf_counter()
+        inp = self._task_input(task)
+        obs = self.observation(proprio, task, images)
+        z = self.model.encode(obs)  # z_M, computed once
+        logits = self.model.policy_logits(z)
+        if self.decode == "argmax":
+            action = mode(logits, inp.action_mask)
+        elif self.decode == "sample":
+            action = sample(logits, inp.action_mask, 1, generator=generator)[:, 0]
+        else:
+            candidates = sample(logits, inp.action_mask, self.num_candidates, generator=generator)
+            q_logits = self.model.q_logits(z, candidates, inp.action_mask)  # [1, K, N_Q]
+            q = expected_value(q_logits, self.cfg.loss.value_min, self.cfg.loss.value_max)
+            action = candidates[0, q[0].argmax()].unsqueeze(0)
+        a = action[0, : inp.spec.num_actions].float().numpy()
+        # bins live in [-1, 1]; map to the task's action range (identity for dm_control tasks)
+        low, high = inp.spec.action_low, inp.spec.action_high
+        a = low + (np.clip(a, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
+        self.latencies.append(time.perf_counter() - start)
+        return a.astype(np.float32)
+
+    def policy(self, task: str, seed: int = 0, cameras: int | None = None) -> Policy:
+        """A ``policy(env, time_step)`` for :func:`run_episode`; renders cameras if the model
+        takes images. `seed` seeds the sampling of ``sample`` / ``q_rerank`` decoding."""
+        from pac.envs import render
+
+        generator = torch.Generator().manual_seed(int(seed))
+        m = self.cfg.model
+        n_cams = min(m.num_images, self.cfg.data.cameras if cameras is None else cameras)
+
+        def act(env: Any, time_step: Any) -> np.ndarray:
+            images = None
+            if n_cams:
+                images = np.stack([render(env, m.image_size, c) for c in range(n_cams)])
+            return self.act(time_step.observation, task, images, generator)
+
+        return act
+
+    @property
+    def inference_hz(self) -> float:
+        """Policy steps per second at batch 1 (1 / mean latency of :meth:`act`)."""
+        if not self.latencies:
+            return float("nan")
+        return len(self.latencies) / float(np.sum(self.latencies))

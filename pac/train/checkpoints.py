@@ -1,0 +1,184 @@
+"""Training checkpoints for exact resume: ``<out_dir>/checkpoints/step_XXXXXXXX/``.
+
+A checkpoint holds everything the next update depends on:
+
+* DeepSpeed's engine state (``engine.save_checkpoint``): weights, AdamW moments, LR-scheduler
+  position, with ``client_state = {step, sampler_step}``; the sampler is a pure function of the
+  step, so its position is the step number.
+* ``target.safetensors``: theta' (written by rank 0; identical on every rank).
+* ``rng_rank<r>.json``: torch / numpy / python RNG states of every rank (the loss samples
+  actions from pi_theta'); kept per rank because DeepSpeed stores its client state from rank 0
+  only below ZeRO-3.
+* ``manifest.json``: SHA-256 of every file, written last. A checkpoint without a manifest (a
+  crash during the save) or whose files do not match it is never loaded: resume picks the newest
+  complete one and moves rejected ones to ``checkpoints/quarantine/``. Only files the manifest
+  vouches for reach DeepSpeed's loader.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from pac.io import atomic_write, atomic_write_text
+
+MANIFEST = "manifest.json"
+TARGET = "target.safetensors"
+QUARANTINE = "quarantine"
+#: Complete checkpoints kept on disk (older ones are deleted after a newer one is complete).
+KEEP = 3
+
+
+def tag(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+# --- RNG states ----------------------------------------------------------------------------------
+
+
+def rng_state() -> dict:
+    """torch (CPU and CUDA), numpy and python RNG states as JSON-safe values."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+        "numpy": [np_state[0], np_state[1].tolist(), *map(float, np_state[2:])],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [
+            base64.b64encode(s.numpy().tobytes()).decode() for s in torch.cuda.get_rng_state_all()
+        ]
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    raw = np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()
+    torch.set_rng_state(torch.from_numpy(raw))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss),
+                         cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(
+            [torch.from_numpy(np.frombuffer(base64.b64decode(s), np.uint8).copy())
+             for s in state["cuda"]]
+        )
+
+
+# --- manifest ------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(ckpt_dir: Path, step: int) -> None:
+    files = sorted(p for p in ckpt_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+    entries = {str(p.relative_to(ckpt_dir)): _sha256(p) for p in files}
+    atomic_write_text(ckpt_dir / MANIFEST, json.dumps({"step": step, "files": entries}, indent=1))
+
+
+def verify(ckpt_dir: Path) -> str | None:
+    """None when the checkpoint is complete and intact, else the reason it is not."""
+    manifest = ckpt_dir / MANIFEST
+    if not manifest.is_file():
+        return "no manifest (the save did not finish)"
+    try:
+        entries = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError) as exc:
+        return f"unreadable manifest: {exc}"
+    for rel, digest in entries.items():
+        path = ckpt_dir / rel
+        if not path.is_file():
+            return f"missing file {rel}"
+        if _sha256(path) != digest:
+            return f"file {rel} does not match its SHA-256"
+    return None
+
+
+@dataclass
+class Found:
+    """The newest complete checkpoint (None if there is none) and the folders skipped on the way."""
+
+    path: Path | None
+    step: int
+    rejected: list[tuple[Path, str]]
+
+
+def find_latest(root: Path) -> Found:
+    rejected: list[tuple[Path, str]] = []
+    for path in sorted(root.glob("step_*"), reverse=True) if root.is_dir() else []:
+        reason = verify(path)
+        if reason is None:
+            return Found(path, int(path.name.split("_")[1]), rejected)
+        rejected.append((path, reason))
+    return Found(None, 0, rejected)
+
+
+def quarantine(root: Path, rejected: list[tuple[Path, str]]) -> list[Path]:
+    """Move rejected checkpoint folders out of the way (nothing is deleted)."""
+    moved = []
+    for path, reason in rejected:
+        dest = root / QUARANTINE / path.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            shutil.rmtree(dest)
+        path.rename(dest)
+        atomic_write_text(dest.with_name(dest.name + ".reason.txt"), reason + "\n")
+        moved.append(dest)
+    return moved
+
+
+# --- save / load ---------------------------------------------------------------------------------
+
+
+def save(engine, root: Path, step: int, target: nn.Module, rank: int) -> Path:
+    """Collective: every rank calls it. Returns the checkpoint folder."""
+    import torch.distributed as dist
+
+    ckpt = root / tag(step)
+    engine.save_checkpoint(str(root), tag=tag(step),
+                           client_state={"step": step, "sampler_step": step})
+    atomic_write_text(ckpt / f"rng_rank{rank}.json", json.dumps(rng_state()))
+    if rank == 0:
+        state = {k: v.detach().cpu().contiguous() for k, v in target.state_dict().items()}
+        atomic_write(ckpt / TARGET, lambda p: save_file(state, str(p)))
+    dist.barrier()
+    if rank == 0:
+        write_manifest(ckpt, step)
+        complete = [p for p in sorted(root.glob("step_*")) if (p / MANIFEST).is_file()]
+        for old in complete[:-KEEP]:
+            shutil.rmtree(old)
+    dist.barrier()
+    return ckpt
+
+
+def load(engine, found: Found, target: nn.Module, rank: int) -> int:
+    """Restore engine, theta' and this rank's RNG states; returns the step to continue from."""
+    path = found.path
+    _, client = engine.load_checkpoint(str(path.parent), tag=path.name)
+    if client is None:
+        raise RuntimeError(f"DeepSpeed could not load the checkpoint {path}")
+    target.load_state_dict(load_file(str(path / TARGET), device="cpu"))
+    rng = path / f"rng_rank{rank}.json"
+    if not rng.is_file():
+        raise RuntimeError(
+            f"{path} has no RNG state for rank {rank}: it was written with a different world size"
+        )
+    set_rng_state(json.loads(rng.read_text()))
+    return int(client["step"])

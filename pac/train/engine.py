@@ -1,0 +1,100 @@
+"""The DeepSpeed engine in every setting: one CPU process, or ranks started by a launcher.
+
+* ``deepspeed --num_gpus N`` / ``torchrun --nproc_per_node N`` (and Metaflow's compute
+  decorators, which run those launchers) set RANK / WORLD_SIZE / LOCAL_RANK / MASTER_*; a lone
+  process gets rank 0 of 1 on a free local port. gloo on CPU, NCCL on GPUs.
+* The engine wraps :class:`PACObjective`, the model plus the loss of eq. 11, so one engine
+  forward is one loss evaluation and ZeRO's hooks see every sub-module the loss calls.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pac.batch import Batch
+from pac.config import PACConfig
+
+
+def world_from_env() -> tuple[int, int, int]:
+    """(rank, local rank, world size) as a launcher set them; (0, 0, 1) for a lone process."""
+    return (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def device_type() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def init_distributed(backend: str = "auto") -> torch.device:
+    """Join (or create) the process group and return this rank's device."""
+    import deepspeed
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ:  # a lone process without a launcher
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    # DeepSpeed JIT-builds its CPU communication op with ninja: always the same ninja (the
+    # environment's), or every switch between two ninjas forces a full rebuild.
+    bindir = str(Path(sys.executable).parent)
+    if (Path(bindir) / "ninja").exists() and not os.environ["PATH"].startswith(bindir):
+        os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ['PATH']}"
+    if backend == "auto":
+        backend = "nccl" if device_type() == "cuda" else "gloo"
+    if not dist.is_initialized():
+        deepspeed.init_distributed(dist_backend=backend)
+    _, local_rank, _ = world_from_env()
+    if device_type() == "cuda":
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+class PACObjective(nn.Module):
+    """model + loss: ``forward(batch, target, step) -> LossOutput`` (eq. 11 / eq. 14).
+
+    theta' is passed in, not registered, so DeepSpeed neither optimises nor partitions it.
+    """
+
+    def __init__(self, model: nn.Module, cfg: PACConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_cfg = cfg.loss
+
+    def forward(self, batch: Batch, target: nn.Module, step: int):
+        from pac.losses import compute_loss
+
+        return compute_loss(self.model, target, batch, self.loss_cfg, step)
+
+
+def build_engine(objective: PACObjective, cfg: PACConfig, world_size: int):
+    """deepspeed.initialize: AdamW from the DeepSpeed config, the Table 12 schedule per update."""
+    import deepspeed
+    from torch.optim.lr_scheduler import LambdaLR
+
+    from pac.train.ds_config import deepspeed_config
+    from pac.train.schedule import lr_factor
+
+    factor = lr_factor(cfg.train)
+    engine, _, _, _ = deepspeed.initialize(
+        model=objective,
+        model_parameters=[p for p in objective.parameters() if p.requires_grad],
+        config=deepspeed_config(cfg.train, world_size, device_type()),
+        lr_scheduler=lambda optimizer: LambdaLR(optimizer, factor),
+    )
+    return engine

@@ -1,0 +1,330 @@
+"""`train(cfg)`: offline actor-critic pretraining of PAC on a DeepSpeed engine (§3.2, App. C.5).
+
+One update, top to bottom:
+
+1. the sampler gives this rank its share of the global batch for update `step` (a pure function
+   of seed, step, rank and world size, so a resumed run sees exactly the same data);
+2. the share is split into micro-batches; each one is a forward of model + loss (eq. 11 or
+   eq. 14) against the target network theta' and a backward; DeepSpeed accumulates, all-reduces,
+   clips to norm 1.0 and takes the AdamW step with the Table 12 learning rate;
+3. every f_theta' updates theta' <- theta (gathered under ZeRO-3);
+4. every `train.log_every` updates the losses, lr, grad norm, mean Q, alpha, samples/s, steps/s
+   and MFU go to MLflow; every `train.checkpoint_every` updates (and at the end) a checkpoint is
+   written that `resume=True` continues from exactly.
+
+At the end the online weights are exported as a plain inference checkpoint (safetensors) for
+evaluation and RLFT, and logged to MLflow with the resolved config and the final checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pac.config import ConfigError, PACConfig, save_config
+from pac.io import atomic_write_text
+from pac.train import checkpoints
+from pac.train.ds_config import batch_layout, deepspeed_config, effective_precision
+from pac.train.engine import device_type, world_from_env
+from pac.train.schedule import learning_rate, lr_factor
+
+RUN_FILE = "mlflow_run.json"
+METRICS_FILE = "metrics.json"
+POLICY_DIR = "policy"
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    checkpoint: Path  # the final training checkpoint folder (DeepSpeed state + theta' + RNG)
+    policy_dir: Path  # the inference checkpoint (model.safetensors + config.yaml + tokenizer)
+    run_id: str | None  # MLflow run (None on ranks other than 0)
+    metrics: dict[str, float]  # the last logged metrics
+    history: list[dict[str, float]] = field(default_factory=list)  # every logged step
+    start_step: int = 0  # 0, or the step a resumed run continued from
+
+
+# --- checks before any compute -------------------------------------------------------------------
+
+
+def check_data(root: Path) -> dict[str, str]:
+    """The dataset version of the data under `root` (DVC hashes of its outputs, when it is
+    DVC-tracked, and the episode store's fingerprint); a clear error if there is none."""
+    from pac.data import EpisodeStore, dataset_version, store_root, tokenizer_path
+
+    for path, what in ((store_root(root), "episodes"), (tokenizer_path(root), "tokenizer")):
+        if not path.exists():
+            raise ConfigError(
+                f"missing {what} data: {path} does not exist; create it first"
+                f" (`dvc repro`, or `pac data generate` and `pac tokenizer train`)"
+            )
+    if not EpisodeStore(store_root(root)).shards:
+        raise ConfigError(
+            f"missing data version: the episode store {store_root(root)} holds no episodes,"
+            " so there is no data to version or train on (`dvc repro` or `pac data generate`)"
+        )
+    return {k: str(v) for k, v in dataset_version(root).items()}
+
+
+def check_init_from(init_from: Path, cfg: PACConfig) -> dict[str, torch.Tensor]:
+    """Weights of an inference checkpoint whose architecture equals `cfg.model`."""
+    from safetensors.torch import load_file
+
+    from pac.checkpoint import WEIGHTS, load_checkpoint_config
+
+    init_cfg = load_checkpoint_config(init_from)
+    if init_cfg.model != cfg.model:
+        diff = [
+            f"{k}: {getattr(init_cfg.model, k)!r} != {getattr(cfg.model, k)!r}"
+            for k in vars(cfg.model)
+            if getattr(init_cfg.model, k) != getattr(cfg.model, k)
+        ]
+        raise ConfigError(f"init_from {init_from}: model differs from params: {'; '.join(diff)}")
+    weights = init_from / WEIGHTS
+    if not weights.is_file():
+        raise ConfigError(f"init_from {init_from}: missing {WEIGHTS}")
+    return load_file(str(weights))
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def grad_norm(params: list[torch.Tensor]) -> float:
+    """Global L2 norm of the (all-reduced, unclipped) gradients."""
+    grads = [p.grad.detach().norm() for p in params if p.grad is not None]
+    return float(torch.stack(grads).norm()) if grads else 0.0
+
+
+def split(batch, micro: int) -> list:
+    """A rank's share of the batch as consecutive micro-batches of `micro` trajectories."""
+    return [batch.index(slice(i, i + micro)) for i in range(0, batch.batch_size, micro)]
+
+
+def mean_across_ranks(values: dict[str, float], world_size: int) -> dict[str, float]:
+    if world_size == 1:
+        return values
+    import torch.distributed as dist
+
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: float(v) / world_size for k, v in zip(keys, t.tolist())}
+
+
+#: LossOutput.metrics names -> MLflow metric names (the rest are logged as they are).
+METRIC_NAMES = {
+    "loss": "loss/total",
+    "policy_improvement": "loss/policy_improvement",
+    "bc": "loss/bc",
+    "q_loss": "loss/q",
+    "value_loss": "loss/value",
+    "alpha_mean": "alpha",
+    "beta_mean": "beta",
+}
+
+
+def _loss_terms(out) -> dict[str, float]:
+    return {METRIC_NAMES.get(k, k): float(v) for k, v in out.metrics.items()}
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+def train(
+    cfg: PACConfig,
+    resume: bool = False,
+    init_from: str | Path | None = None,
+    data_root: str | Path | None = None,
+    tracking_parent_run: str | None = None,
+) -> TrainResult:
+    """Pretrain (or fine-tune from `init_from`) PAC with `cfg`; see the module docstring."""
+    # 1. Everything that can be wrong is checked before the first import of DeepSpeed.
+    rank, _, world_size = world_from_env()
+    layout = batch_layout(cfg.train, world_size)
+    deepspeed_config(cfg.train, world_size, device_type())
+    lr_factor(cfg.train)
+    root = Path(data_root or cfg.data.root)
+    version = check_data(root)
+    init_weights = check_init_from(Path(init_from), cfg) if init_from else None
+    out_dir = Path(cfg.train.out_dir)
+    ckpt_root = out_dir / "checkpoints"
+    if not resume and checkpoints.find_latest(ckpt_root).path is not None:
+        raise ConfigError(
+            f"train.out_dir={out_dir} already holds checkpoints: pass --resume to continue"
+            " that run, or choose another train.out_dir"
+        )
+
+    import torch.distributed as dist
+
+    from pac.data import (
+        EpisodeStore,
+        TaskTokenizer,
+        TrajectorySampler,
+        make_dataloader,
+        store_root,
+        tokenizer_path,
+    )
+    from pac.model import PerceiverActorCritic
+    from pac.train.engine import PACObjective, build_engine, init_distributed
+    from pac.train.plan import measure_matmul_peak, parameter_counts, training_flops_per_update
+    from pac.train.target import is_target_update, make_target, refresh_target
+
+    device = init_distributed(cfg.train.backend)
+    t = cfg.train
+
+    # 2. Model, theta' and engine. The same seed on every rank: identical initial weights.
+    seed_everything(t.seed)
+    model = PerceiverActorCritic(cfg.model)
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
+    target = make_target(model)  # before the engine partitions the online weights
+    engine = build_engine(PACObjective(model, cfg), cfg, world_size)
+    dtype = torch.bfloat16 if effective_precision(t, device.type) == "bf16" else torch.float32
+    target.to(device=device, dtype=dtype)
+
+    # 3. Resume: newest complete checkpoint; incomplete or corrupt ones are quarantined.
+    found = checkpoints.find_latest(ckpt_root) if resume else None
+    start = found.step if found is not None and found.path is not None else 0
+    dist.barrier()
+    if rank == 0 and found is not None and found.rejected:
+        for path in checkpoints.quarantine(ckpt_root, found.rejected):
+            print(f"pac train: quarantined incomplete checkpoint -> {path}")
+    dist.barrier()
+
+    # 4. Tracking (rank 0): the same MLflow run continues on resume.
+    from pac.tracking import Tracker, git_commit
+
+    run_file = out_dir / RUN_FILE
+    run_id = json.loads(run_file.read_text())["run_id"] if resume and run_file.is_file() else None
+    tracker = Tracker(
+        cfg, run_name=f"pretrain-{cfg.model.scale}", parent_run_id=tracking_parent_run,
+        run_id=run_id, tags={"pac.stage": "rlft" if init_from else "pretrain"},
+        enabled=rank == 0,
+    )
+    total_params, _ = parameter_counts(cfg.model)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_file, json.dumps({"run_id": tracker.run_id}))
+        save_config(cfg, out_dir / "config.yaml")
+        tracker.log_params(
+            cfg.flat()
+            | {f"data_version.{k}": v for k, v in version.items()}
+            | {
+                "scale": cfg.model.scale,
+                "num_params": total_params,
+                "zero_stage": t.zero_stage,
+                "world_size": world_size,
+                "micro_batch": layout.micro_batch,
+                "grad_accumulation": layout.accumulation,
+                "precision": effective_precision(t, device.type),
+                "device": device.type,
+                "git_commit": git_commit(),
+                "init_from": str(init_from or ""),
+            }
+        )
+        tracker.log_artifact(out_dir / "config.yaml")
+
+    # 5. Data: this rank's share of every update from `start` on.
+    tokenizer = tokenizer_path(root)
+    sampler = TrajectorySampler(
+        cfg, EpisodeStore(store_root(root)),
+        TaskTokenizer.load(tokenizer, cfg.model.num_text_tokens), seed=cfg.data.seed,
+    )
+    flops_per_update = training_flops_per_update(cfg)
+    peak = measure_matmul_peak(device.type) * world_size if rank == 0 else 0.0
+
+    # 6. RNG last: a per-rank stream for a' ~ pi_theta' (the loader's iterator draws its seed
+    # from it), then, on resume, the checkpoint's states: the stream continues exactly.
+    seed_everything(t.seed + 1 + 1000 * rank)
+    batches = iter(make_dataloader(sampler, layout.per_rank, start, rank, world_size,
+                                   cfg.data.sampler_workers))
+    if start:
+        checkpoints.load(engine, found, target, rank)
+        if rank == 0:
+            print(f"pac train: resuming from {found.path} (update {start})")
+    params = [p for p in engine.module.parameters() if p.requires_grad]
+    history: list[dict[str, float]] = []
+    sums: dict[str, float] = {}
+    last = {}
+    window_start, window_steps = time.perf_counter(), 0
+    ckpt = None
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=t.steps, initial=start, unit="update", disable=rank != 0, dynamic_ncols=True)
+    try:
+        for step, batch in zip(range(start, t.steps), batches):
+            engine.train()
+            micro_batches = split(batch.to(device), layout.micro_batch)
+            for i, micro in enumerate(micro_batches):
+                out = engine(micro, target, step)
+                engine.backward(out.total)
+                if i == len(micro_batches) - 1 and t.zero_stage == 0:
+                    gnorm = grad_norm(params)  # ZeRO-0: after the all-reduce, before clipping
+                engine.step()
+                for k, v in _loss_terms(out).items():
+                    sums[k] = sums.get(k, 0.0) + v / len(micro_batches)
+            if t.zero_stage > 0:
+                gnorm = float(engine.get_global_grad_norm())
+            sums["grad_norm"] = sums.get("grad_norm", 0.0) + gnorm
+            window_steps += 1
+            if is_target_update(step, cfg.loss.target_update_period):
+                refresh_target(engine.module.model, target)
+
+            done = step + 1
+            if done % t.log_every == 0 or done == t.steps:
+                metrics = mean_across_ranks({k: v / window_steps for k, v in sums.items()},
+                                            world_size)
+                elapsed = time.perf_counter() - window_start
+                steps_per_s = window_steps / elapsed
+                metrics |= {
+                    "lr": learning_rate(step, t),
+                    "steps_per_s": steps_per_s,
+                    "samples_per_s": steps_per_s * t.global_batch,
+                    "mfu": flops_per_update * steps_per_s / peak if peak else 0.0,
+                }
+                if not all(math.isfinite(v) for v in metrics.values()):
+                    raise FloatingPointError(f"non-finite metrics at update {done}: {metrics}")
+                tracker.log_metrics(metrics, step=done)
+                history.append({"step": done, **metrics})
+                last = metrics
+                bar.set_postfix(loss=f"{metrics['loss/total']:.4f}", lr=f"{metrics['lr']:.2e}")
+                sums, window_start, window_steps = {}, time.perf_counter(), 0
+            bar.update(1)
+            if done % t.checkpoint_every == 0 or done == t.steps:
+                ckpt = checkpoints.save(engine, ckpt_root, done, target, rank)
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    finally:
+        bar.close()
+
+    # 6. Export: theta (gathered) as a plain inference checkpoint + MLflow artefacts.
+    from pac.checkpoint import save_inference_checkpoint
+
+    if ckpt is None:  # resumed a run that had already finished
+        ckpt = checkpoints.find_latest(ckpt_root).path
+    policy_dir = out_dir / POLICY_DIR
+    refresh_target(engine.module.model, target)  # training is over: theta' <- final theta
+    if rank == 0:
+        save_inference_checkpoint(target.float(), cfg, policy_dir, tokenizer)
+        atomic_write_text(out_dir / METRICS_FILE, json.dumps(last, indent=1, sort_keys=True))
+        tracker.log_artifact(out_dir / METRICS_FILE)
+        tracker.log_artifacts(ckpt, f"checkpoints/{ckpt.name}")
+        tracker.log_policy(policy_dir)
+        tracker.finish()
+    dist.barrier()
+    return TrainResult(out_dir, ckpt, policy_dir, tracker.run_id, last, history, start)

@@ -1,0 +1,148 @@
+"""The lambda-weighted sampler (App. C.4): frequencies, looping, determinism, ranks, padding."""
+
+import numpy as np
+import pytest
+import torch
+from data_helpers import make_cfg, synthetic_episode
+
+from pac.data.sampler import TrajectorySampler, make_dataloader
+from pac.data.store import EpisodeStore
+from pac.data.tokenizer import TaskTokenizer
+
+GROUPS = (
+    "[{name: a, tasks: [point_mass.easy, reacher.easy], weight: 8, alpha: 0.75, beta: 38},"
+    " {name: b, tasks: [cartpole.balance], weight: 2, alpha: 0.5, beta: 10},"
+    " {name: c, tasks: [point_mass.easy], weight: 1}]"
+)
+
+
+@pytest.fixture
+def tokenizer(tmp_path):
+    return TaskTokenizer.train(tmp_path / "spm.model", vocab_size=64)
+
+
+def _sampler(store, tokenizer, *extra, seed=0):
+    return TrajectorySampler(make_cfg(GROUPS, *extra), store, tokenizer, seed=seed)
+
+
+def test_group_frequencies_match_lambda_over_100k(small_store, tokenizer):
+    sampler = _sampler(small_store, tokenizer)
+    group, dataset, _, _ = sampler.sample_indices(step=0, batch_size=100_000)
+    freq = np.bincount(group, minlength=3) / group.size
+    print("group frequencies", freq.round(4), "lambda shares", np.array([8, 2, 1]) / 11)
+    assert np.abs(freq - np.array([8, 2, 1]) / 11).max() < 0.01
+    in_a = dataset[group == 0]
+    assert abs(np.mean(in_a == 0) - 0.5) < 0.01  # uniform over the group's two datasets
+    # the same holds from an arbitrary later step and rank
+    group, *_ = sampler.sample_indices(step=12345, batch_size=25_000, rank=3, world_size=4)
+    freq = np.bincount(group, minlength=3) / group.size
+    assert np.abs(freq - np.array([8, 2, 1]) / 11).max() < 0.01
+
+
+def test_datasets_loop_deterministically_and_are_never_exhausted(small_store, tokenizer):
+    sampler = _sampler(small_store, tokenizer, "data.trajectory_length=5")
+    ds = sampler.datasets[2][0]  # group c: 6 episodes of 7 steps -> 3 windows each
+    assert ds.num_windows == 18
+    group, _, episode, offset = sampler.sample_indices(0, 20_000)
+    sel = group == 2
+    windows = ds.first_window[episode[sel]] + offset[sel]
+    passes = len(windows) // 18
+    assert passes > 50
+    for p in range(passes):  # every pass visits each window exactly once
+        assert sorted(windows[p * 18:(p + 1) * 18]) == list(range(18))
+    assert not np.array_equal(windows[:18], windows[18:36])  # a new order each pass
+
+
+def test_batch_is_a_pure_function_of_seed_step_rank(small_store, tokenizer):
+    s1 = _sampler(small_store, tokenizer)
+    s2 = _sampler(EpisodeStore(small_store.root), tokenizer)
+    b1, b2 = s1.batch(7, 16), s2.batch(7, 16)
+    for name in ("proprio", "actions", "rewards", "text", "group", "step_mask"):
+        assert torch.equal(getattr(b1, name), getattr(b2, name))
+    assert not torch.equal(s1.batch(8, 16).proprio, b1.proprio)
+    other_seed = _sampler(small_store, tokenizer, seed=1).batch(7, 16)
+    assert not torch.equal(other_seed.proprio, b1.proprio)
+
+
+def test_ranks_are_disjoint_and_union_is_the_one_rank_batch(small_store, tokenizer):
+    sampler = _sampler(small_store, tokenizer)
+    whole = sampler.batch(3, 12, rank=0, world_size=1)
+    parts = [sampler.batch(3, 4, rank=r, world_size=3) for r in range(3)]
+    drawn = np.concatenate([np.stack(sampler.sample_indices(3, 4, r, 3), 1) for r in range(3)])
+    assert len({tuple(x) for x in drawn}) == 12  # no trajectory drawn twice across ranks
+    assert torch.equal(torch.cat([p.proprio for p in parts]), whole.proprio)
+    assert torch.equal(torch.cat([p.group for p in parts]), whole.group)
+
+
+def test_padding_masks_alpha_beta(small_store, tokenizer):
+    sampler = _sampler(small_store, tokenizer, "data.trajectory_length=10")
+    batch = sampler.batch(0, 64)
+    m = sampler.cfg.model
+    assert batch.proprio.shape == (64, 10, m.num_proprio)
+    assert batch.actions.shape == (64, 10, m.num_actions)
+    assert batch.text.shape == batch.text_mask.shape == (64, m.num_text_tokens)
+    for b in range(64):
+        n_p = int(batch.proprio_mask[b].sum())
+        assert n_p in (4, 5, 6) and not batch.proprio[b, :, n_p:].any()  # padded dims are zero
+        n_a = int(batch.action_mask[b].sum())
+        assert not batch.actions[b, :, n_a:].any()
+        valid = batch.step_mask[b]
+        assert valid[0] and not batch.rewards[b, ~valid].any()  # steps past the end are padding
+    short = batch.group == 2  # group c: episodes of 7 steps < T=10 -> 3 padded steps
+    assert (batch.step_mask[short].sum(1) == 7).all()
+    a = batch.alpha[batch.group == 0]
+    assert torch.all(a == 0.75) and torch.all(batch.beta[batch.group == 1] == 10.0)
+    cfg = sampler.cfg
+    assert torch.all(batch.alpha[batch.group == 2] == cfg.loss.alpha)  # group default
+
+
+def test_success_only_samples_successful_episodes(small_store, tokenizer):
+    with pytest.warns(UserWarning, match="data.groups.b: no successful episodes"):
+        sampler = _sampler(small_store, tokenizer, "data.success_only=true")
+    ds = sampler.datasets[2][0]
+    assert len(ds.start) == 3  # half of group c
+    idx = small_store.episodes.query("group == 'c' and success")
+    assert sorted(ds.start.tolist()) == sorted(idx["start"].tolist())
+    assert sampler.weights.tolist() == [8.0, 0.0, 1.0]  # group b has no success at all
+    group, _, episode, _ = sampler.sample_indices(0, 5000)
+    assert 1 not in group
+    succ = small_store.episodes.query("group == 'c'")["success"].to_numpy()
+    starts = ds.start[episode[group == 2]]
+    index_c = small_store.episodes.query("group == 'c'").set_index("start")
+    assert index_c.loc[starts, "success"].all() and not succ.all()
+
+
+def test_dataloader_workers_resume_exactly(small_store, tokenizer):
+    sampler = _sampler(small_store, tokenizer)
+    loader = make_dataloader(sampler, batch_size=8, start_step=5, num_workers=2)
+    got = [b for _, b in zip(range(6), loader)]
+    for k, batch in enumerate(got):
+        expected = sampler.batch(5 + k, 8)
+        assert torch.equal(batch.proprio, expected.proprio)
+        assert torch.equal(batch.text, expected.text)
+
+
+def test_groups_and_sizes_are_checked(small_store, tokenizer, tmp_path):
+    with pytest.raises(ValueError, match=r"data.groups.d: the store at .* has no episodes"):
+        TrajectorySampler(make_cfg(GROUPS[:-1] + ", {name: d, tasks: [reacher.easy]}]"),
+                          small_store, tokenizer)
+    with pytest.raises(ValueError, match=r"task\(s\) \['cartpole.balance'\] have no episodes"):
+        TrajectorySampler(make_cfg(GROUPS.replace("name: c, tasks: [point_mass.easy]",
+                                                  "name: c, tasks: [cartpole.balance]")),
+                          small_store, tokenizer)
+    big = TaskTokenizer.train(tmp_path / "big.model", vocab_size=300)
+    with pytest.raises(ValueError, match="raise model.vocab_size"):
+        TrajectorySampler(make_cfg(GROUPS), small_store, big)
+    rng = np.random.default_rng(0)
+    cam_store = EpisodeStore(tmp_path / "cams")
+    for g in ("a", "b", "c"):
+        task = {"a": "reacher.easy", "b": "cartpole.balance", "c": "point_mass.easy"}[g]
+        cam_store.append_episodes(g, [synthetic_episode(task, 6, rng, cameras=1)])
+    cams = TrajectorySampler(
+        make_cfg(GROUPS.replace("point_mass.easy, reacher.easy", "reacher.easy"),
+                 "model.num_images=2"),
+        cam_store, tokenizer,
+    ).batch(0, 4)
+    assert cams.images.shape == (4, 5, 2, 80, 80, 3) and cams.images.dtype == torch.uint8
+    assert cams.image_mask[:, 0].all() and not cams.image_mask[:, 1].any()
+    assert cams.images[:, :, 0].float().std() > 0 and not cams.images[:, :, 1].any()

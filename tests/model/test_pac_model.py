@@ -1,0 +1,163 @@
+"""The Perceiver-Actor-Critic (Algorithm 1) on tiny configs: shapes, cached z_M, padding masks."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from pac.batch import Observation
+from pac.config import ModelConfig
+from pac.model import PerceiverActorCritic
+from pac.model.examples import random_batch
+from pac.model.normalizer import MultiScaleNormalizer
+
+TINY = ModelConfig(
+    d_z=32, num_blocks=2, widening=2, num_heads=2, d_i=16, num_proprio=6, num_actions=3,
+    num_text_tokens=5, vocab_size=11, num_images=2, num_goal_images=2, image_size=16,
+    resnet_channels=[4, 8, 8], value_head=True,
+)
+
+
+@pytest.fixture(scope="module")
+def model() -> PerceiverActorCritic:
+    torch.manual_seed(0)
+    m = PerceiverActorCritic(TINY).eval()
+    with torch.no_grad():  # non-zero heads so every output depends on its inputs
+        for head in (m.policy_decoder.head, m.q_decoder.head, m.value_decoder.head):
+            head.weight.normal_(std=0.5)
+    return m
+
+
+@pytest.fixture(scope="module")
+def obs() -> Observation:
+    return random_batch(TINY, batch_size=4, length=1, seed=1).observation(0)
+
+
+def test_normalizer_is_eq15():
+    norm = MultiScaleNormalizer(8)
+    gains = norm.gains()
+    assert torch.allclose(gains, torch.tensor([1e-4, 1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3]))
+    x = torch.tensor([-5e3, -0.3, 0.0, 2e-3, 7.0])
+    out = norm(x)
+    assert out.shape == (5, 8)
+    assert torch.allclose(out, torch.tanh(x[:, None] * gains))
+    assert out.abs().max() <= 1.0
+
+
+def test_output_shapes(model, obs):
+    z = model.encode(obs)
+    assert z.shape == (4, TINY.num_latents, TINY.d_z)
+    assert model.policy_logits(z).shape == (4, TINY.num_actions, TINY.num_action_bins)
+    actions = torch.rand(4, 7, TINY.num_actions) * 2 - 1
+    assert model.q_logits(z, actions).shape == (4, 7, TINY.num_value_bins)
+    assert model.value_logits(z).shape == (4, TINY.num_value_bins)
+    assert torch.equal(model(obs), model.policy_logits(z))
+
+
+def test_q_for_k_actions_reuses_latents(model, obs):
+    """One encoder pass + one batched decoder pass == K separate full forwards."""
+    k = 10
+    actions = torch.rand(4, k, TINY.num_actions) * 2 - 1
+    mask = torch.ones(4, TINY.num_actions, dtype=torch.bool)
+    with torch.no_grad():
+        cached = model.q_logits(model.encode(obs), actions, mask)
+        separate = [  # K full forwards, one action each
+            model.q_logits(model.encode(obs), actions[:, i : i + 1], mask) for i in range(k)
+        ]
+        separate = torch.cat(separate, dim=1)
+    diff = (cached - separate).abs().max().item()
+    print(f"Q for K={k} actions: cached z_M vs {k} full forwards, max abs diff = {diff:.2e}")
+    assert diff <= 1e-5
+    assert (cached[:, 0] - cached[:, 1]).abs().max() > 1e-4  # the action matters
+
+
+def _outputs(model, obs, actions, action_mask):
+    with torch.no_grad():
+        z = model.encode(obs)
+        q = model.q_logits(z, actions, action_mask)
+        return model.policy_logits(z), q, model.value_logits(z)
+
+
+def _assert_same(a, b):
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+
+
+def _assert_changed(a, b):
+    assert any((x - y).abs().max() > 1e-6 for x, y in zip(a, b, strict=True))
+
+
+def test_padding_never_influences_outputs(model, obs):
+    """Changing padded values (any modality) changes nothing; changing valid ones does."""
+    actions = torch.rand(4, 5, TINY.num_actions) * 2 - 1
+    action_mask = torch.tensor([[True, False, False], [True, True, False]] * 2)
+    base = _outputs(model, obs, actions, action_mask)
+
+    def modified(field: str, mask: torch.Tensor, fill):
+        value = getattr(obs, field).clone()
+        expand = mask.reshape(*mask.shape, *[1] * (value.dim() - mask.dim()))
+        value = torch.where(expand, fill(value), value)
+        return dataclasses.replace(obs, **{field: value})
+
+    nan = float("nan")
+    cases = [  # field, its mask, new padded values, new valid values
+        ("proprio", obs.proprio_mask, lambda v: torch.full_like(v, nan), lambda v: v + 7),
+        ("proprio", obs.proprio_mask, lambda v: v * 1e6 + 3.0, lambda v: v * 2),
+        ("text", obs.text_mask, lambda v: torch.full_like(v, 10**9), lambda v: v % 10 + 1),
+        ("images", obs.image_mask, lambda v: torch.full_like(v, 255), lambda v: 255 - v),
+        ("goal_images", obs.goal_mask, lambda v: 255 - v, lambda v: 255 - v),
+    ]
+    for field, mask, pad_fill, valid_fill in cases:
+        assert (~mask).any() and mask.any(), f"the random batch needs padding in {field}"
+        _assert_same(base, _outputs(model, modified(field, ~mask, pad_fill), actions, action_mask))
+        _assert_changed(base, _outputs(model, modified(field, mask, valid_fill), actions,
+                                       action_mask))
+
+    padded_actions = torch.where(action_mask[:, None], actions, torch.full_like(actions, 5.0))
+    _assert_same(base, _outputs(model, obs, padded_actions, action_mask))
+    _assert_changed(base, _outputs(model, obs, actions.flip(1), action_mask))
+
+
+def test_all_masked_modality_is_finite(model, obs):
+    """A sample whose text and images are all padding (guarded attention: no NaN)."""
+    empty = dataclasses.replace(
+        obs,
+        text_mask=torch.zeros_like(obs.text_mask),
+        image_mask=torch.zeros_like(obs.image_mask),
+        goal_mask=torch.zeros_like(obs.goal_mask),
+    )
+    assert torch.isfinite(model(empty)).all()
+    no_images = dataclasses.replace(empty, images=None, image_mask=None, goal_images=None,
+                                    goal_mask=None)
+    assert torch.equal(model(empty), model(no_images))  # absent == all-padding
+
+
+def test_bad_shapes_are_rejected_clearly(model, obs):
+    bad = dataclasses.replace(obs, proprio=obs.proprio[:, :4])
+    with pytest.raises(ValueError, match=r"observation proprio: expected shape \(4, 6\)"):
+        model.encode(bad)
+    with pytest.raises(ValueError, match=r"actions must be \[B, K, 3\]"):
+        model.q_logits(model.encode(obs), torch.zeros(4, 3))
+    no_v = PerceiverActorCritic(dataclasses.replace(TINY, value_head=False))
+    with pytest.raises(ValueError, match="value_head"):
+        no_v.value_logits(no_v.encode(obs))
+
+
+def test_initial_policy_is_uniform(obs):
+    logits = PerceiverActorCritic(TINY)(obs)
+    assert torch.equal(logits, torch.zeros_like(logits))  # zero-initialised L_pi
+
+
+def test_gradients_reach_every_parameter():
+    batch = random_batch(TINY, batch_size=3, length=1, seed=2)
+    obs = batch.observation(0)
+    m = PerceiverActorCritic(TINY)
+    with torch.no_grad():
+        for head in (m.policy_decoder.head, m.q_decoder.head, m.value_decoder.head):
+            head.weight.normal_(std=0.5)
+    z = m.encode(obs)
+    loss = m.policy_logits(z).square().mean() + m.value_logits(z).square().mean()
+    loss = loss + m.q_logits(z, batch.actions[:, :1], batch.action_mask).square().mean()
+    loss.backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not missing

@@ -1,0 +1,108 @@
+"""dm_control tasks: sizes match the registry, experts succeed, random fails, success is defined."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pac.envs import (
+    behaviour_action,
+    expert_action,
+    flatten_observation,
+    is_success,
+    make_env,
+    render,
+)
+from pac.tasks import TASKS
+
+EXPERT_TASKS = sorted(t for t, s in TASKS.items() if s.scripted_expert)
+
+
+def _episode(task: str, quality: float, seed: int, steps: int = 100) -> np.ndarray:
+    env = make_env(task, seed, steps)
+    rng = np.random.default_rng(seed)
+    time_step, rewards = env.reset(), []
+    while not time_step.last():
+        time_step = env.step(behaviour_action(task, env, quality, rng))
+        rewards.append(time_step.reward)
+    return np.asarray(rewards)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_registry_sizes_match_dm_control(task):
+    env = make_env(task, seed=0, episode_steps=7)
+    obs = flatten_observation(env.reset().observation)
+    assert obs.dtype == np.float32 and obs.shape == (TASKS[task].num_proprio,)
+    assert env.action_spec().shape == (TASKS[task].num_actions,)
+    assert np.all(env.action_spec().minimum == TASKS[task].action_low)
+    steps = 0
+    time_step = env.reset()
+    while not time_step.last():
+        time_step = env.step(np.zeros(TASKS[task].num_actions))
+        steps += 1
+    assert steps == 7  # the time limit is exactly episode_steps control steps
+
+
+@pytest.mark.parametrize("task", EXPERT_TASKS)
+def test_expert_succeeds_and_random_fails(task):
+    expert = [is_success(task, _episode(task, 1.0, seed)) for seed in range(3)]
+    random = [is_success(task, _episode(task, 0.0, seed)) for seed in range(3)]
+    print(f"{task}: expert {sum(expert)}/3 successes, random {sum(random)}/3")
+    assert all(expert) and not any(random)
+
+
+def test_expert_is_deterministic_and_in_range():
+    env = make_env("reacher.easy", 3, 10)
+    env.reset()
+    a1 = expert_action("reacher.easy", env)
+    a2 = expert_action("reacher.easy", env)
+    assert np.array_equal(a1, a2) and a1.dtype == np.float32 and np.all(np.abs(a1) <= 1)
+
+
+def test_success_definition():
+    ok = np.r_[np.zeros(90), np.full(10, 0.9)]
+    assert is_success("point_mass.easy", ok)
+    assert not is_success("point_mass.easy", np.r_[ok[:-1], 0.5])  # one bad final step
+    assert is_success("cartpole.balance", np.full(100, 0.8))
+    assert not is_success("cartpole.balance", np.r_[0.7, np.full(99, 1.0)])  # every step
+    assert not is_success("reacher.easy", np.array([]))
+
+
+def test_bad_inputs_name_the_problem():
+    with pytest.raises(ValueError, match="unknown task 'humanoid.fly'"):
+        make_env("humanoid.fly", 0, 10)
+    env = make_env("point_mass.easy", 0, 10)
+    env.reset()
+    with pytest.raises(ValueError, match=r"quality must be in \[0, 1\], got 1.5"):
+        behaviour_action("point_mass.easy", env, 1.5, np.random.default_rng(0))
+    walker = make_env("walker.stand", 0, 10)
+    walker.reset()
+    with pytest.raises(ValueError, match="no scripted expert for task 'walker.stand'"):
+        expert_action("walker.stand", walker)
+
+
+def test_render_80x80_images():
+    env = make_env("cartpole.balance", 0, 5)
+    env.reset()
+    frames = []
+    for _ in range(3):
+        env.step(np.ones(1))
+        frames.append(render(env))
+    frames = np.stack(frames)
+    assert frames.shape == (3, 80, 80, 3) and frames.dtype == np.uint8
+    assert frames.std() > 5  # a real scene, not a blank buffer
+    assert not np.array_equal(frames[0], frames[-1])  # the cart moved
+
+
+def test_unavailable_rendering_fails_with_a_clear_message():
+    code = (
+        "from pac.envs import make_env, render, RenderingUnavailable\n"
+        "env = make_env('point_mass.easy', 0, 5); env.reset()\n"
+        "try:\n    render(env)\nexcept RenderingUnavailable as exc:\n    print(exc)\n"
+    )
+    env = {**os.environ, "MUJOCO_GL": "disable"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "rendering is unavailable" in out.stdout and "libosmesa6" in out.stdout

@@ -1,0 +1,213 @@
+"""RLFT (§4.3): robot seam + collection, round config, Table-3 output, champion alias, the loop."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pac.config import load_config
+from pac.data import EpisodeStore, store_root
+from pac.data.store import Episode
+from pac.ingest import ingest, read_rollout
+from pac.rlft import (
+    CHAMPION,
+    RoundRow,
+    SimRobot,
+    collect,
+    finetune_config,
+    rollout_seed,
+    success_cell,
+    table_csv,
+    table_markdown,
+)
+from pac.stats import wilson_interval
+
+TASK = "point_mass.easy"
+
+
+def _tracking(tmp: Path) -> list[str]:
+    return [f"tracking.uri=sqlite:///{tmp / 'mlruns.db'}",
+            f"tracking.artifact_dir={tmp / 'artifacts'}"]
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tmp_path_factory) -> Path:
+    """An untrained tiny PAC saved as an inference checkpoint (weights + config + tokenizer)."""
+    import torch
+
+    from pac.checkpoint import save_inference_checkpoint
+    from pac.data import TaskTokenizer
+    from pac.model import PerceiverActorCritic
+
+    tmp = tmp_path_factory.mktemp("policy")
+    cfg = load_config()
+    TaskTokenizer.train(tmp / "spm.model", cfg.data.tokenizer_vocab, cfg.data.tokenizer_type)
+    torch.manual_seed(0)
+    return save_inference_checkpoint(PerceiverActorCritic(cfg.model), cfg, tmp / "policy",
+                                     tmp / "spm.model")
+
+
+@pytest.fixture(autouse=True)
+def _own_tracking(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("USERNAME", "pac")
+
+
+def test_sim_robot_rollouts_land_as_valid_files_and_ingest(tmp_path, tiny_policy):
+    from pac.envs import flatten_observation, make_env
+    from pac.rollout import PolicyServer
+
+    server = PolicyServer.load(tiny_policy)
+    got = collect(server, SimRobot(episode_steps=20), [TASK], 3, tmp_path / "landing", round_k=2)
+    print(f"\ncollected 3 episodes with the policy server at {got.policy_hz:.0f} Hz (batch 1)")
+    assert len(got.files) == 3 and got.episodes == {TASK: 3}
+    assert len(server.latencies) == 60  # one act() per control step, batch 1
+    episode, meta = read_rollout(got.files[0])
+    assert meta["round"] == 2 and meta["robot"] == "dm_control" and meta["decode"] == "argmax"
+    assert episode.proprio.shape == (20, 4) and episode.actions.shape == (20, 2)
+    first = make_env(TASK, meta["seed"], 20).reset().observation  # o_0 of the same seed
+    np.testing.assert_allclose(episode.proprio[0], flatten_observation(first), rtol=1e-6)
+    assert meta["seed"] == rollout_seed(2, TASK, 0)
+
+    report = ingest(tmp_path / "landing", tmp_path / "data", round_k=2)
+    assert report.episodes_added == 3
+    eps = EpisodeStore(store_root(tmp_path / "data")).episodes
+    assert (eps["round"] == 2).all() and (eps["source"] == "rollout").all()
+
+
+class ScriptedArm:
+    """A stand-in 'real robot' for the seam: its own control loop, state and reward."""
+
+    name = "arm"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, ...]] = []
+
+    def run_episode(self, task: str, act, seed: int) -> Episode:
+        rng = np.random.default_rng(seed)
+        state, states, actions = rng.uniform(-0.2, 0.2, 4).astype(np.float32), [], []
+        for _ in range(8):
+            action = act(state, None)
+            self.calls.append(np.shape(action))
+            states.append(state.copy())
+            actions.append(action)
+            state[:2] += 0.01 * action
+        rewards = np.linspace(0, 1, 8, dtype=np.float32)
+        return Episode(task, np.stack(states), np.stack(actions), rewards,
+                       np.ones(8, np.float32), source="real")
+
+
+def test_a_robot_plugs_in_through_the_robot_client_seam(tmp_path, tiny_policy):
+    from pac.rollout import PolicyServer
+
+    arm = ScriptedArm()
+    got = collect(PolicyServer.load(tiny_policy), arm, [TASK], 2, tmp_path / "landing")
+    assert arm.calls == [(2,)] * 16
+    assert [read_rollout(f)[1]["robot"] for f in got.files] == ["arm", "arm"]
+    assert got.successes == {TASK: 2}  # reward 1 on the final step: the task's success window
+
+
+def test_finetune_config_keeps_all_data_and_adds_the_rollout_group(tmp_path):
+    cfg = load_config(overrides=["rlft.weight=2.0", "rlft.alpha=0.2", "rlft.beta=10",
+                                 "rlft.finetune_steps=40", "train.warmup_steps=500"])
+    ft = finetune_config(cfg, 3, tmp_path)
+    assert [g.name for g in ft.data.groups] == [*(g.name for g in cfg.data.groups), "rollouts"]
+    roll = ft.data.groups[-1]
+    assert (roll.weight, roll.alpha, roll.beta, roll.source) == (2.0, 0.2, 10.0, "rollout")
+    assert roll.tasks == cfg.rlft.tasks
+    assert ft.train.steps == 40 and ft.train.warmup_steps == 0  # warm-up: a fraction of 40
+    assert ft.train.out_dir == str(tmp_path / "rounds" / "round_3" / "train")
+    assert ft.model == cfg.model and len(cfg.data.groups) == 3  # cfg itself is untouched
+
+
+def _row(k: int, successes: int, n: int = 20, champion: bool = False) -> RoundRow:
+    cell = success_cell(successes, n)
+    return RoundRow(round=k, episodes_added=10 if k else 80, rollout_episodes=10 * k,
+                    collected_success=math.nan if k == 0 else 0.3, tasks={TASK: cell},
+                    overall=cell, policy=f"round_{k}", champion=champion)
+
+
+def test_round_table_has_wilson_intervals_in_table3_layout():
+    cfg = load_config()
+    rows = [_row(0, 5, champion=True), _row(1, 9), _row(2, 14, champion=True)]
+    md = table_markdown(rows, cfg)
+    low, high = wilson_interval(9, 20)
+    assert f"| RLFT #1 | + 10 | 45.0 [{100 * low:.1f}, {100 * high:.1f}] |" in md
+    assert "| PAC (pretrained) * | 80 |" in md and "| RLFT #2 * | + 10 |" in md
+    table = list(csv.DictReader(io.StringIO(table_csv(rows))))
+    assert [r["round"] for r in table] == ["0", "1", "2"]
+    assert float(table[2]["all_success"]) == 70.0 and table[2]["all_n"] == "20"
+    assert float(table[1]["point_mass.easy_low"]) == pytest.approx(100 * low, abs=0.01)
+    assert table[0]["collected_success"] == "" and table[1]["collected_success"] == "30.00"
+
+
+def test_champion_alias_moves_only_when_beaten(tmp_path, tiny_policy):
+    from pac.rlft import _update_champion
+    from pac.tracking import Tracker, model_alias
+
+    cfg = load_config(overrides=_tracking(tmp_path))
+    run = Tracker(cfg, "rlft-round-0")
+    uri = run.log_policy(tiny_policy)
+    moved = [_update_champion(cfg, run, tiny_policy, uri, _row(k, s))
+             for k, s in enumerate([10, 8, 10, 13])]
+    assert moved == [True, False, False, True]  # a tie does not move it
+    champ = model_alias(cfg, CHAMPION)
+    assert champ["version"] == "4" and champ["tags"]["success_rate"] == "65.0000"
+    assert champ["tags"]["rlft_round"] == "3"
+
+
+@pytest.mark.slow
+def test_rlft_rounds_end_to_end_with_resume(tmp_path):
+    """Tiny budgets: a pretrained policy, one round, then --resume for a second one."""
+    from pac.checkpoint import save_inference_checkpoint
+    from pac.data import TaskTokenizer, tokenizer_path
+    from pac.data.generate import generate_group
+    from pac.model import PerceiverActorCritic
+    from pac.rlft import rlft
+    from pac.tracking import client, experiment_id, model_alias
+
+    data = tmp_path / "data"
+    cfg = load_config(overrides=[
+        f"data.root={data}", "data.episode_steps=20",
+        "data.groups=[{name: low_quality, tasks: [point_mass.easy], quality: 0.3,"
+        " episodes_per_task: 6}]",
+        "data.trajectory_length=3", "train.global_batch=4", "loss.num_action_samples=2",
+        "rlft.episodes_per_task=3", "rlft.finetune_steps=2", f"rlft.out_dir={tmp_path / 'rlft'}",
+        "eval.episodes_per_task=3", "eval.workers=1", "eval.videos_per_task=0",
+        f"eval.out_dir={tmp_path / 'eval'}", *_tracking(tmp_path),
+    ])
+    generate_group(cfg, "low_quality", store_root(data), workers=1, progress=False)
+    TaskTokenizer.train(tokenizer_path(data), cfg.data.tokenizer_vocab, cfg.data.tokenizer_type)
+    pretrained = save_inference_checkpoint(PerceiverActorCritic(cfg.model), cfg,
+                                           tmp_path / "pretrained", tokenizer_path(data))
+
+    first = rlft(cfg, pretrained, rounds=1)
+    with pytest.raises(Exception, match="pass --resume"):
+        rlft(cfg, pretrained, rounds=2)
+    result = rlft(cfg, pretrained, rounds=2, resume=True)
+    print("\n" + result.table)
+
+    assert [r.round for r in result.rows] == [0, 1, 2]
+    assert result.rows[1].run_id == first.rows[1].run_id  # round 1 kept, not redone
+    assert [r.episodes_added for r in result.rows] == [6, 3, 3]
+    eps = EpisodeStore(store_root(data), verify=True).episodes
+    roll = eps[eps["group"] == "rollouts"]
+    assert sorted(roll["round"]) == [1, 1, 1, 2, 2, 2] and roll["content_hash"].is_unique
+    assert (eps["group"] == "low_quality").sum() == 6  # earlier data kept
+    assert result.policy == tmp_path / "rlft" / "rounds" / "round_2" / "train" / "policy"
+    assert (tmp_path / "rlft" / "rounds.csv").read_text().count("\n") == 4
+    mlc = client(cfg)
+    runs = mlc.search_runs([experiment_id(mlc, cfg)], "tags.`pac.stage` = 'rlft'")
+    rounds = {r.info.run_name: r for r in runs if r.info.run_name.startswith("rlft-round-")}
+    assert set(rounds) == {"rlft-round-0", "rlft-round-1", "rlft-round-2"}
+    for r in rounds.values():
+        assert r.data.tags["mlflow.parentRunId"] in {first.run_id, result.run_id}
+        assert "success_rate" in r.data.metrics
+    champ = model_alias(cfg, CHAMPION)
+    best = max(result.rows, key=lambda r: (r.overall["rate"], -r.round))
+    assert champ is not None and champ["tags"]["rlft_round"] == str(best.round)

@@ -1,0 +1,99 @@
+"""pac.tracking against a real sqlite MLflow store: params, metrics, nesting, resume, artefacts."""
+
+from pathlib import Path
+
+import pytest
+
+from pac.config import load_config
+from pac.tracking import (
+    Tracker,
+    artifact_location,
+    get_run,
+    list_artifacts,
+    metric_history,
+    tracking_uri,
+)
+
+
+def _config(root: Path):
+    return load_config(overrides=[
+        f"tracking.uri=sqlite:///{root}/mlruns/mlflow.db",
+        f"tracking.artifact_dir={root}/mlruns/artifacts",
+        "tracking.experiment=pac-test",
+    ])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One sqlite store for the module (creating one costs seconds)."""
+    return tmp_path_factory.mktemp("tracking")
+
+
+@pytest.fixture
+def cfg(store, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return _config(store)
+
+
+def test_uri_from_environment_wins(cfg, store, tmp_path, monkeypatch):
+    assert tracking_uri(cfg) == f"sqlite:///{store}/mlruns/mlflow.db"
+    assert (store / "mlruns").is_dir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/other/db.sqlite")
+    assert tracking_uri(cfg) == f"sqlite:///{tmp_path}/other/db.sqlite"
+    assert (tmp_path / "other").is_dir()
+    assert artifact_location(cfg) == (store / "mlruns" / "artifacts").as_uri()
+
+
+def test_run_records_every_param_metric_and_artifact(cfg, store, tmp_path):
+    parent = Tracker(cfg, run_name="flow")
+    run = Tracker(cfg, run_name="pretrain", parent_run_id=parent.run_id, tags={"pac.stage": "x"})
+    flat = cfg.flat()
+    assert len(flat) > 100  # more than one MLflow batch
+    run.log_params(flat | {"num_params": 123})
+    run.log_metrics({"loss/total": 2.0, "loss/bc": 1.5, "nan_metric": float("nan")}, step=10)
+    run.log_metrics({"loss/total": 1.0, "loss/bc": 0.5}, step=20)
+    note = tmp_path / "note.txt"
+    note.write_text("hello")
+    run.log_artifact(note)
+    run.finish()
+
+    info = get_run(cfg, run.run_id)
+    assert info["status"] == "FINISHED"
+    assert info["tags"]["mlflow.parentRunId"] == parent.run_id
+    assert info["artifact_uri"].startswith((store / "mlruns" / "artifacts").as_uri())
+    for group in cfg.data.groups:  # every alpha/beta/eta per dataset group
+        for key in ("alpha", "beta", "weight", "quality"):
+            assert f"data.groups.{group.name}.{key}" in info["params"]
+    assert info["params"]["loss.eta"] == str(cfg.loss.eta)
+    assert info["params"]["num_params"] == "123"
+    assert metric_history(cfg, run.run_id, "loss/total") == [(10, 2.0), (20, 1.0)]
+    assert "nan_metric" not in info["metrics"]
+    assert list_artifacts(cfg, run.run_id) == ["note.txt"]
+
+
+def test_resumed_run_keeps_its_params_and_continues_metrics(cfg):
+    first = Tracker(cfg, run_name="pretrain")
+    first.log_params({"train.steps": 10, "loss.alpha": 0.75})
+    first.log_metrics({"loss/total": 3.0}, step=5)
+    again = Tracker(cfg, run_name="pretrain", run_id=first.run_id)
+    again.log_params({"train.steps": 20, "loss.beta": 38.0})  # existing key kept, new one added
+    again.log_metrics({"loss/total": 2.0}, step=10)
+    again.finish()
+    info = get_run(cfg, first.run_id)
+    assert info["params"]["train.steps"] == "10" and info["params"]["loss.beta"] == "38.0"
+    assert metric_history(cfg, first.run_id, "loss/total") == [(5, 3.0), (10, 2.0)]
+
+
+def test_disabled_tracker_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    off = Tracker(_config(tmp_path), run_name="rank1", enabled=False)
+    off.log_params({"a": 1})
+    off.log_metrics({"b": 2.0}, step=1)
+    off.finish()
+    assert off.run_id is None
+    assert not Path(tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+def test_unknown_parent_run_fails_clearly(cfg):
+    with pytest.raises(Exception, match="(?i)run"):
+        Tracker(cfg, run_name="child", parent_run_id="0" * 32)

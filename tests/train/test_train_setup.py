@@ -1,0 +1,155 @@
+"""Training set-up without compute: Table 12 schedule, DeepSpeed config, invalid settings, plan."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+from pac.config import ConfigError, TrainConfig, load_config
+from pac.train.ds_config import batch_layout, deepspeed_config
+from pac.train.plan import (
+    TABLE_17,
+    attention_block_flops,
+    make_plan,
+    parameter_counts,
+    update_flops,
+)
+from pac.train.schedule import decay_steps, learning_rate, warmup_steps
+
+PRESETS = "params/presets"
+
+
+def test_table12_schedule_warmup_peak_cosine_end():
+    t = TrainConfig(steps=1000, lr_init=1e-6, lr_peak=1e-4, lr_end=1e-5, warmup_steps=100,
+                    decay_steps=800)
+    assert learning_rate(0, t) == pytest.approx(1e-6)
+    assert learning_rate(50, t) == pytest.approx(1e-6 + 0.5 * (1e-4 - 1e-6))  # linear
+    assert learning_rate(100, t) == pytest.approx(1e-4)  # peak right after warm-up
+    assert learning_rate(500, t) == pytest.approx(1e-5 + 0.5 * 9e-5)  # half-way: cosine mid
+    assert learning_rate(900, t) == pytest.approx(1e-5)  # end of decay
+    assert learning_rate(999, t) == pytest.approx(1e-5)  # held at lr_end afterwards
+    lrs = [learning_rate(s, t) for s in range(100, 901)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))  # monotone decay
+
+
+def test_card_schedule_warms_up_over_five_percent():
+    cfg = load_config(f"{PRESETS}/card15B.yaml", ["train.steps=2000"])
+    t = cfg.train
+    assert warmup_steps(t) == 100 and decay_steps(t) == 1900
+    assert learning_rate(100, t) == pytest.approx(3e-4)
+    assert learning_rate(1999, t) == pytest.approx(t.lr_end, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("global_batch", "micro", "world", "expected"),
+    [(32, 0, 1, (32, 1)), (32, 8, 1, (8, 4)), (32, 0, 2, (16, 1)), (512, 16, 8, (16, 4))],
+)
+def test_batch_layout(global_batch, micro, world, expected):
+    layout = batch_layout(TrainConfig(global_batch=global_batch, micro_batch=micro), world)
+    assert (layout.micro_batch, layout.accumulation) == expected
+    assert layout.micro_batch * layout.accumulation * world == global_batch
+
+
+def test_deepspeed_config_paper_optimiser():
+    cfg = load_config(overrides=["train.zero_stage=2", "train.global_batch=32",
+                                 "train.micro_batch=8"])
+    ds = deepspeed_config(cfg.train, world_size=2, device_type="cpu")
+    opt = ds["optimizer"]["params"]
+    assert ds["optimizer"]["type"] == "AdamW" and opt["betas"] == [0.9, 0.95]
+    assert opt["weight_decay"] == 1e-3 and opt["torch_adam"] is True
+    assert ds["gradient_clipping"] == 1.0 and ds["zero_optimization"]["stage"] == 2
+    assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"],
+            ds["gradient_accumulation_steps"]) == (32, 8, 2)
+    assert ds["bf16"]["enabled"] is False  # fp32 on CPU
+    gpu = deepspeed_config(load_config(f"{PRESETS}/L.yaml").train, 8, "cuda")
+    assert gpu["bf16"]["enabled"] is True and gpu["optimizer"]["params"]["torch_adam"] is False
+
+
+@pytest.mark.parametrize(
+    ("overrides", "world", "message"),
+    [
+        (["train.global_batch=33"], 2, "not divisible by the world size 2"),
+        (["train.global_batch=32", "train.micro_batch=5"], 1, "does not divide"),
+        (["train.offload_optimizer=true", "train.zero_stage=2"], 1, "needs a GPU"),
+    ],
+)
+def test_invalid_batch_and_offload_fail_clearly(overrides, world, message):
+    cfg = load_config(overrides=overrides)
+    with pytest.raises(ConfigError, match=message):
+        deepspeed_config(cfg.train, world, "cpu")
+
+
+def test_zero_stage_4_is_rejected_by_the_config():
+    with pytest.raises(ConfigError, match="DeepSpeed ZeRO stages are 0-3"):
+        load_config(overrides=["train.zero_stage=4"])
+
+
+def test_invalid_settings_stop_the_cli_before_compute(tmp_path):
+    """`pac train` with ZeRO-4, an indivisible batch or no data exits 2 with the reason."""
+    cases = [
+        (["--set", "train.zero_stage=4"], {}, "DeepSpeed ZeRO stages are 0-3"),
+        (["--set", "train.global_batch=33"], {"WORLD_SIZE": "2", "RANK": "0"},
+         "not divisible by the world size 2"),
+        (["--data-root", str(tmp_path / "nowhere")], {}, "missing episodes data"),
+    ]
+    for args, env, message in cases:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pac.cli", "train", *args,
+             "--set", f"train.out_dir={tmp_path / 'run'}"],
+            capture_output=True, text=True, timeout=120,
+            env={**__import__("os").environ, **env},
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not (tmp_path / "run").exists()  # nothing was written
+
+
+def test_attention_flops_match_the_chinchilla_count():
+    # self-attention, seq 32, d 64, 4 heads, MLP 128: every term of Chinchilla App. F
+    n, d, h, f = 32, 64, 4, 128
+    expected = 2 * 3 * n * d * d + 2 * n * n * d + 3 * h * n * n + 2 * n * n * d + 2 * n * d * d
+    expected += 2 * n * (d * f + f * d)
+    assert attention_block_flops(n, n, d, d, d, h, f) == expected
+
+
+def test_flops_reproduce_table17_order_of_magnitude():
+    ratios = {}
+    for scale, (fwd, bwd, update) in TABLE_17.items():
+        assert bwd == pytest.approx(2.01 * fwd, rel=1e-3)  # the paper's own rule
+        cfg = load_config(f"{PRESETS}/L.yaml", [f"model.scale={scale}"])
+        f = update_flops(cfg.model, 512, 100)
+        assert f["BWD"] == pytest.approx(2.01 * f["FWD"])  # (2 + 1/f_theta') FWD
+        assert f["UPDATE"] == pytest.approx(512 * (f["FWD"] + f["BWD"]))
+        ratios[scale] = f["FWD"] / fwd
+        assert f["UPDATE"] / update == pytest.approx(ratios[scale], rel=1e-2)
+    print("App. E.2 count / Table 17 forward FLOPs:", {k: round(v, 2) for k, v in ratios.items()})
+    assert all(0.5 < r < 1.5 for r in ratios.values())
+    flops = [update_flops(load_config(f"{PRESETS}/L.yaml", [f"model.scale={s}"]).model, 512,
+                          100)["UPDATE"] for s in TABLE_17]
+    assert flops == sorted(flops)  # grows with scale like the paper's column
+
+
+def test_plan_card15b_on_64_a100_and_l_on_8():
+    card = make_plan(load_config(f"{PRESETS}/card15B.yaml"), gpus=64, gpu_mem_gib=80)
+    assert 14e9 < card.params < 17e9
+    by_stage = {r.stage: r for r in card.rows if r.offload == "none"}
+    # ZeRO-3: 18 bytes/param / 64 GPUs + the largest layer (DeepSpeed's formula)
+    assert by_stage[3].gpu_gib == pytest.approx(
+        (4 * card.largest_layer + 18 * card.params / 64) / 2**30, rel=1e-3
+    )
+    assert not card.fits(by_stage[0]) and not card.fits(by_stage[1])
+    assert card.fits(by_stage[3])
+    big = make_plan(load_config(f"{PRESETS}/L.yaml"), gpus=8, gpu_mem_gib=80)
+    assert abs(big.params - 988e6) / 988e6 < 0.05 and big.fits(big.rows[0])
+    assert math.isclose(big.flops["BWD"], 2.01 * big.flops["FWD"])
+
+
+def test_parameter_count_on_meta_device_matches_the_real_model():
+    from pac.model import PerceiverActorCritic
+
+    cfg = load_config()
+    total, largest = parameter_counts(cfg.model)
+    assert total == sum(p.numel() for p in PerceiverActorCritic(cfg.model).parameters())
+    assert 0 < largest < total
