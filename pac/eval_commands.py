@@ -89,6 +89,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 out_dir=args.out,
                 track=not args.no_track,
                 tracking_parent_run=args.parent_run,
+                source=args.checkpoint or checkpoint,
             )
         except (ValueError, FileNotFoundError) as exc:  # bad input: say what, nothing written
             print(f"pac eval: {exc}", file=sys.stderr)

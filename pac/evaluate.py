@@ -209,6 +209,18 @@ def _reference_key(task: str, episodes: int, max_steps: int, seed: int) -> str:
     return f"{task}|episodes={episodes}|steps={max_steps}|seed={seed}|envs={code}"
 
 
+def _read_cache(path: Path) -> dict[str, Any]:
+    """The references cache; an unreadable one is only a cache: it is rebuilt, not trusted."""
+    try:
+        stored = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    if not isinstance(stored, dict):
+        return {}
+    ok = all(isinstance(v, dict) and isinstance(v.get("random"), float) for v in stored.values())
+    return stored if ok else {}
+
+
 def reference_returns(
     tasks: list[str],
     episodes: int,
@@ -225,7 +237,7 @@ def reference_returns(
     `cache` (keyed by task, episodes, steps, seed and the pac.envs source).
     """
     given = given or {}
-    stored = json.loads(cache.read_text()) if cache.is_file() else {}
+    stored = _read_cache(cache)
     ref_seed = seed + REFERENCE_SEED_OFFSET
     keys = {t: _reference_key(t, episodes, max_steps, ref_seed) for t in tasks}
     jobs = [
@@ -233,7 +245,7 @@ def reference_returns(
         for task in tasks
         if keys[task] not in stored
         for kind in ("random", "expert")
-        if kind == "random" or (TASKS[task].scripted_expert and task not in given)
+        if kind == "random" or TASKS[task].scripted_expert
         for i in range(episodes)
     ]
     results = run(jobs) if jobs else []
@@ -262,8 +274,9 @@ def reference_returns(
 
 def _row(section: str, level: str, summary: Summary, refs: dict[str, Any] | None) -> dict[str, Any]:
     row = {"section": section, "level": level, **summary.as_dict()}
-    row["expert_return"] = refs["expert"] if refs else math.nan
-    row["random_return"] = refs["random"] if refs else math.nan
+    expert = refs["expert"] if refs else None
+    row["expert_return"] = math.nan if expert is None else float(expert)
+    row["random_return"] = float(refs["random"]) if refs else math.nan
     return row
 
 
@@ -341,7 +354,7 @@ def markdown_table(rows: list[dict[str, Any]], header: str) -> str:
     lines += [
         "% of expert = 100 (R - R_random) / (R_expert - R_random) (Reed et al., 2022), mean over",
         "episodes with a standard-error 95% CI; success rates with Wilson score intervals",
-        "(alpha_W = 0.05). N/A: no expert reference for the task.",
+        "(alpha_W = 0.05). N/A: no expert reference for the task (or it is not above random).",
         "",
     ]
     return "\n".join(lines)
@@ -352,7 +365,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
     return buf.getvalue()
 
 
@@ -414,12 +427,14 @@ def evaluate(
     out_dir: str | Path | None = None,
     track: bool = True,
     tracking_parent_run: str | None = None,
+    source: str | None = None,
 ) -> EvalResult:
     """Evaluate a checkpoint (or the scripted `expert` / `random` policy) on `tasks`.
 
     Settings come from ``cfg.eval`` (episodes, workers, decode, seed, videos, held-out tasks);
     the model and its training tasks from the checkpoint. Everything is checked before the
-    first episode runs.
+    first episode runs. `source` names where the checkpoint came from (e.g. an MLflow URI) in
+    the MLflow params; default: `checkpoint_dir`.
     """
     from pac.checkpoint import TOKENIZER, load_checkpoint_config
 
@@ -478,21 +493,11 @@ def evaluate(
         "env_steps_per_s": sum(r["steps"] for r in results) / wall,
         "inference_hz": len(latencies) / float(np.sum(latencies)) if latencies else math.nan,
         "inference_ms_p50": 1e3 * float(np.median(latencies)) if latencies else math.nan,
+        "inference_calls": float(len(latencies)),
         "workers": float(e.workers),
     }
-    rows = summarise_results(results, refs, e.held_out_tasks)
-    metrics = metrics_dict(rows, timing)
-    header = (
-        f"## PAC evaluation: {policy}"
-        + (f" {Path(checkpoint_dir).name}" if policy == "checkpoint" else "")
-        + f" ({e.episodes_per_task} episodes per task, {max_steps} steps, decode={e.decode},"
-        f" seed={e.seed})"
-    )
-    atomic_write_text(out / "results.md", markdown_table(rows, header))
-    atomic_write_text(out / "results.csv", _csv(rows))
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    episode_rows = [{k: v for k, v in r.items() if k != "latencies"} for r in results]
-    atomic_write_text(out / "episodes.csv", _csv(episode_rows))
+    title = f"{policy} {Path(checkpoint_dir).name}" if policy == "checkpoint" else policy
+    rows, metrics = _write_outputs(cfg, out, title, results, refs, timing)
     result = EvalResult(
         out_dir=out,
         rows=rows,
@@ -502,8 +507,84 @@ def evaluate(
         episodes_per_s=timing["episodes_per_s"],
     )
     if track:
-        result.mlflow_run_id = _log_to_mlflow(cfg, result, spec, tracking_parent_run)
+        source = source or spec.checkpoint_dir or ""
+        result.mlflow_run_id = _log_to_mlflow(cfg, result, spec, source, tracking_parent_run)
     return result
+
+
+def _write_outputs(
+    cfg: PACConfig,
+    out: Path,
+    title: str,
+    results: list[dict[str, Any]],
+    refs: dict[str, dict[str, Any]],
+    timing: dict[str, float],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """results.md / results.csv / metrics.json / episodes.csv for `results` (atomic writes)."""
+    e = cfg.eval
+    rows = summarise_results(results, refs, e.held_out_tasks)
+    metrics = metrics_dict(rows, timing)
+    header = (
+        f"## PAC evaluation: {title} ({e.episodes_per_task} episodes per task,"
+        f" {e.max_steps or cfg.data.episode_steps} steps, decode={e.decode}, seed={e.seed})"
+    )
+    atomic_write_text(out / "results.md", markdown_table(rows, header))
+    atomic_write_text(out / "results.csv", _csv(rows))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    episode_rows = [{k: v for k, v in r.items() if k != "latencies"} for r in results]
+    atomic_write_text(out / "episodes.csv", _csv(episode_rows))
+    return rows, metrics
+
+
+def merge_evaluations(
+    eval_dirs: Iterable[str | Path], out_dir: str | Path, cfg: PACConfig
+) -> EvalResult:
+    """One table from several evaluate() folders over disjoint tasks (e.g. one per domain,
+    run in parallel by the flow): episodes are pooled again, so domain and "all" rows carry the
+    same statistics as a single evaluation would."""
+    results: list[dict[str, Any]] = []
+    refs: dict[str, dict[str, Any]] = {}
+    videos: list[Path] = []
+    calls = latency = episodes = seconds = 0.0
+    for folder in map(Path, eval_dirs):
+        for name in ("episodes.csv", "results.csv", "metrics.json"):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder}: not an evaluation folder (no {name})")
+        with open(folder / "results.csv") as fh:
+            for row in csv.DictReader(fh):
+                if row["level"] != "task":
+                    continue
+                if row["name"] in refs:
+                    raise ValueError(f"task {row['name']} is in more than one evaluation folder")
+                expert = float(row["expert_return"])
+                refs[row["name"]] = {
+                    "expert": None if math.isnan(expert) else expert,
+                    "random": float(row["random_return"]),
+                }
+        with open(folder / "episodes.csv") as fh:
+            these = [
+                {"task": r["task"], "episode": int(r["episode"]), "seed": int(r["seed"]),
+                 "return": float(r["return"]), "success": r["success"] == "True",
+                 "steps": int(r["steps"])}
+                for r in csv.DictReader(fh)
+            ]
+        results += these
+        t = json.loads((folder / "metrics.json").read_text())["timing"]
+        episodes, seconds = episodes + len(these), seconds + len(these) / t["episodes_per_s"]
+        if t.get("inference_hz"):  # null for scripted policies
+            calls += t["inference_calls"]
+            latency += t["inference_calls"] / t["inference_hz"]
+        videos += sorted((folder / "videos").glob("*.gif"))
+    if not results:
+        raise ValueError("no evaluation folders to merge")
+    timing = {
+        "episodes_per_s": episodes / seconds,  # per evaluation (the folders may run in parallel)
+        "inference_hz": calls / latency if latency else math.nan,
+        "inference_calls": calls,
+    }
+    out = Path(out_dir)
+    rows, metrics = _write_outputs(cfg, out, "merged", results, refs, timing)
+    return EvalResult(out, rows, metrics, videos, timing["inference_hz"], timing["episodes_per_s"])
 
 
 def _check_rendering() -> None:
@@ -524,7 +605,7 @@ def _flatten(d: dict[str, Any], prefix: str) -> dict[str, float]:
 
 
 def _log_to_mlflow(
-    cfg: PACConfig, result: EvalResult, spec: PolicySpec, parent: str | None
+    cfg: PACConfig, result: EvalResult, spec: PolicySpec, source: str, parent: str | None
 ) -> str | None:
     """One MLflow run: eval params, every table number as a metric, tables and videos."""
     from pac.tracking import Tracker
@@ -532,7 +613,7 @@ def _log_to_mlflow(
     tracker = Tracker(cfg, "evaluate", parent_run_id=parent, tags={"pac.stage": "evaluate"})
     tracker.log_params(
         {k: v for k, v in cfg.flat().items() if k.startswith("eval.")}
-        | {"eval.policy": spec.kind, "eval.checkpoint": spec.checkpoint_dir or ""}
+        | {"eval.policy": spec.kind, "eval.checkpoint": source}
     )
     tracker.log_metrics(_flatten(result.metrics, "eval"), step=0)
     for name in ("results.md", "results.csv", "metrics.json", "episodes.csv", "references.json"):
@@ -542,32 +623,3 @@ def _log_to_mlflow(
     tracker.finish()
     return tracker.run_id
 
-
-def merge_evaluations(dirs: list[str | Path], out_dir: str | Path, cfg: PACConfig) -> EvalResult:
-    """One table from several evaluation folders (the flow's per-domain branches).
-
-    Reads each folder's episodes.csv and references.json and summarises them together, so the
-    pooled "all" rows are computed over every episode, exactly as one `evaluate` call would.
-    """
-    import pandas as pd
-
-    episodes = pd.concat([pd.read_csv(Path(d) / "episodes.csv") for d in dirs], ignore_index=True)
-    refs: dict[str, dict[str, Any]] = {}
-    for d in dirs:
-        for key, ref in json.loads((Path(d) / "references.json").read_text()).items():
-            refs[key.split("|", 1)[0]] = ref
-    results = episodes.to_dict("records")
-    for r in results:
-        r["success"] = bool(r["success"])
-    rows = summarise_results(results, refs, cfg.eval.held_out_tasks)
-    timings = [json.loads((Path(d) / "metrics.json").read_text())["timing"] for d in dirs]
-    timing = {k: float(np.nanmean([t.get(k, math.nan) for t in timings])) for k in timings[0]}
-    out = Path(out_dir)
-    header = (f"## PAC evaluation ({cfg.eval.episodes_per_task} episodes per task,"
-              f" decode={cfg.eval.decode}, seed={cfg.eval.seed})")
-    atomic_write_text(out / "results.md", markdown_table(rows, header))
-    atomic_write_text(out / "results.csv", _csv(rows))
-    metrics = metrics_dict(rows, timing)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    return EvalResult(out_dir=out, rows=rows, metrics=metrics,
-                      inference_hz=timing.get("inference_hz", math.nan))

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from pac.data.store import IMAGE_SHAPE, Episode, EpisodeStore
+from pac.data.store import _NAME, IMAGE_SHAPE, SOURCES, Episode, EpisodeStore
 from pac.io import atomic_write, atomic_write_text
 from pac.tasks import TASKS, TaskSpec
 
@@ -606,6 +606,10 @@ def ingest(
         raise FileNotFoundError(f"landing folder {landing} does not exist")
     if round_k < 0:
         raise ValueError(f"round must be >= 0, got {round_k}")
+    if not _NAME.match(group) or group.startswith("_"):
+        raise ValueError(f"invalid store group name {group!r} (letters, digits, _ . -)")
+    if source not in SOURCES:
+        raise ValueError(f"source {source!r} is not one of {', '.join(SOURCES)}")
     batch = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     report = IngestReport(batch, str(landing), group, round_k)
     store = EpisodeStore(store_root(data_root))
@@ -697,8 +701,9 @@ def dvc_track(path: str | Path) -> str:
     from dvc.repo import Repo
 
     path = Path(path).resolve()
+    existing = next(p for p in (path, *path.parents) if p.is_dir())
     try:
-        root = Repo.find_root(str(path))
+        root = Repo.find_root(str(existing))
     except NotDvcRepoError:
         return f"{path} is not inside a DVC repository: not DVC-tracked"
     with Repo(root) as repo:

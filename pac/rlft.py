@@ -17,9 +17,10 @@ real robot implements the same one method and plugs in unchanged. Either way the
 
 Outputs in ``rlft.out_dir``: ``rounds/round_<k>/`` (landing folder, fine-tuning run,
 evaluation), ``rounds.csv`` and ``rounds.md`` (Table 3 layout), ``metrics.json`` (for
-``dvc metrics show``) and ``rounds.json`` (the state a ``--resume`` continues from). MLflow: one ``rlft`` run with one nested run per round (the fine-tuning and
-evaluation runs nest under their round); the registry alias ``champion`` moves to a round's
-model only when its success rate beats the current champion's.
+``dvc metrics show``) and ``rounds.json`` (the state a ``--resume`` continues from).
+MLflow: one ``rlft`` run with one nested run per round (the fine-tuning and evaluation runs nest
+under their round); the registry alias ``champion`` moves to a round's model only when its
+success rate beats the current champion's.
 """
 
 from __future__ import annotations
@@ -220,6 +221,7 @@ class RoundRow:
     tasks: dict[str, dict[str, float]]  # task -> successes, episodes, rate, low, high (percent)
     overall: dict[str, float]
     policy: str
+    mean_return: float = math.nan  # over every evaluation episode
     champion: bool = False
     run_id: str | None = None
     data_version: dict[str, Any] = field(default_factory=dict)
@@ -241,7 +243,7 @@ def _fmt(cell: dict[str, float]) -> str:
 
 def table_markdown(rows: list[RoundRow], cfg: PACConfig) -> str:
     tasks = list(rows[0].tasks) if rows else []
-    head = ["Iteration", "Episodes", *tasks, "All"]
+    head = ["Iteration", "Episodes", *tasks, "All", "Mean return"]
     lines = [
         "## PAC self-improvement rounds (Table 3 layout)",
         "",
@@ -252,11 +254,11 @@ def table_markdown(rows: list[RoundRow], cfg: PACConfig) -> str:
         f" alpha={cfg.rlft.alpha:g}, beta={cfg.rlft.beta:g}). * = registry champion.",
         "",
         "| " + " | ".join(head) + " |",
-        "|---|---:|" + "---:|" * (len(tasks) + 1),
+        "|---|---:|" + "---:|" * (len(tasks) + 2),
     ]
     for r in rows:
         episodes = f"{r.episodes_added}" if r.round == 0 else f"+ {r.episodes_added}"
-        cells = [_fmt(r.tasks[t]) for t in tasks] + [_fmt(r.overall)]
+        cells = [_fmt(r.tasks[t]) for t in tasks] + [_fmt(r.overall), f"{r.mean_return:.1f}"]
         lines.append(f"| {r.label}{' *' if r.champion else ''} | {episodes} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -268,7 +270,7 @@ def table_csv(rows: list[RoundRow]) -> str:
     tasks = list(rows[0].tasks) if rows else []
     cols = [f"{name}_{k}" for name in [*tasks, "all"] for k in ("success", "low", "high", "n")]
     out.writerow(["round", "iteration", "episodes_added", "rollout_episodes",
-                  "collected_success", *cols, "champion", "policy"])
+                  "collected_success", *cols, "mean_return", "champion", "policy"])
     for r in rows:
         cells = []
         for cell in [*(r.tasks[t] for t in tasks), r.overall]:
@@ -276,29 +278,29 @@ def table_csv(rows: list[RoundRow]) -> str:
                       int(cell["episodes"])]
         collected = "" if math.isnan(r.collected_success) else f"{100 * r.collected_success:.2f}"
         out.writerow([r.round, r.label, r.episodes_added, r.rollout_episodes, collected, *cells,
-                      int(r.champion), r.policy])
+                      f"{r.mean_return:.3f}", int(r.champion), r.policy])
     return buf.getvalue()
 
 
-def _write_tables(out_dir: Path, rows: list[RoundRow], cfg: PACConfig) -> None:
+def _write_tables(out_dir: Path, rows: list[RoundRow], cfg: PACConfig, run_id: str | None):
     atomic_write_text(out_dir / "rounds.csv", table_csv(rows))
     atomic_write_text(out_dir / "rounds.md", table_markdown(rows, cfg))
     metrics = {f"round_{r.round}": {"success": r.overall["rate"], "low": r.overall["low"],
-                                    "high": r.overall["high"], "episodes_added": r.episodes_added}
+                                    "high": r.overall["high"], "mean_return": r.mean_return,
+                                    "episodes_added": r.episodes_added}
                for r in rows}  # for `dvc metrics show`
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1))
-    state = [{**r.__dict__} for r in rows]
+    state = {"mlflow_run_id": run_id, "rows": [dict(r.__dict__) for r in rows]}
     atomic_write_text(out_dir / STATE_FILE, json.dumps(state, indent=1, default=str))
 
 
-def _load_rows(out_dir: Path) -> list[RoundRow]:
+def _load_state(out_dir: Path) -> tuple[list[RoundRow], str | None]:
+    """The completed rounds and the MLflow run of an earlier run (nothing when there is none)."""
     path = out_dir / STATE_FILE
     if not path.is_file():
-        return []
-    rows = [RoundRow(**r) for r in json.loads(path.read_text())]
-    for r in rows:
-        r.collected_success = float("nan") if r.collected_success is None else r.collected_success
-    return rows
+        return [], None
+    state = json.loads(path.read_text())
+    return [RoundRow(**r) for r in state["rows"]], state.get("mlflow_run_id")
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -321,14 +323,13 @@ def _evaluate(cfg: PACConfig, policy: Path, out: Path, track: bool, parent: str 
 
     result = evaluate(cfg, policy, list(cfg.rlft.tasks), out_dir=out, track=track,
                       tracking_parent_run=parent)
-    per_task = {
-        r["name"]: success_cell(int(r["successes"]), int(r["episodes"]))
-        for r in result.rows if r["level"] == "task"
-    }
-    tasks = {t: per_task[t] for t in cfg.rlft.tasks}
-    overall = success_cell(sum(int(c["successes"]) for c in tasks.values()),
-                           sum(int(c["episodes"]) for c in tasks.values()))
-    return tasks, overall
+    rows = {r["name"]: r for r in result.rows if r["level"] == "task"}
+    tasks = {t: success_cell(int(rows[t]["successes"]), int(rows[t]["episodes"]))
+             for t in cfg.rlft.tasks}
+    episodes = sum(int(c["episodes"]) for c in tasks.values())
+    overall = success_cell(sum(int(c["successes"]) for c in tasks.values()), episodes)
+    mean_return = sum(rows[t]["mean_return"] * tasks[t]["episodes"] for t in tasks) / episodes
+    return tasks, overall, mean_return
 
 
 def _check_start(cfg: PACConfig, checkpoint: Path, data_root: Path, resume: bool) -> None:
@@ -392,7 +393,7 @@ def rlft(
     out_dir = Path(cfg.rlft.out_dir)
     if fresh and not resume:
         _set_aside(out_dir, data_root, log)
-    rows = _load_rows(out_dir) if resume else []
+    rows, run_id = _load_state(out_dir) if resume else ([], None)
     if not resume and (out_dir / STATE_FILE).exists():
         raise ConfigError(f"{out_dir} holds an earlier RLFT run: pass --resume or another"
                           " rlft.out_dir")
@@ -401,7 +402,7 @@ def rlft(
                               cameras=min(cfg.model.num_images, cfg.data.cameras))
     decode = decode or cfg.eval.decode
 
-    tracker = _tracker(cfg, "rlft", tracking_parent_run, track)
+    tracker = _tracker(cfg, "rlft", tracking_parent_run, track, run_id)
     tracker.log_params(cfg.flat() | {"rlft.checkpoint": str(checkpoint), "rlft.rounds": rounds,
                                      "rlft.collect_decode": decode, "rlft.robot": robot.name})
     policy = Path(rows[-1].policy) if rows else checkpoint
@@ -413,8 +414,9 @@ def rlft(
             run.set_tags({"pac.stage": "rlft", "pac.round": k})
             added, collected, report = 0, math.nan, None
             model_uri = None
-            if k == 0:
-                added = len(EpisodeStore(store_root(data_root)).episodes)
+            if k == 0:  # Table 3's first row: the size of the pretraining mixture
+                eps = EpisodeStore(store_root(data_root)).episodes
+                added = int(eps["group"].isin([g.name for g in cfg.data.groups]).sum())
             else:
                 landing = work / "landing"
                 if not _round_episodes(data_root, k)[0]:  # a resumed round may have them
@@ -436,18 +438,19 @@ def rlft(
                                tracking_parent_run=run.run_id)
                 policy = result.policy_dir
                 model_uri = f"runs:/{result.run_id}/policy_model" if result.run_id else None
-            tasks, overall = _evaluate(cfg, policy, work / "eval", track, run.run_id)
+            tasks, overall, mean_return = _evaluate(cfg, policy, work / "eval", track,
+                                                    run.run_id)
             rollouts = EpisodeStore(store_root(data_root)).episodes
             row = RoundRow(
                 round=k, episodes_added=added,
                 rollout_episodes=int((rollouts["group"] == ROLLOUT_GROUP).sum()),
                 collected_success=collected, tasks=tasks, overall=overall, policy=str(policy),
-                run_id=run.run_id, data_version=dataset_version(data_root),
+                mean_return=mean_return, run_id=run.run_id, data_version=dataset_version(data_root),
             )
             if track:
                 row.champion = _update_champion(cfg, run, policy, model_uri, row)
             rows.append(row)
-            _write_tables(out_dir, rows, cfg)
+            _write_tables(out_dir, rows, cfg, tracker.run_id)
             _log_round(run, row, report, time.perf_counter() - start)
             run.finish()
             log(f"round {k}: success {_fmt(overall)}"
@@ -485,10 +488,12 @@ def _round_episodes(data_root: Path, round_k: int) -> tuple[int, int]:
     return len(eps), int(eps["success"].sum())
 
 
-def _tracker(cfg: PACConfig, name: str, parent: str | None, enabled: bool):
+def _tracker(cfg: PACConfig, name: str, parent: str | None, enabled: bool,
+             run_id: str | None = None):
     from pac.tracking import Tracker
 
-    return Tracker(cfg, name, parent_run_id=parent, tags={"pac.stage": "rlft"}, enabled=enabled)
+    return Tracker(cfg, name, parent_run_id=parent, run_id=run_id, tags={"pac.stage": "rlft"},
+                   enabled=enabled)
 
 
 def _log_round(run, row: RoundRow, report: IngestReport | None, seconds: float) -> None:
@@ -496,6 +501,7 @@ def _log_round(run, row: RoundRow, report: IngestReport | None, seconds: float) 
         "success_rate": row.overall["rate"], "success_low": row.overall["low"],
         "success_high": row.overall["high"], "episodes_added": row.episodes_added,
         "rollout_episodes": row.rollout_episodes, "champion": float(row.champion),
+        "mean_return": row.mean_return,
         "round_seconds": seconds,
     }
     for task, cell in row.tasks.items():

@@ -81,7 +81,7 @@ def _cmd_rlft(args: argparse.Namespace) -> int:
                       decode=args.decode, resume=args.resume, fresh=args.fresh,
                       track=not args.no_track,
                       tracking_parent_run=args.parent_run)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"pac rlft: {exc}", file=sys.stderr)
         return 2
     print(result.table)

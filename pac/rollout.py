@@ -8,7 +8,7 @@
   - ``argmax`` (default): the most likely bin of every action dimension;
   - ``sample``: one draw a ~ pi(.|s);
   - ``q_rerank``: K draws re-ranked by E[Q(s, a)], reusing the cached latents z_M: one encoder
-    pass and one batched Q-decoder pass over the K candidates (§3.3, App. D.2 "the latent can
+    pass and one batched Q-decoder pass over the K candidates (§3.3, App. D.2.2 "the latent can
     be cached").
 
 * A *policy* is any callable ``policy(env, time_step) -> action``; :func:`run_episode` drives a

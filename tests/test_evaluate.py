@@ -75,6 +75,11 @@ def test_references_from_params_and_held_out_section(tmp_path):
     assert refs["cartpole.swingup"]["expert"] == 40.0
     assert refs["cartpole.swingup"]["expert_source"] == "params"
     assert refs["pendulum.swingup"]["expert"] is None  # no scripted expert, none given
+    (tmp_path / "r.json").write_text("{not json")  # a damaged cache is rebuilt, not trusted
+    with Runner(1) as run:
+        again = reference_returns(["cartpole.swingup", "pendulum.swingup"], 3, 100, 0, run,
+                                  tmp_path / "r.json", cfg.eval.expert_returns)
+    assert again == refs and json.loads((tmp_path / "r.json").read_text())
     result = evaluate(
         cfg, tasks=["cartpole.swingup", "pendulum.swingup"], policy="random", track=False
     )
@@ -212,6 +217,15 @@ def test_pac_train_then_pac_eval_on_every_default_task(tmp_path, monkeypatch):
     again = evaluate(cfg, policy, out_dir=out, track=False)  # same seed, 1 worker, in-process
     assert again.table == table and (out / "results.csv").read_text() == csv_text
 
+    # the policy logged by `pac train` to MLflow evaluates the same as the folder it came from
+    from pac.cli import main
+
+    train_run = json.loads((tmp_path / "pretrain" / "mlflow_run.json").read_text())["run_id"]
+    assert main(["eval", "--checkpoint", f"runs:/{train_run}/policy", *common, "--no-track",
+                 "--set", "eval.episodes_per_task=2", "--set", "eval.videos_per_task=0",
+                 "--set", "eval.workers=1", "--out", str(tmp_path / "from_mlflow")]) == 0
+    assert (tmp_path / "from_mlflow" / "results.csv").read_text() == csv_text
+
 
 def test_reused_environment_replays_a_fresh_one_and_new_weights_reload(tmp_path):
     import numpy as np
@@ -234,3 +248,21 @@ def test_reused_environment_replays_a_fresh_one_and_new_weights_reload(tmp_path)
     tiny_checkpoint(tmp_path, "model.num_action_bins=5")  # same folder, new weights
     after = _run_job(job)
     assert len(after["latencies"]) == 30 and after["return"] != before["return"]
+
+
+def test_merged_domain_folders_equal_one_joint_evaluation(tmp_path):
+    from pac.evaluate import merge_evaluations
+
+    cfg = _cfg(tmp_path, "eval.episodes_per_task=3")
+    tasks = ["cartpole.balance", "point_mass.easy"]
+    joint = evaluate(cfg, tasks=tasks, policy="random", out_dir=tmp_path / "joint", track=False)
+    parts = [evaluate(cfg, tasks=[t], policy="random", out_dir=tmp_path / t, track=False)
+             for t in tasks]
+    merged = merge_evaluations([p.out_dir for p in parts], tmp_path / "merged", cfg)
+    assert (merged.out_dir / "results.csv").read_text() == (
+        joint.out_dir / "results.csv").read_text()
+    assert merged.rows == joint.rows and "| **All** | 2 | 6 |" in merged.table
+    with pytest.raises(ValueError, match="more than one evaluation folder"):
+        merge_evaluations([parts[0].out_dir, parts[0].out_dir], tmp_path / "bad", cfg)
+    with pytest.raises(FileNotFoundError, match="not an evaluation folder"):
+        merge_evaluations([tmp_path], tmp_path / "bad", cfg)

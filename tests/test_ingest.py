@@ -115,6 +115,10 @@ def test_same_file_twice_adds_nothing(tmp_path):
 def test_bad_landing_folder_fails_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="landing folder .* does not exist"):
         ingest(tmp_path / "nope", tmp_path / "data")
+    write_rollout(tmp_path / "landing" / "a.npz", make_episode())
+    with pytest.raises(ValueError, match="invalid store group name '../x'"):
+        ingest(tmp_path / "landing", tmp_path / "data", group="../x")
+    assert (tmp_path / "landing" / "a.npz").is_file()  # checked before anything moved
     with pytest.raises(Rejected, match="unknown-task: task 'humanoid.fly' is not one of"):
         from pac.ingest import validate_episode
 

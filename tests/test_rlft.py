@@ -205,8 +205,9 @@ def test_rlft_rounds_end_to_end_with_resume(tmp_path):
     runs = mlc.search_runs([experiment_id(mlc, cfg)], "tags.`pac.stage` = 'rlft'")
     rounds = {r.info.run_name: r for r in runs if r.info.run_name.startswith("rlft-round-")}
     assert set(rounds) == {"rlft-round-0", "rlft-round-1", "rlft-round-2"}
+    assert result.run_id == first.run_id  # --resume continues the same MLflow parent run
     for r in rounds.values():
-        assert r.data.tags["mlflow.parentRunId"] in {first.run_id, result.run_id}
+        assert r.data.tags["mlflow.parentRunId"] == result.run_id
         assert "success_rate" in r.data.metrics
     champ = model_alias(cfg, CHAMPION)
     best = max(result.rows, key=lambda r: (r.overall["rate"], -r.round))

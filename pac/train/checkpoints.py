@@ -6,9 +6,9 @@ A checkpoint holds everything the next update depends on:
   position, with ``client_state = {step, sampler_step}``; the sampler is a pure function of the
   step, so its position is the step number.
 * ``target.safetensors``: theta' (written by rank 0; identical on every rank).
-* ``rng_rank<r>.json``: torch / numpy / python RNG states of every rank (the loss samples
-  actions from pi_theta'); kept per rank because DeepSpeed stores its client state from rank 0
-  only below ZeRO-3.
+* ``rng_rank<r>.json``: every rank's generator of the loss (a' ~ pi_theta') and its torch /
+  numpy / python RNG states; kept per rank because DeepSpeed stores its client state from
+  rank 0 only below ZeRO-3.
 * ``manifest.json``: SHA-256 of every file, written last. A checkpoint without a manifest (a
   crash during the save) or whose files do not match it is never loaded: resume picks the newest
   complete one and moves rejected ones to ``checkpoints/quarantine/``. Only files the manifest
@@ -46,34 +46,38 @@ def tag(step: int) -> str:
 # --- RNG states ----------------------------------------------------------------------------------
 
 
-def rng_state() -> dict:
-    """torch (CPU and CUDA), numpy and python RNG states as JSON-safe values."""
+def _b64(t: torch.Tensor) -> str:
+    return base64.b64encode(t.cpu().numpy().tobytes()).decode()
+
+
+def _tensor(text: str) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype=np.uint8).copy())
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    """The loss's generator and the torch (CPU, CUDA), numpy and python RNG states (JSON)."""
     np_state = np.random.get_state()
     state = {
-        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+        "generator": _b64(generator.get_state()),
+        "torch": _b64(torch.get_rng_state()),
         "numpy": [np_state[0], np_state[1].tolist(), *map(float, np_state[2:])],
         "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
     }
     if torch.cuda.is_available():
-        state["cuda"] = [
-            base64.b64encode(s.numpy().tobytes()).decode() for s in torch.cuda.get_rng_state_all()
-        ]
+        state["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
     return state
 
 
-def set_rng_state(state: dict) -> None:
-    raw = np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()
-    torch.set_rng_state(torch.from_numpy(raw))
+def set_rng_state(state: dict, generator: torch.Generator) -> None:
+    generator.set_state(_tensor(state["generator"]))
+    torch.set_rng_state(_tensor(state["torch"]))
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss),
                          cached))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(
-            [torch.from_numpy(np.frombuffer(base64.b64decode(s), np.uint8).copy())
-             for s in state["cuda"]]
-        )
+        torch.cuda.set_rng_state_all([_tensor(s) for s in state["cuda"]])
 
 
 # --- manifest ------------------------------------------------------------------------------------
@@ -147,14 +151,16 @@ def quarantine(root: Path, rejected: list[tuple[Path, str]]) -> list[Path]:
 # --- save / load ---------------------------------------------------------------------------------
 
 
-def save(engine, root: Path, step: int, target: nn.Module, rank: int) -> Path:
+def save(
+    engine, root: Path, step: int, target: nn.Module, rank: int, generator: torch.Generator
+) -> Path:
     """Collective: every rank calls it. Returns the checkpoint folder."""
     import torch.distributed as dist
 
     ckpt = root / tag(step)
     engine.save_checkpoint(str(root), tag=tag(step),
                            client_state={"step": step, "sampler_step": step})
-    atomic_write_text(ckpt / f"rng_rank{rank}.json", json.dumps(rng_state()))
+    atomic_write_text(ckpt / f"rng_rank{rank}.json", json.dumps(rng_state(generator)))
     if rank == 0:
         state = {k: v.detach().cpu().contiguous() for k, v in target.state_dict().items()}
         atomic_write(ckpt / TARGET, lambda p: save_file(state, str(p)))
@@ -168,7 +174,9 @@ def save(engine, root: Path, step: int, target: nn.Module, rank: int) -> Path:
     return ckpt
 
 
-def load(engine, found: Found, target: nn.Module, rank: int) -> int:
+def load(
+    engine, found: Found, target: nn.Module, rank: int, generator: torch.Generator
+) -> int:
     """Restore engine, theta' and this rank's RNG states; returns the step to continue from."""
     path = found.path
     _, client = engine.load_checkpoint(str(path.parent), tag=path.name)
@@ -180,5 +188,5 @@ def load(engine, found: Found, target: nn.Module, rank: int) -> int:
         raise RuntimeError(
             f"{path} has no RNG state for rank {rank}: it was written with a different world size"
         )
-    set_rng_state(json.loads(rng.read_text()))
+    set_rng_state(json.loads(rng.read_text()), generator)
     return int(client["step"])

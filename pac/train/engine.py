@@ -65,21 +65,41 @@ def init_distributed(backend: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-class PACObjective(nn.Module):
-    """model + loss: ``forward(batch, target, step) -> LossOutput`` (eq. 11 / eq. 14).
+#: LossOutput.metrics names -> MLflow metric names (the others keep their names).
+METRIC_NAMES = {
+    "loss": "loss/total",
+    "policy_improvement": "loss/policy_improvement",
+    "bc": "loss/bc",
+    "q_loss": "loss/q",
+    "value_loss": "loss/value",
+    "alpha_mean": "alpha",
+    "beta_mean": "beta",
+}
 
-    theta' is passed in, not registered, so DeepSpeed neither optimises nor partitions it.
+
+class PACObjective(nn.Module):
+    """model + loss: ``forward(batch, target, step) -> (total loss, {metric: float})``.
+
+    The loss is eq. 11 (eq. 14 for PAC+V). theta' is passed in, not registered, so DeepSpeed
+    neither optimises nor partitions it. The output is a tensor plus plain floats so ZeRO-3's
+    hooks see every tensor leaving the module. The samples a' ~ pi_theta' come from this rank's
+    own generator (checkpointed with the run), so no other consumer of torch's global RNG can
+    shift them: resume is exact.
     """
 
-    def __init__(self, model: nn.Module, cfg: PACConfig) -> None:
+    def __init__(self, model: nn.Module, cfg: PACConfig, generator: torch.Generator) -> None:
         super().__init__()
         self.model = model
         self.loss_cfg = cfg.loss
+        self.generator = generator
 
-    def forward(self, batch: Batch, target: nn.Module, step: int):
+    def forward(
+        self, batch: Batch, target: nn.Module, step: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         from pac.losses import compute_loss
 
-        return compute_loss(self.model, target, batch, self.loss_cfg, step)
+        out = compute_loss(self.model, target, batch, self.loss_cfg, step, self.generator)
+        return out.total, {METRIC_NAMES.get(k, k): v for k, v in out.metrics.items()}
 
 
 def build_engine(objective: PACObjective, cfg: PACConfig, world_size: int):

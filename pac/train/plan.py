@@ -4,7 +4,9 @@
 * Memory per GPU of the model states for ZeRO 0/1/2/3 from DeepSpeed's own estimators
   (``estimate_zero2_model_states_mem_needs`` / ``estimate_zero3_model_states_mem_needs``, the
   functions behind ``..._all_cold``), plus the full bf16 copy of the target network theta' that
-  every rank keeps outside the engine. Activations are not included.
+  every rank keeps outside the engine (built on the GPU in bf16, never on the host).
+  Activations are not included. Host memory is DeepSpeed's ``zero_init=0`` figure: every rank
+  builds the whole fp32 model before ``deepspeed.initialize`` partitions it.
 * FLOPs per update by the counting of App. E.2: Chinchilla-style attention FLOPs (Hoffmann et
   al., 2022, App. F) for the input cross-attention, the M latent self-attention blocks and the
   two decoders, plus the encoders ENC_{P,V,L,A} with a multiply-accumulate factor MAF = 2;
@@ -191,7 +193,7 @@ def memory_rows(total: int, largest: int, gpus: int, gpus_per_node: int) -> list
         rows.append(MemoryRow(2, name, gpu2 / GIB, target, cpu2 / GIB))
         cpu3, gpu3, _ = estimate_zero3_model_states_mem_needs(
             total, largest, num_gpus_per_node=per_node, num_nodes=nodes, cpu_offload=offload,
-            cpu_offload_params=False, zero_init=True,
+            cpu_offload_params=False, zero_init=False,
         )
         rows.append(MemoryRow(3, name, gpu3 / GIB, target, cpu3 / GIB))
     return sorted(rows, key=lambda r: (r.offload != "none", r.stage))

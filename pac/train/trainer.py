@@ -113,31 +113,18 @@ def split(batch, micro: int) -> list:
     return [batch.index(slice(i, i + micro)) for i in range(0, batch.batch_size, micro)]
 
 
-def mean_across_ranks(values: dict[str, float], world_size: int) -> dict[str, float]:
+def mean_across_ranks(
+    values: dict[str, float], world_size: int, device: torch.device
+) -> dict[str, float]:
+    """Metrics averaged over the ranks (one all-reduce), so they describe the global batch."""
     if world_size == 1:
         return values
     import torch.distributed as dist
 
     keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return {k: float(v) / world_size for k, v in zip(keys, t.tolist())}
-
-
-#: LossOutput.metrics names -> MLflow metric names (the rest are logged as they are).
-METRIC_NAMES = {
-    "loss": "loss/total",
-    "policy_improvement": "loss/policy_improvement",
-    "bc": "loss/bc",
-    "q_loss": "loss/q",
-    "value_loss": "loss/value",
-    "alpha_mean": "alpha",
-    "beta_mean": "beta",
-}
-
-
-def _loss_terms(out) -> dict[str, float]:
-    return {METRIC_NAMES.get(k, k): float(v) for k, v in out.metrics.items()}
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -185,15 +172,18 @@ def train(
     device = init_distributed(cfg.train.backend)
     t = cfg.train
 
-    # 2. Model, theta' and engine. The same seed on every rank: identical initial weights.
+    # 2. Model, engine and theta'. The same seed on every rank: identical initial weights. The
+    # model is built whole and partitioned by deepspeed.initialize (not inside zero.Init, which
+    # would skip the model's own re-initialisation of already partitioned sub-modules).
     seed_everything(t.seed)
     model = PerceiverActorCritic(cfg.model)
     if init_weights is not None:
         model.load_state_dict(init_weights)
-    target = make_target(model)  # before the engine partitions the online weights
-    engine = build_engine(PACObjective(model, cfg), cfg, world_size)
+    generator = torch.Generator(device=device).manual_seed(t.seed + 1 + 1000 * rank)
+    engine = build_engine(PACObjective(model, cfg, generator), cfg, world_size)
     dtype = torch.bfloat16 if effective_precision(t, device.type) == "bf16" else torch.float32
-    target.to(device=device, dtype=dtype)
+    target = make_target(lambda: PerceiverActorCritic(cfg.model), device, dtype)
+    refresh_target(engine.module.model, target)  # theta'_0 = theta_0
 
     # 3. Resume: newest complete checkpoint; incomplete or corrupt ones are quarantined.
     found = checkpoints.find_latest(ckpt_root) if resume else None
@@ -209,10 +199,10 @@ def train(
 
     run_file = out_dir / RUN_FILE
     run_id = json.loads(run_file.read_text())["run_id"] if resume and run_file.is_file() else None
+    stage = "finetune" if init_from else "pretrain"
     tracker = Tracker(
-        cfg, run_name=f"pretrain-{cfg.model.scale}", parent_run_id=tracking_parent_run,
-        run_id=run_id, tags={"pac.stage": "rlft" if init_from else "pretrain"},
-        enabled=rank == 0,
+        cfg, run_name=f"{stage}-{cfg.model.scale}", parent_run_id=tracking_parent_run,
+        run_id=run_id, tags={"pac.stage": stage}, enabled=rank == 0,
     )
     total_params, _ = parameter_counts(cfg.model)
     if rank == 0:
@@ -243,18 +233,16 @@ def train(
         cfg, EpisodeStore(store_root(root)),
         TaskTokenizer.load(tokenizer, cfg.model.num_text_tokens), seed=cfg.data.seed,
     )
-    flops_per_update = training_flops_per_update(cfg)
-    peak = measure_matmul_peak(device.type) * world_size if rank == 0 else 0.0
+    batches = make_dataloader(sampler, layout.per_rank, start, rank, world_size,
+                              cfg.data.sampler_workers)
 
-    # 6. RNG last: a per-rank stream for a' ~ pi_theta' (the loader's iterator draws its seed
-    # from it), then, on resume, the checkpoint's states: the stream continues exactly.
-    seed_everything(t.seed + 1 + 1000 * rank)
-    batches = iter(make_dataloader(sampler, layout.per_rank, start, rank, world_size,
-                                   cfg.data.sampler_workers))
+    # 6. Resume the state (engine, theta', the loss's generator, RNGs) and train.
     if start:
-        checkpoints.load(engine, found, target, rank)
+        checkpoints.load(engine, found, target, rank, generator)
         if rank == 0:
             print(f"pac train: resuming from {found.path} (update {start})")
+    flops_per_update = training_flops_per_update(cfg)  # App. E.2, for MFU
+    peak = measure_matmul_peak(device.type) * world_size if rank == 0 else 0.0
     params = [p for p in engine.module.parameters() if p.requires_grad]
     history: list[dict[str, float]] = []
     sums: dict[str, float] = {}
@@ -270,12 +258,12 @@ def train(
             engine.train()
             micro_batches = split(batch.to(device), layout.micro_batch)
             for i, micro in enumerate(micro_batches):
-                out = engine(micro, target, step)
-                engine.backward(out.total)
+                loss, terms = engine(micro, target, step)
+                engine.backward(loss)
                 if i == len(micro_batches) - 1 and t.zero_stage == 0:
                     gnorm = grad_norm(params)  # ZeRO-0: after the all-reduce, before clipping
                 engine.step()
-                for k, v in _loss_terms(out).items():
+                for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v / len(micro_batches)
             if t.zero_stage > 0:
                 gnorm = float(engine.get_global_grad_norm())
@@ -287,7 +275,7 @@ def train(
             done = step + 1
             if done % t.log_every == 0 or done == t.steps:
                 metrics = mean_across_ranks({k: v / window_steps for k, v in sums.items()},
-                                            world_size)
+                                            world_size, device)
                 elapsed = time.perf_counter() - window_start
                 steps_per_s = window_steps / elapsed
                 metrics |= {
@@ -305,14 +293,19 @@ def train(
                 sums, window_start, window_steps = {}, time.perf_counter(), 0
             bar.update(1)
             if done % t.checkpoint_every == 0 or done == t.steps:
-                ckpt = checkpoints.save(engine, ckpt_root, done, target, rank)
+                saving = time.perf_counter()
+                ckpt = checkpoints.save(engine, ckpt_root, done, target, rank, generator)
+                window_start += time.perf_counter() - saving  # samples/s: training time only
+    except KeyboardInterrupt:
+        tracker.finish("KILLED")
+        raise
     except BaseException:
         tracker.finish("FAILED")
         raise
     finally:
         bar.close()
 
-    # 6. Export: theta (gathered) as a plain inference checkpoint + MLflow artefacts.
+    # 7. Export: theta (gathered) as a plain inference checkpoint + MLflow artefacts.
     from pac.checkpoint import save_inference_checkpoint
 
     if ckpt is None:  # resumed a run that had already finished

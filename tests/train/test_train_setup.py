@@ -1,12 +1,24 @@
 """Training set-up without compute: Table 12 schedule, DeepSpeed config, invalid settings, plan."""
 
+import json
 import math
+import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
 
 from pac.config import ConfigError, TrainConfig, load_config
+from pac.train.checkpoints import (
+    find_latest,
+    quarantine,
+    rng_state,
+    set_rng_state,
+    verify,
+    write_manifest,
+)
 from pac.train.ds_config import batch_layout, deepspeed_config
 from pac.train.plan import (
     TABLE_17,
@@ -153,3 +165,33 @@ def test_parameter_count_on_meta_device_matches_the_real_model():
     total, largest = parameter_counts(cfg.model)
     assert total == sum(p.numel() for p in PerceiverActorCritic(cfg.model).parameters())
     assert 0 < largest < total
+
+
+def test_checkpoint_manifest_rejects_incomplete_and_tampered(tmp_path):
+    root = tmp_path / "checkpoints"
+    good, bad, partial = root / "step_00000010", root / "step_00000020", root / "step_00000030"
+    for folder in (good, bad, partial):
+        folder.mkdir(parents=True)
+        (folder / "weights.bin").write_bytes(b"weights of " + folder.name.encode())
+    write_manifest(good, 10)
+    write_manifest(bad, 20)
+    (bad / "weights.bin").write_bytes(b"flipped bits")  # corrupted after the save
+    assert verify(good) is None
+    assert "does not match" in verify(bad) and "no manifest" in verify(partial)
+    found = find_latest(root)
+    assert (found.path, found.step) == (good, 10)
+    assert [p.name for p, _ in found.rejected] == ["step_00000030", "step_00000020"]
+    moved = quarantine(root, found.rejected)
+    assert {p.name for p in moved} == {"step_00000020", "step_00000030"}
+    assert (root / "quarantine" / "step_00000030.reason.txt").read_text().startswith("no manifest")
+    assert find_latest(root).rejected == []
+
+
+def test_rng_states_round_trip():
+    gen = torch.Generator().manual_seed(3)
+    state = json.loads(json.dumps(rng_state(gen)))  # JSON-safe
+    expected = (torch.rand(3, generator=gen), torch.rand(3), np.random.rand(), random.random())
+    set_rng_state(state, gen)
+    again = (torch.rand(3, generator=gen), torch.rand(3), np.random.rand(), random.random())
+    assert torch.equal(expected[0], again[0]) and torch.equal(expected[1], again[1])
+    assert expected[2:] == again[2:]

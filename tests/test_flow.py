@@ -1,0 +1,191 @@
+"""End to end: `python flows/pac_flow.py run` in a fresh copy of the project, then `resume`
+after a forced failure in a late step, the Metaflow client, and a real MLflow server's REST API.
+
+One flow run (tiny budgets) is shared by the module: data (dvc repro) -> DeepSpeed pretraining
+-> per-domain evaluation -> one RLFT round -> model card. The RLFT step is made to fail first
+(its output folder is a file), then `resume` must reuse every earlier step and finish.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BUDGET = ";".join([
+    "train.steps=20", "train.checkpoint_every=10", "train.log_every=5",
+    "eval.episodes_per_task=2", "eval.videos_per_task=1",
+    "rlft.episodes_per_task=2", "rlft.finetune_steps=10",
+])
+
+
+def _copy_project(dst: Path) -> None:
+    """What a fresh clone has: the files git tracks or would track (no data, venv, runs)."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+        capture_output=True, text=True).stdout.split()
+    for rel in files:
+        if (ROOT / rel).is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dst / rel)
+    git = ["git", "-c", "user.email=ci@pac", "-c", "user.name=pac"]
+    subprocess.run([*git, "init", "-q"], cwd=dst, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dst, check=True)
+    subprocess.run([*git, "commit", "-qm", "clone"], cwd=dst, check=True)
+
+
+def _env(repo: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(USERNAME="pac", PYTHONPATH=str(repo), PYTHONUNBUFFERED="1",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
+    return env
+
+
+def _flow(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "flows/pac_flow.py", *args], cwd=repo,
+                          env=_env(repo), capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def flow_repo(tmp_path_factory) -> dict:
+    repo = tmp_path_factory.mktemp("clone")
+    _copy_project(repo)
+    blocker = repo / "runs" / "rlft"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where the RLFT step wants a folder: forces a late failure\n")
+    first = _flow(repo, "run", "--set", BUDGET, "--rounds", "1")
+    blocker.unlink()
+    second = _flow(repo, "resume")
+    return {"repo": repo, "first": first, "second": second}
+
+
+def test_bad_params_fail_before_any_compute(tmp_path):
+    _copy_project(tmp_path)
+    out = _flow(tmp_path, "run", "--set", "loss.alpha=2.0")
+    assert out.returncode != 0
+    assert "loss.alpha=2.0 is outside the allowed range [0, 1]" in out.stdout + out.stderr
+    assert not (tmp_path / "data" / "episodes" / "expert").exists()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_late_failure_then_resume_reuses_earlier_steps(flow_repo):
+    first, second = flow_repo["first"], flow_repo["second"]
+    assert first.returncode != 0, first.stdout[-3000:]
+    assert "Step rlft" in first.stdout + first.stderr
+    log = second.stdout + second.stderr
+    assert second.returncode == 0, log[-5000:]
+    for earlier in ("start", "data", "pretrain", "evaluate", "evaluate_join"):
+        cloned = rf"/{earlier}/\d+\] Cloning previously run task \d+/{earlier}/"
+        assert re.search(cloned, log), earlier
+        assert not re.search(rf"/{earlier}/\d+ \(pid \d+\)\] Task is starting", log), earlier
+    assert re.search(r"/rlft/\d+ \(pid \d+\)\] Task is starting", log)
+    assert "PAC flow finished" in log
+
+
+def test_metaflow_client_reads_the_artifacts(flow_repo):
+    repo = flow_repo["repo"]
+    code = (
+        "from metaflow import Flow, namespace\n"
+        "import json\n"
+        "namespace(None)\n"
+        "run = Flow('PACFlow').latest_run\n"
+        "d = run.data\n"
+        "print(json.dumps({'ok': run.successful, 'mlflow': d.mlflow_run_id,"
+        " 'card': d.model_card, 'table': d.eval_table, 'rounds': len(d.rlft_rows),"
+        " 'version': d.registered_version, 'data': d.data_version}, default=str))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, env=_env(repo),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["ok"] is True
+    assert len(got["mlflow"]) == 32
+    assert "cartpole.balance" in got["table"] and "Wilson" in got["table"]
+    assert got["rounds"] == 2  # round 0 (pretrained) and round 1
+    card = (repo / got["card"]).read_text()
+    for field in ("parameters (policy + value)", "GPU count", "training duration", "licence",
+                  "year", "data version", "alpha", "Evaluation", "RL fine-tuning rounds"):
+        assert field in card, field
+    assert any(k.startswith("data/episodes") for k in got["data"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(base: str, path: str, body: dict) -> dict:
+    req = urllib.request.Request(f"{base}{path}", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+def _get(base: str, path: str) -> dict:
+    with urllib.request.urlopen(f"{base}{path}", timeout=30) as r:
+        return json.load(r)
+
+
+def test_mlflow_server_shows_parent_nested_runs_params_and_artifacts(flow_repo):
+    repo = flow_repo["repo"]
+    port = _free_port()
+    mlflow = Path(sys.executable).parent / "mlflow"
+    server = subprocess.Popen(
+        [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{repo}/mlruns/mlflow.db",
+         "--default-artifact-root", str(repo / "mlruns" / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "-w", "1"],
+        cwd=repo, env=_env(repo), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        api = f"{base}/api/2.0/mlflow"
+        exps = _post(api, "/experiments/search", {"max_results": 50})["experiments"]
+        exp = next(e for e in exps if e["name"] == "pac")["experiment_id"]
+        runs = _post(api, "/runs/search", {"experiment_ids": [exp], "max_results": 200})["runs"]
+        tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+        parents = [r for r, t in zip(runs, tags) if t.get("pac_role") == "flow"]
+        assert len(parents) == 1
+        parent = parents[0]
+        pid = parent["info"]["run_id"]
+        ptags = {t["key"]: t["value"] for t in parent["data"]["tags"]}
+        assert ptags["metaflow.pathspec"].startswith("PACFlow/")
+        params = {p["key"]: p["value"] for p in parent["data"]["params"]}
+        for key in ("loss.alpha", "loss.beta", "loss.eta", "rlft.alpha", "rlft.beta",
+                    "data.groups.low_quality.quality", "data.groups.expert.weight"):
+            assert key in params, key
+        children = [r for r, t in zip(runs, tags) if t.get("mlflow.parentRunId") == pid]
+        names = {r["info"]["run_name"] for r in children}
+        assert "evaluate" in names and "rlft" in names
+        assert any(n.startswith("pretrain") or n.startswith("train") for n in names), names
+        evals = [r for r in children if r["info"]["run_name"] == "evaluate"]
+        assert len(evals) == 3  # one per domain branch
+        files = _get(api, f"/artifacts/list?run_id={evals[0]['info']['run_id']}&path=eval")
+        paths = {f["path"] for f in files.get("files", [])}
+        assert {"eval/results.md", "eval/results.csv"} <= paths
+        videos = _get(api, f"/artifacts/list?run_id={evals[0]['info']['run_id']}"
+                           "&path=eval/videos")
+        assert videos.get("files"), "no evaluation video logged"
+        top = _get(api, f"/artifacts/list?run_id={pid}")
+        top_paths = {f["path"] for f in top.get("files", [])}
+        assert "model_card.md" in top_paths and "evaluation" in top_paths
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
