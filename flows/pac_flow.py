@@ -55,13 +55,12 @@ class PACFlow(FlowSpec):
     @step
     def start(self):
         """Validate params before any compute; open the MLflow parent run."""
-        from pac.pipeline import Settings, flow_overrides
+        from pac.pipeline import Settings, flow_overrides, run_workspace_overrides
         from pac.tracking import Tracker
 
-        self.settings = Settings(
-            self.params_file,
-            flow_overrides(self.overrides, self.scale, self.alpha, self.beta, self.rounds),
-        )
+        overrides = flow_overrides(self.overrides, self.scale, self.alpha, self.beta, self.rounds)
+        self.settings = Settings(self.params_file,
+                                 run_workspace_overrides(overrides, current.run_id))
         cfg = self.settings.config()  # raises ConfigError naming the bad key
         self.config = cfg.to_dict()
         self.started = time.time()
@@ -199,8 +198,10 @@ class PACFlow(FlowSpec):
             cfg = self.settings.config()
             # resume=True continues the rounds table of earlier passes; the first pass also
             # evaluates the pretrained policy as round 0.
+            # fresh=True on the first pass sets an earlier run's rollouts group aside (renamed,
+            # never deleted) so that this run's rounds start from its own pretrained policy.
             result = rlft(cfg, self.policy_dir, rounds=self.round, resume=self.round > 1,
-                          tracking_parent_run=self.mlflow_run_id)
+                          fresh=self.round == 1, tracking_parent_run=self.mlflow_run_id)
             self.rlft_rows = [dataclasses.asdict(r) for r in result.rows]
             self.rlft_policy_dir = str(result.policy)
             self.rlft_run_id = result.run_id

@@ -47,6 +47,20 @@ def flow_overrides(
     return out
 
 
+#: Output folders a flow run keeps to itself (so a second run never meets the first's state).
+RUN_OUTPUTS = ("train.out_dir", "eval.out_dir", "rlft.out_dir")
+
+
+def run_workspace_overrides(
+    overrides: list[str], run_id: str, root: str = "runs/flow"
+) -> list[str]:
+    """Per-run output folders ``runs/flow/<run_id>/{pretrain,eval,rlft}`` unless set explicitly."""
+    given = {o.split("=", 1)[0].strip() for o in overrides}
+    names = {"train.out_dir": "pretrain", "eval.out_dir": "eval", "rlft.out_dir": "rlft"}
+    extra = [f"{key}={root}/{run_id}/{names[key]}" for key in RUN_OUTPUTS if key not in given]
+    return extra + list(overrides)
+
+
 def _pac_command() -> list[str]:
     return [sys.executable, "-m", "pac.cli"]
 

@@ -61,10 +61,9 @@ def _flow(repo: Path, *args: str) -> subprocess.CompletedProcess:
 def flow_repo(tmp_path_factory) -> dict:
     repo = tmp_path_factory.mktemp("clone")
     _copy_project(repo)
-    blocker = repo / "runs" / "rlft"
-    blocker.parent.mkdir(parents=True)
+    blocker = repo / "blocked"
     blocker.write_text("a file where the RLFT step wants a folder: forces a late failure\n")
-    first = _flow(repo, "run", "--set", BUDGET, "--rounds", "1")
+    first = _flow(repo, "run", "--set", f"{BUDGET};rlft.out_dir=blocked/rlft", "--rounds", "1")
     blocker.unlink()
     second = _flow(repo, "resume")
     return {"repo": repo, "first": first, "second": second}
