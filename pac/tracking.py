@@ -14,11 +14,13 @@ model never unpickles anything.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -192,17 +194,34 @@ def list_artifacts(cfg: PACConfig, run_id: str, path: str | None = None) -> list
     return [a.path for a in client(cfg).list_artifacts(run_id, path)]
 
 
+@contextlib.contextmanager
+def _store(cfg: PACConfig) -> Iterator[None]:
+    """Point MLflow's fluent API at this config's store for one call, then restore it.
+
+    `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI to the process environment, which
+    would silently redirect every later run of the process (and its children) to this store.
+    """
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 def download_artifacts(cfg: PACConfig, uri: str, dst: str | Path) -> Path:
     """Copy run or model artefacts (``runs:/<id>/policy``, ``models:/<name>@<alias>``) to `dst`."""
-    mlflow.set_tracking_uri(tracking_uri(cfg))
     Path(dst).mkdir(parents=True, exist_ok=True)
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    with _store(cfg):
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
 
 
 def load_policy_model(cfg: PACConfig, model_uri: str):
     """Load a logged pyfunc policy (``runs:/<run_id>/policy_model``) against this config's store."""
-    mlflow.set_tracking_uri(tracking_uri(cfg))
-    return mlflow.pyfunc.load_model(model_uri)
+    with _store(cfg):
+        return mlflow.pyfunc.load_model(model_uri)
 
 
 # --- model registry (RLFT rounds: the `champion` alias) -------------------------------------------
@@ -211,10 +230,11 @@ def load_policy_model(cfg: PACConfig, model_uri: str):
 def register_policy(cfg: PACConfig, model_uri: str, tags: dict[str, Any] | None = None) -> str:
     """Register `model_uri` (``runs:/<id>/policy_model``) as a new version of
     ``tracking.registered_model``; returns the version number."""
-    mlflow.set_tracking_uri(tracking_uri(cfg))
-    version = mlflow.register_model(
-        model_uri, cfg.tracking.registered_model, tags={k: str(v) for k, v in (tags or {}).items()}
-    )
+    with _store(cfg):
+        version = mlflow.register_model(
+            model_uri, cfg.tracking.registered_model,
+            tags={k: str(v) for k, v in (tags or {}).items()},
+        )
     return str(version.version)
 
 

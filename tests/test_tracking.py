@@ -97,3 +97,18 @@ def test_disabled_tracker_writes_nothing(tmp_path, monkeypatch):
 def test_unknown_parent_run_fails_clearly(cfg):
     with pytest.raises(Exception, match="(?i)run"):
         Tracker(cfg, run_name="child", parent_run_id="0" * 32)
+
+
+def test_fluent_calls_leave_the_process_environment_alone(cfg, tmp_path):
+    """download_artifacts must not export MLFLOW_TRACKING_URI (it would redirect later runs)."""
+    import os
+
+    from pac.tracking import download_artifacts
+
+    run = Tracker(cfg, run_name="artefact")
+    (tmp_path / "note.txt").write_text("hello")
+    run.log_artifact(tmp_path / "note.txt")
+    run.finish()
+    got = download_artifacts(cfg, f"runs:/{run.run_id}/note.txt", tmp_path / "dl")
+    assert got.read_text() == "hello"
+    assert "MLFLOW_TRACKING_URI" not in os.environ

@@ -90,13 +90,25 @@ class ImageEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """images [B, N, H, W, C] uint8, mask [B, N] -> tokens [B, N*N_E, D_I], mask."""
         b, n = images.shape[:2]
-        dtype = self.proj.weight.dtype
-        x = images.to(dtype).div(255.0) * mask[:, :, None, None, None]
+        used = mask.any(0)  # slots valid somewhere in the batch; padding-only slots skip the ResNet
+        if bool(used.all()):
+            features = self._features(images, mask)
+        else:  # (no slot used at all: zeros, no ResNet call)
+            features = images.new_zeros(
+                b, n, self.tokens_per_image, self.proj.out_features, dtype=self.proj.weight.dtype
+            )
+            if bool(used.any()):
+                features[:, used] = self._features(images[:, used], mask[:, used])
+        tokens = (features + self.spatial + self.slot[:n]) * mask[:, :, None, None]
+        return tokens.flatten(1, 2), mask.repeat_interleave(self.tokens_per_image, dim=1)
+
+    def _features(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """ResNet + projection: [B, N, H, W, C] uint8 -> [B, N, N_E, D_I]."""
+        b, n = images.shape[:2]
+        x = images.to(self.proj.weight.dtype).div(255.0) * mask[:, :, None, None, None]
         x = x.flatten(0, 1).permute(0, 3, 1, 2)  # [B*N, C, H, W]
         x = torch.relu(self.resnet(x)).flatten(2).transpose(1, 2)  # [B*N, N_E, C]
-        tokens = self.proj(x).view(b, n, self.tokens_per_image, -1)
-        tokens = (tokens + self.spatial + self.slot[:n]) * mask[:, :, None, None]
-        return tokens.flatten(1, 2), mask.repeat_interleave(self.tokens_per_image, dim=1)
+        return self.proj(x).view(b, n, self.tokens_per_image, -1)
 
 
 class TextEncoder(nn.Module):

@@ -147,7 +147,12 @@ class PerceiverActorCritic(nn.Module):
             parts.append(self.image_encoder(*self._images(obs)))
         if self.text_encoder is not None:
             parts.append(self.text_encoder(obs.text, obs.text_mask))
-        return torch.cat([t for t, _ in parts], dim=1), torch.cat([m for _, m in parts], dim=1)
+        tokens = torch.cat([t for t, _ in parts], dim=1)
+        mask = torch.cat([m for _, m in parts], dim=1)
+        keep = mask.any(0)  # tokens that are padding in every row change nothing: drop them
+        if not bool(keep.all()) and bool(keep.any()):
+            tokens, mask = tokens[:, keep], mask[:, keep]
+        return tokens, mask
 
     def encode(self, obs: Observation) -> torch.Tensor:
         """One encoder pass: z_M [B, N_Z, D_Z]."""
