@@ -57,17 +57,22 @@ class PerceiverEncoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Output adapter (App. B.4): queries cross-attend z_M, then LayerNorm + linear to logits."""
+    """Output adapter (App. B.4): queries cross-attend z_M, then a linear layer to logits.
+
+    No LayerNorm before the head: the decoder output is dominated by input-independent
+    components (learned queries, latents); a LayerNorm there rescales the whole vector to
+    unit size, so once that constant part grows the state-dependent part is squashed to
+    ~0 and the policy becomes state-independent.
+    """
 
     def __init__(self, cfg: ModelConfig, num_logits: int) -> None:
         super().__init__()
         d_o = cfg.decoder_width
         self.cross = CrossAttentionBlock(d_o, cfg.d_z, cfg.num_heads, cfg.decoder_widening)
-        self.norm = nn.LayerNorm(d_o)
         self.head = nn.Linear(d_o, num_logits)
 
     def forward(self, queries: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.head(self.norm(self.cross(queries, z)))
+        return self.head(self.cross(queries, z))
 
 
 class PolicyDecoder(Decoder):
@@ -239,6 +244,10 @@ class PerceiverActorCritic(nn.Module):
 
 
 def _init_linear(module: nn.Module) -> None:
+    # Fan-in scaling (variance 1/fan_in) instead of a fixed std 0.02: with 0.02 the residual
+    # branches are ~10x too small, so Adam's first steps (|update| ~ lr per weight) rescale
+    # every weight by ~10% in the direction of the marginal-action gradient and the
+    # state-dependent signal is lost (policy collapses to the marginal).
     if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, std=0.02)
+        nn.init.normal_(module.weight, std=module.in_features ** -0.5)
         nn.init.zeros_(module.bias)

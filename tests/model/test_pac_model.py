@@ -161,3 +161,47 @@ def test_gradients_reach_every_parameter():
     loss.backward()
     missing = [n for n, p in m.named_parameters() if p.grad is None or not p.grad.any()]
     assert not missing
+
+
+def test_policy_learns_a_state_dependent_action():
+    """Supervised probe: a = (tanh(3 x0), -tanh(3 x1)) from proprioception (101 bins, Adam).
+
+    Guards against the policy collapsing to the state-independent marginal (it did with a
+    fixed 0.02 init and a LayerNorm before the decoder head: NLL stayed at ~8.8 of 9.23).
+    """
+    from pac.config import load_config
+    from pac.model.distributions import log_prob, mode
+
+    torch.manual_seed(0)
+    cfg = load_config()
+    model = PerceiverActorCritic(cfg.model)
+    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    n_p, n_t = cfg.model.num_proprio, cfg.model.num_text_tokens
+
+    def batch(b: int, gen: torch.Generator):
+        mask = torch.zeros(b, n_p, dtype=torch.bool)
+        mask[:, :4] = True
+        x = torch.randn(b, n_p, generator=gen) * 0.5 * mask
+        text = torch.zeros(b, n_t, dtype=torch.long)
+        text_mask = torch.zeros(b, n_t, dtype=torch.bool)
+        text[:, :3], text_mask[:, :3] = 5, True
+        actions = torch.stack([torch.tanh(3 * x[:, 0]), -torch.tanh(3 * x[:, 1])], 1)
+        return Observation(proprio=x, proprio_mask=mask, text=text, text_mask=text_mask), actions
+
+    gen = torch.Generator().manual_seed(0)
+    action_mask = torch.ones(64, cfg.model.num_actions, dtype=torch.bool)
+    for _ in range(150):
+        obs, actions = batch(64, gen)
+        loss = -log_prob(model(obs), actions, action_mask).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    obs, actions = batch(512, torch.Generator().manual_seed(1))
+    full_mask = torch.ones(512, cfg.model.num_actions, dtype=torch.bool)
+    with torch.no_grad():
+        logits = model(obs)
+        nll = -log_prob(logits, actions, full_mask).mean().item()
+        error = (mode(logits, full_mask) - actions).abs().mean().item()
+    baseline = (actions - actions.median(0).values).abs().mean().item()
+    assert nll < 7.5, nll  # uniform over 101 bins: 9.23
+    assert error < 0.5 * baseline, (error, baseline)
