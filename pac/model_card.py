@@ -78,7 +78,7 @@ def render_model_card(cfg: PACConfig, facts: ModelCardFacts) -> str:
         f"| GPU count | {facts.gpu_count} |",
         f"| world size (processes) | {facts.world_size} |",
         f"| DeepSpeed | ZeRO stage {t.zero_stage}, {t.precision} |",
-        f"| training duration (wall clock) | {_duration(facts.wall_clock_s)} |",
+        f"| training duration (wall clock, whole flow run) | {_duration(facts.wall_clock_s)} |",
         f"| optimiser | AdamW lr {t.lr_init:g} -> {t.lr_peak:g} -> {t.lr_end:g}, warm-up {warmup},"
         f" cosine; betas ({t.adam_beta1}, {t.adam_beta2}), wd {t.weight_decay:g} |",
         f"| batch | {t.global_batch} trajectories x {cfg.data.trajectory_length} steps ="
