@@ -245,7 +245,17 @@ def test_reused_environment_replays_a_fresh_one_and_new_weights_reload(tmp_path)
     job = Job(PolicySpec("checkpoint", str(ckpt)), "cartpole.balance", 0, 0, 30)
     before = _run_job(job)
     assert _run_job(job)["return"] == before["return"]  # cached server, same episode
-    tiny_checkpoint(tmp_path, "model.num_action_bins=5")  # same folder, new weights
+    tiny_checkpoint(tmp_path, "model.num_action_bins=5")  # same folder, new weights:
+    import torch
+
+    from pac.checkpoint import load_inference_checkpoint, save_inference_checkpoint
+
+    model, cfg, tokenizer = load_inference_checkpoint(ckpt)
+    with torch.no_grad():  # ... a policy that always pushes with a = +1 (the last bin)
+        model.policy_decoder.head.weight.zero_()
+        model.policy_decoder.head.bias.zero_()
+        model.policy_decoder.head.bias[4] = 10.0
+    save_inference_checkpoint(model, cfg, ckpt, tokenizer)
     after = _run_job(job)
     assert len(after["latencies"]) == 30 and after["return"] != before["return"]
 
