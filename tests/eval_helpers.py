@@ -25,7 +25,8 @@ def tiny_checkpoint(root: Path, *overrides: str) -> Path:
     cfg = load_config(overrides=[*TINY, *overrides])
     torch.manual_seed(0)
     model = PerceiverActorCritic(cfg.model)
-    for p in model.parameters():  # perturb the zero-initialised heads: non-uniform pi and Q
-        p.data.add_(0.3 * torch.randn_like(p))
+    for name, p in model.named_parameters():  # the zero-initialised heads: non-uniform pi, Q
+        if ".head." in name:
+            p.data.add_(0.1 * torch.randn_like(p))
     TaskTokenizer.train(root / "spm.model", cfg.data.tokenizer_vocab)
     return save_inference_checkpoint(model, cfg, root / "policy", root / "spm.model")
