@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pac.io import atomic_write, atomic_write_text
+from pac.io import atomic_write, atomic_write_text, sha256_file
 
 FORMAT_VERSION = 1
 SOURCES = ("sim", "real", "rollout")
@@ -124,12 +124,7 @@ class Shard:
 # --- writing -------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+_sha256 = sha256_file  # one helper for store shards and checkpoint manifests
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

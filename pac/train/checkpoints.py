@@ -18,7 +18,6 @@ A checkpoint holds everything the next update depends on:
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import random
 import shutil
@@ -30,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pac.io import atomic_write, atomic_write_text
+from pac.io import atomic_write, atomic_write_text, sha256_file
 
 MANIFEST = "manifest.json"
 TARGET = "target.safetensors"
@@ -83,12 +82,7 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
 # --- manifest ------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_sha256 = sha256_file  # one helper for store shards and checkpoint manifests
 
 
 def write_manifest(ckpt_dir: Path, step: int) -> None:
