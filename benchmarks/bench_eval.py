@@ -64,20 +64,23 @@ def bench_episodes(root: Path, episodes: int) -> list[str]:
     return lines
 
 
-def bench_inference(root: Path, scales: list[str], decodes: list[str], calls: int) -> list[str]:
+def bench_inference(
+    root: Path, scales: list[str], decodes: list[str], precisions: list[str], calls: int,
+    threads_list: list[int],
+) -> list[str]:
     task = "walker.stand"  # 24 proprio values of the 223 slots, 6 of the 38 actions
     rng = np.random.default_rng(0)
     proprio = rng.normal(size=24).astype(np.float32)
     images = rng.integers(0, 255, size=(5, 80, 80, 3), dtype=np.uint8)
-    lines = ["| scale | params | decode | threads | wall ms / action (median) | Hz (wall) |"
-             " CPU ms / action | Hz if the cores were free |",
-             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    lines = ["| scale | params | decode | precision | threads | wall ms / action (median) |"
+             " Hz (wall) | CPU ms / action | Hz if the cores were free |",
+             "|---|---:|---|---|---:|---:|---:|---:|---:|"]
     for scale in scales:
         ckpt = make_checkpoint(root / scale, L_PRESET, [f"model.scale={scale}"])
-        for decode in decodes:
-            server = PolicyServer.load(ckpt, decode=decode)
+        for decode, precision in [(d, p) for d in decodes for p in precisions]:
+            server = PolicyServer.load(ckpt, decode=decode, precision=precision)
             params = sum(p.numel() for p in server.model.parameters())
-            for threads in (1, 2):
+            for threads in threads_list:
                 torch.set_num_threads(threads)
                 for _ in range(3):  # warm-up
                     server.act(proprio, task, images)
@@ -92,7 +95,8 @@ def bench_inference(root: Path, scales: list[str], decodes: list[str], calls: in
                 # one thread: CPU time per action is the latency on an otherwise idle core
                 cpu_ms = 1e3 * statistics.median(cpu)
                 free_hz = f"{1e3 / cpu_ms:.1f}" if threads == 1 else "–"
-                lines.append(f"| {scale} | {params / 1e6:.1f}M | {decode} | {threads} | "
+                lines.append(f"| {scale} | {params / 1e6:.1f}M | {decode} | {precision} | "
+                             f"{threads} | "
                              f"{ms:.1f} | {1e3 / ms:.1f} | {cpu_ms:.1f} | {free_hz} |")
                 print(lines[-1], file=sys.stderr)
     return lines
@@ -104,6 +108,10 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10, help="episodes per task")
     parser.add_argument("--scales", nargs="+", default=["tiny", "XXS"])
     parser.add_argument("--decodes", nargs="+", default=["argmax", "q_rerank"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"],
+                        help="inference arithmetic (eval.precision)")
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2],
+                        help="torch intra-op threads")
     parser.add_argument("--calls", type=int, default=30, help="timed act() calls per setting")
     args = parser.parse_args()
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -113,7 +121,8 @@ def main() -> None:
         if args.part in ("all", "episodes"):
             out += bench_episodes(Path(tmp), args.episodes) + [""]
         if args.part in ("all", "inference"):
-            out += bench_inference(Path(tmp), args.scales, args.decodes, args.calls)
+            out += bench_inference(Path(tmp), args.scales, args.decodes, args.precisions,
+                                   args.calls, args.threads)
     print("\n".join(out))
 
 

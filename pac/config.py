@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ SCALES: dict[str, dict[str, int]] = {
 }
 
 VARIANTS = ("pac", "bc_q", "filtered_bc", "alpha_pac", "pac_v")
+PRECISIONS = ("fp32", "bf16")
+_EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")  # 3e-4, 1.5E+2
 
 
 @dataclass
@@ -122,7 +125,7 @@ class DataConfig:
     cameras: int = 1
     seed: int = 0
     generate_workers: int = 2
-    trajectory_length: int = 5  # App. C.4; the card preset uses 128
+    trajectory_length: int = 5  # App. C.4; the card preset: 32 (64 windows = 2048 steps)
     sampler_workers: int = 0
     tokenizer_vocab: int = 64  # SentencePiece vocabulary (N_T); capped by the corpus
     tokenizer_type: str = "bpe"  # bpe | unigram
@@ -134,7 +137,7 @@ class TrainConfig:
     """Optimiser and schedule (Table 12 / model card), DeepSpeed and checkpoints."""
 
     steps: int = 200
-    global_batch: int = 32  # trajectories per update (paper: 512; card: 16 of length 128)
+    global_batch: int = 32  # trajectories per update (paper: 512; card preset: 64 of length 32)
     micro_batch: int = 0  # per-rank micro batch; 0 = global_batch / world_size
     lr_init: float = 1e-6
     lr_peak: float = 1e-3
@@ -165,6 +168,9 @@ class EvalConfig:
     workers: int = 2
     decode: str = "argmax"  # sample | argmax | q_rerank
     num_candidates: int = 10  # K actions for q_rerank
+    #: inference arithmetic: fp32, or bf16 autocast (the paper's precision; AMX-BF16 CPUs and
+    #: GPUs run it 2-3x faster, actions agree with fp32 up to near-ties)
+    precision: str = "fp32"
     max_steps: int = 0  # 0 = data.episode_steps
     videos_per_task: int = 1
     held_out_tasks: list[str] = field(default_factory=list)
@@ -263,6 +269,8 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         if not math.isfinite(float(value)):
@@ -473,7 +481,7 @@ def validate(cfg: PACConfig) -> None:
     _range("train.grad_clip", t.grad_clip, 0.0, None)
     if t.zero_stage not in (0, 1, 2, 3):
         raise ConfigError(f"train.zero_stage={t.zero_stage!r}: DeepSpeed ZeRO stages are 0-3")
-    _choice("train.precision", t.precision, ("fp32", "bf16"))
+    _choice("train.precision", t.precision, PRECISIONS)
     _choice("train.backend", t.backend, ("auto", "gloo", "nccl"))
     _choice("train.launcher", t.launcher, ("local", "deepspeed", "torchrun", "metaflow"))
 
@@ -481,6 +489,7 @@ def validate(cfg: PACConfig) -> None:
     _range("eval.workers", e.workers, 1, None)
     _choice("eval.decode", e.decode, ("sample", "argmax", "q_rerank"))
     _range("eval.num_candidates", e.num_candidates, 1, None)
+    _choice("eval.precision", e.precision, PRECISIONS)
     _range("eval.max_steps", e.max_steps, 0, None)
     _range("eval.videos_per_task", e.videos_per_task, 0, None)
     for task in e.held_out_tasks:

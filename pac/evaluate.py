@@ -53,6 +53,7 @@ class PolicySpec:
     checkpoint_dir: str | None = None
     decode: str = "argmax"
     num_candidates: int = 10
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ def _policy(spec: PolicySpec, task: str, seed: int):
     weights = os.stat(Path(spec.checkpoint_dir) / WEIGHTS)
     stamp = (weights.st_mtime_ns, weights.st_size)  # a rewritten checkpoint is loaded again
     if spec not in _SERVERS or _SERVERS[spec][0] != stamp:
-        server = PolicyServer.load(spec.checkpoint_dir, spec.decode, spec.num_candidates)
+        server = PolicyServer.load(spec.checkpoint_dir, spec.decode, spec.num_candidates,
+                                   precision=spec.precision)
         _SERVERS[spec] = (stamp, server)
     server = _SERVERS[spec][1]
     return server.policy(task, seed), server
@@ -466,7 +468,8 @@ def evaluate(
         _check_rendering()
 
     spec = PolicySpec(
-        policy, str(checkpoint_dir) if policy == "checkpoint" else None, e.decode, e.num_candidates
+        policy, str(checkpoint_dir) if policy == "checkpoint" else None, e.decode,
+        e.num_candidates, e.precision,
     )
     videos_dir = out / "videos"  # always present (a DVC output), possibly empty
     videos_dir.mkdir(exist_ok=True)
@@ -526,7 +529,8 @@ def _write_outputs(
     metrics = metrics_dict(rows, timing)
     header = (
         f"## PAC evaluation: {title} ({e.episodes_per_task} episodes per task,"
-        f" {e.max_steps or cfg.data.episode_steps} steps, decode={e.decode}, seed={e.seed})"
+        f" {e.max_steps or cfg.data.episode_steps} steps, decode={e.decode}, {e.precision},"
+        f" seed={e.seed})"
     )
     atomic_write_text(out / "results.md", markdown_table(rows, header))
     atomic_write_text(out / "results.csv", _csv(rows))

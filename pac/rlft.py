@@ -420,7 +420,8 @@ def rlft(
             else:
                 landing = work / "landing"
                 if not _round_episodes(data_root, k)[0]:  # a resumed round may have them
-                    server = PolicyServer.load(policy, decode, cfg.eval.num_candidates)
+                    server = PolicyServer.load(policy, decode, cfg.eval.num_candidates,
+                                               precision=cfg.eval.precision)
                     got = collect(server, robot, list(cfg.rlft.tasks),
                                   cfg.rlft.episodes_per_task, landing, k, cfg.data.seed)
                     log(f"round {k}: collected {len(got.files)} episodes, success"

@@ -26,7 +26,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     tasks = args.tasks.split(",") if args.tasks else list(cfg.rlft.tasks)
     try:
         server = PolicyServer.load(checkpoint, args.decode or cfg.eval.decode,
-                                   cfg.eval.num_candidates)
+                                   cfg.eval.num_candidates, precision=cfg.eval.precision)
         robot = SimRobot(cfg.eval.max_steps or cfg.data.episode_steps,
                          cameras=min(cfg.model.num_images, cfg.data.cameras),
                          realtime=args.realtime)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from pac.batch import Observation
-from pac.config import PACConfig
+from pac.config import PRECISIONS, PACConfig
 from pac.tasks import TASKS, TaskSpec
 
 Policy = Callable[[Any, Any], np.ndarray]  # (dm_control env, TimeStep) -> action [N^A_task]
@@ -160,6 +160,7 @@ class PolicyServer:
     tokenizer: Any  # pac.data.tokenizer.TaskTokenizer
     decode: str = "argmax"
     num_candidates: int = 10
+    precision: str = "fp32"  # or bf16: autocast (AMX-BF16 CPUs, GPUs); see EvalConfig.precision
     latencies: list[float] = field(default_factory=list, init=False)  # seconds per act() call
     _tasks: dict[str, _TaskInput] = field(default_factory=dict, init=False, repr=False)
 
@@ -168,6 +169,8 @@ class PolicyServer:
             raise ValueError(f"decode {self.decode!r} is not one of {', '.join(DECODES)}")
         if self.num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         self.model.eval()
 
     @classmethod
@@ -177,6 +180,7 @@ class PolicyServer:
         decode: str = "argmax",
         num_candidates: int = 10,
         tokenizer_path: str | Path | None = None,
+        precision: str = "fp32",
     ) -> PolicyServer:
         """Load an inference checkpoint (model.safetensors + config.yaml + tokenizer.model)."""
         from pac.checkpoint import load_inference_checkpoint
@@ -191,7 +195,7 @@ class PolicyServer:
                 f"{checkpoint_dir}: the checkpoint has no tokenizer.model; pass tokenizer_path"
             )
         tokenizer = TaskTokenizer.load(tokenizer_path, cfg.model.num_text_tokens)
-        return cls(model, cfg, tokenizer, decode, num_candidates)
+        return cls(model, cfg, tokenizer, decode, num_candidates, precision)
 
     # -- input format -------------------------------------------------------------------------
 
@@ -282,16 +286,18 @@ class PolicyServer:
         start = time.perf_counter()
         inp = self._task_input(task)
         obs = self.observation(proprio, task, images)
-        z = self.model.encode(obs)  # z_M, computed once
-        logits = self.model.policy_logits(z)
+        with self._autocast():
+            z = self.model.encode(obs)  # z_M, computed once
+            logits = self.model.policy_logits(z).float()
         if self.decode == "argmax":
             action = mode(logits, inp.action_mask)
         elif self.decode == "sample":
             action = sample(logits, inp.action_mask, 1, generator=generator)[:, 0]
         else:
             candidates = sample(logits, inp.action_mask, self.num_candidates, generator=generator)
-            q_logits = self.model.q_logits(z, candidates, inp.action_mask)  # [1, K, N_Q]
-            q = expected_value(q_logits, self.cfg.loss.value_min, self.cfg.loss.value_max)
+            with self._autocast():
+                q_logits = self.model.q_logits(z, candidates, inp.action_mask)  # [1, K, N_Q]
+            q = expected_value(q_logits.float(), self.cfg.loss.value_min, self.cfg.loss.value_max)
             action = candidates[0, q[0].argmax()].unsqueeze(0)
         a = action[0, : inp.spec.num_actions].float().numpy()
         # bins live in [-1, 1]; map to the task's action range (identity for dm_control tasks)
@@ -299,6 +305,11 @@ class PolicyServer:
         a = low + (np.clip(a, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
         self.latencies.append(time.perf_counter() - start)
         return a.astype(np.float32)
+
+    def _autocast(self) -> torch.autocast:
+        """bf16 autocast on the model's device when precision is bf16 (a no-op for fp32)."""
+        device = next(self.model.parameters()).device.type
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def policy(self, task: str, seed: int = 0, cameras: int | None = None) -> Policy:
         """A ``policy(env, time_step)`` for :func:`run_episode`; renders cameras if the model

@@ -38,6 +38,7 @@ def test_every_preset_loads(preset):
         ("loss.alpah=0.5", "unknown key loss.alpah"),
         ("rlft.tasks=[humanoid.fly]", "rlft.tasks: unknown task 'humanoid.fly'"),
         ("loss.variant=dqn", "loss.variant: 'dqn' is not one of"),
+        ("eval.precision=fp16", "eval.precision: 'fp16' is not one of"),
     ],
 )
 def test_bad_values_fail_naming_the_key(override, message):
@@ -60,6 +61,17 @@ def test_unknown_task_and_quality_in_a_group(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"data.groups.g.quality=1.2 is outside .*\[0, 1\]"):
         load_config(bad)
+
+
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    """YAML 1.1 reads 3e-4 as a string; a float setting takes it as the number it means."""
+    cfg = load_config(overrides=["train.lr_peak=3e-4", "train.lr_end=1E-5"])
+    assert cfg.train.lr_peak == 3e-4 and cfg.train.lr_end == 1e-5
+    f = tmp_path / "p.yaml"
+    f.write_text("train:\n  lr_peak: 2e-4\n")
+    assert load_config(f).train.lr_peak == 2e-4
+    with pytest.raises(ConfigError, match="train.lr_peak: expected a number, got '2e-4x'"):
+        load_config(overrides=["train.lr_peak=2e-4x"])
 
 
 def test_variant_consistency():

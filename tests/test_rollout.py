@@ -9,14 +9,7 @@ from pac.envs import make_env
 from pac.model.distributions import expected_value, mode, sample
 from pac.rollout import PolicyServer, expert_policy, random_policy, run_episode
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Batch-1 inference runs on one thread (as evaluation workers do); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +110,30 @@ def test_server_with_camera_images(tmp_path):
     assert server.observation(np.zeros(4), task).image_mask.tolist() == [[False]]
     with pytest.raises(ValueError, match="images must be uint8"):
         server.observation(np.zeros(4), task, images=np.zeros((1, 80, 80, 3), np.uint8))
+
+
+def test_bf16_inference_agrees_with_fp32(ckpt):
+    """eval.precision=bf16 (autocast): the logits stay within bf16 rounding of fp32 and the
+    greedy actions agree except at near-ties."""
+    fp32 = PolicyServer.load(ckpt)
+    bf16 = PolicyServer.load(ckpt, precision="bf16")
+    task, rng = "reacher.easy", np.random.default_rng(0)
+    xs = rng.normal(size=(40, 6)).astype(np.float32)
+    amask = torch.tensor([[True, True]])
+    agree = 0
+    for x in xs:
+        obs = fp32.observation(x, task)
+        with torch.no_grad():
+            ref = fp32.model.policy_logits(fp32.model.encode(obs))
+            with bf16._autocast():
+                low = bf16.model.policy_logits(bf16.model.encode(obs))
+        assert low.dtype == torch.bfloat16  # the arithmetic really was bf16
+        err = (low.float() - ref).norm() / ref.norm()
+        assert err < 0.03, err
+        a32, a16 = fp32.act(x, task), bf16.act(x, task)
+        np.testing.assert_allclose(a16, mode(low.float(), amask)[0].numpy(), atol=1e-6)
+        agree += int(np.allclose(a32, a16, atol=1e-6))
+    print("greedy actions equal in", agree, "of", len(xs), "observations")
+    assert agree >= 0.8 * len(xs), agree
+    with pytest.raises(ValueError, match="precision 'fp16' is not one of fp32, bf16"):
+        PolicyServer.load(ckpt, precision="fp16")

@@ -144,7 +144,11 @@ def test_flops_reproduce_table17_order_of_magnitude():
 
 
 def test_plan_card15b_on_64_a100_and_l_on_8():
-    card = make_plan(load_config(f"{PRESETS}/card15B.yaml"), gpus=64, gpu_mem_gib=80)
+    card_cfg = load_config(f"{PRESETS}/card15B.yaml")
+    # the card's 2048 transitions per update spread over its 64 GPUs: one window per rank
+    assert card_cfg.train.global_batch * card_cfg.data.trajectory_length == 2048
+    assert batch_layout(card_cfg.train, 64).per_rank == 1
+    card = make_plan(card_cfg, gpus=64, gpu_mem_gib=80)
     assert 14e9 < card.params < 17e9
     by_stage = {r.stage: r for r in card.rows if r.offload == "none"}
     # ZeRO-3: 18 bytes/param / 64 GPUs + the largest layer (DeepSpeed's formula)

@@ -1,0 +1,14 @@
+"""Fixtures shared by the whole suite."""
+
+import pytest
+import torch
+
+
+@pytest.fixture
+def one_thread():
+    """Batch-1 and tiny-tensor work on one thread, as evaluation workers run it: faster and
+    steadier on a shared 2-core machine. The thread count is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
