@@ -7,12 +7,30 @@ never influence the model's outputs. Shapes use B = batch, T = trajectory length
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Self
 
 import torch
 
 
+class _Tensors:
+    """Moving and slicing every tensor field (None fields stay None) along the batch axis."""
+
+    proprio: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.proprio.shape[0]
+
+    def to(self, device: torch.device | str) -> Self:
+        return _map(self, lambda t: t.to(device))
+
+    def index(self, idx: torch.Tensor | slice) -> Self:
+        """A sub-batch (e.g. one micro-batch of gradient accumulation)."""
+        return _map(self, lambda t: t[idx])
+
+
 @dataclass
-class Observation:
+class Observation(_Tensors):
     """One time step of model input for a batch of B states (Algorithm 1 inputs)."""
 
     proprio: torch.Tensor  # [B, N^P] float32
@@ -24,19 +42,9 @@ class Observation:
     goal_images: torch.Tensor | None = None  # [B, N_tau^V, H, W, C] uint8
     goal_mask: torch.Tensor | None = None  # [B, N_tau^V] bool
 
-    @property
-    def batch_size(self) -> int:
-        return self.proprio.shape[0]
-
-    def to(self, device: torch.device | str) -> Observation:
-        return _map(self, lambda t: t.to(device))
-
-    def index(self, idx: torch.Tensor | slice) -> Observation:
-        return _map(self, lambda t: t[idx])
-
 
 @dataclass
-class Batch:
+class Batch(_Tensors):
     """A batch of B trajectories of length T sampled from the episode store (App. C.4)."""
 
     proprio: torch.Tensor  # [B, T, N^P] float32
@@ -57,19 +65,8 @@ class Batch:
     goal_mask: torch.Tensor | None = None  # [B, N_tau^V] bool
 
     @property
-    def batch_size(self) -> int:
-        return self.proprio.shape[0]
-
-    @property
     def length(self) -> int:
         return self.proprio.shape[1]
-
-    def to(self, device: torch.device | str) -> Batch:
-        return _map(self, lambda t: t.to(device))
-
-    def index(self, idx: torch.Tensor | slice) -> Batch:
-        """A sub-batch of trajectories (e.g. one micro-batch of gradient accumulation)."""
-        return _map(self, lambda t: t[idx])
 
     def observation(self, t: int | slice) -> Observation:
         """Observation(s) at step(s) `t`; a slice of steps is flattened into the batch axis."""

@@ -48,6 +48,7 @@ SCALES: dict[str, dict[str, int]] = {
 
 VARIANTS = ("pac", "bc_q", "filtered_bc", "alpha_pac", "pac_v")
 PRECISIONS = ("fp32", "bf16")
+DECODES = ("argmax", "sample", "q_rerank")  # App. B.3 categorical policy -> one action
 _EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")  # 3e-4, 1.5E+2
 
 
@@ -190,6 +191,9 @@ class RLFTConfig:
     episodes_per_task: int = 10
     finetune_steps: int = 100
     weight: float = 1.0  # lambda of the rollout group
+    #: how the collecting policy picks actions on the robot: sample (a ~ pi, explores) |
+    #: argmax | q_rerank; evaluation always uses eval.decode
+    decode: str = "sample"
     alpha: float = 0.0
     beta: float = 38.0
     landing_dir: str = "data/landing"
@@ -487,7 +491,7 @@ def validate(cfg: PACConfig) -> None:
 
     _range("eval.episodes_per_task", e.episodes_per_task, 1, None)
     _range("eval.workers", e.workers, 1, None)
-    _choice("eval.decode", e.decode, ("sample", "argmax", "q_rerank"))
+    _choice("eval.decode", e.decode, DECODES)
     _range("eval.num_candidates", e.num_candidates, 1, None)
     _choice("eval.precision", e.precision, PRECISIONS)
     _range("eval.max_steps", e.max_steps, 0, None)
@@ -508,6 +512,7 @@ def validate(cfg: PACConfig) -> None:
     _range("rlft.finetune_steps", r.finetune_steps, 1, None)
     _range("rlft.alpha", r.alpha, 0.0, 1.0)
     _range("rlft.beta", r.beta, 0.0, None)
+    _choice("rlft.decode", r.decode, DECODES)
     if r.weight <= 0:
         raise ConfigError(f"rlft.weight={r.weight!r} is outside the allowed range (0, inf)")
 

@@ -249,7 +249,8 @@ def table_markdown(rows: list[RoundRow], cfg: PACConfig) -> str:
         "",
         f"Success % with Wilson score intervals (alpha_W = 0.05), {cfg.eval.episodes_per_task}"
         f" evaluation episodes per task (decode={cfg.eval.decode}); each round adds"
-        f" {cfg.rlft.episodes_per_task} rollouts per task and fine-tunes"
+        f" {cfg.rlft.episodes_per_task} rollouts per task (decode={cfg.rlft.decode}) and"
+        " fine-tunes"
         f" {cfg.rlft.finetune_steps} updates (lambda={cfg.rlft.weight:g},"
         f" alpha={cfg.rlft.alpha:g}, beta={cfg.rlft.beta:g}). * = registry champion.",
         "",
@@ -400,11 +401,14 @@ def rlft(
     _check_start(cfg, checkpoint, data_root, resume)
     robot = robot or SimRobot(cfg.eval.max_steps or cfg.data.episode_steps,
                               cameras=min(cfg.model.num_images, cfg.data.cameras))
-    decode = decode or cfg.eval.decode
+    if decode is not None:  # the table and MLflow params then show what collected
+        cfg = copy.deepcopy(cfg)
+        cfg.rlft.decode = decode
+    decode = cfg.rlft.decode
 
     tracker = _tracker(cfg, "rlft", tracking_parent_run, track, run_id)
     tracker.log_params(cfg.flat() | {"rlft.checkpoint": str(checkpoint), "rlft.rounds": rounds,
-                                     "rlft.collect_decode": decode, "rlft.robot": robot.name})
+                                     "rlft.robot": robot.name})
     policy = Path(rows[-1].policy) if rows else checkpoint
     try:
         for k in range(len(rows), rounds + 1):

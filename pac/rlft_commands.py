@@ -25,7 +25,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or str(Path(cfg.train.out_dir) / "policy")
     tasks = args.tasks.split(",") if args.tasks else list(cfg.rlft.tasks)
     try:
-        server = PolicyServer.load(checkpoint, args.decode or cfg.eval.decode,
+        server = PolicyServer.load(checkpoint, args.decode or cfg.rlft.decode,
                                    cfg.eval.num_candidates, precision=cfg.eval.precision)
         robot = SimRobot(cfg.eval.max_steps or cfg.data.episode_steps,
                          cameras=min(cfg.model.num_images, cfg.data.cameras),
@@ -104,7 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="episodes per task (default: rlft.episodes_per_task)")
     p.add_argument("--round", type=int, default=0, help="round k written into each file")
     p.add_argument("--decode", choices=("argmax", "sample", "q_rerank"), default=None,
-                   help="action decoding (default: eval.decode)")
+                   help="action decoding (default: rlft.decode)")
     p.add_argument("--realtime", action="store_true", help="hold the robot's control rate")
     p.set_defaults(func=_cmd_rollout)
 
@@ -138,7 +138,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="pretrained inference checkpoint (default: <train.out_dir>/policy)")
     p.add_argument("--data-root", default=None, help="data folder (default: data.root)")
     p.add_argument("--decode", choices=("argmax", "sample", "q_rerank"), default=None,
-                   help="decoding of the collecting policy (default: eval.decode)")
+                   help="decoding of the collecting policy (default: rlft.decode)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--fresh", action="store_true",
                    help="set an earlier run (rlft.out_dir, the rollouts group) aside and restart")

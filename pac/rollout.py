@@ -29,11 +29,10 @@ import numpy as np
 import torch
 
 from pac.batch import Observation
-from pac.config import PRECISIONS, PACConfig
+from pac.config import DECODES, PRECISIONS, PACConfig
 from pac.tasks import TASKS, TaskSpec
 
 Policy = Callable[[Any, Any], np.ndarray]  # (dm_control env, TimeStep) -> action [N^A_task]
-DECODES = ("argmax", "sample", "q_rerank")
 
 
 def _spec(task: str) -> TaskSpec:
