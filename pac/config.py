@@ -191,10 +191,10 @@ class RLFTConfig:
     episodes_per_task: int = 10
     finetune_steps: int = 100
     weight: float = 1.0  # lambda of the rollout group
-    #: how the collecting policy picks actions on the robot: sample (a ~ pi, explores) |
-    #: argmax | q_rerank; evaluation always uses eval.decode
-    decode: str = "sample"
-    alpha: float = 0.0
+    #: how the collecting policy picks actions on the robot: argmax (the deployed policy: the
+    #: paper collects its evaluation trials) | sample (a ~ pi, explores) | q_rerank
+    decode: str = "argmax"
+    alpha: float = 0.75  # the rollouts' BC/RL trade-off (eq. 11); 0 = pure RL on them
     beta: float = 38.0
     landing_dir: str = "data/landing"
     out_dir: str = "runs/rlft"

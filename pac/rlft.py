@@ -237,7 +237,8 @@ def success_cell(successes: int, episodes: int) -> dict[str, float]:
             "low": 100.0 * low, "high": 100.0 * high}
 
 
-def _fmt(cell: dict[str, float]) -> str:
+def format_cell(cell: dict[str, float]) -> str:
+    """'rate [low, high]' in percent, as in the paper's tables."""
     return f"{cell['rate']:.1f} [{cell['low']:.1f}, {cell['high']:.1f}]"
 
 
@@ -259,7 +260,8 @@ def table_markdown(rows: list[RoundRow], cfg: PACConfig) -> str:
     ]
     for r in rows:
         episodes = f"{r.episodes_added}" if r.round == 0 else f"+ {r.episodes_added}"
-        cells = [_fmt(r.tasks[t]) for t in tasks] + [_fmt(r.overall), f"{r.mean_return:.1f}"]
+        cells = [format_cell(r.tasks[t]) for t in tasks] + [format_cell(r.overall),
+                                                           f"{r.mean_return:.1f}"]
         lines.append(f"| {r.label}{' *' if r.champion else ''} | {episodes} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -319,7 +321,8 @@ class RLFTResult:
         return (self.out_dir / "rounds.md").read_text()
 
 
-def _evaluate(cfg: PACConfig, policy: Path, out: Path, track: bool, parent: str | None):
+def evaluate_success(cfg: PACConfig, policy: Path, out: Path, track: bool, parent: str | None):
+    """Evaluate `policy` on rlft.tasks: (per-task cells, overall cell, mean return)."""
     from pac.evaluate import evaluate
 
     result = evaluate(cfg, policy, list(cfg.rlft.tasks), out_dir=out, track=track,
@@ -443,7 +446,7 @@ def rlft(
                                tracking_parent_run=run.run_id)
                 policy = result.policy_dir
                 model_uri = f"runs:/{result.run_id}/policy_model" if result.run_id else None
-            tasks, overall, mean_return = _evaluate(cfg, policy, work / "eval", track,
+            tasks, overall, mean_return = evaluate_success(cfg, policy, work / "eval", track,
                                                     run.run_id)
             rollouts = EpisodeStore(store_root(data_root)).episodes
             row = RoundRow(
@@ -458,7 +461,7 @@ def rlft(
             _write_tables(out_dir, rows, cfg, tracker.run_id)
             _log_round(run, row, report, time.perf_counter() - start)
             run.finish()
-            log(f"round {k}: success {_fmt(overall)}"
+            log(f"round {k}: success {format_cell(overall)}"
                 + (" (new champion)" if row.champion else ""))
         tracker.log_metrics({"rounds": len(rows) - 1}, step=len(rows) - 1)
         for name in ("rounds.csv", "rounds.md"):

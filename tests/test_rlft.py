@@ -206,8 +206,8 @@ def test_rlft_rounds_end_to_end_with_resume(tmp_path):
     rounds = {r.info.run_name: r for r in runs if r.info.run_name.startswith("rlft-round-")}
     assert set(rounds) == {"rlft-round-0", "rlft-round-1", "rlft-round-2"}
     assert result.run_id == first.run_id  # --resume continues the same MLflow parent run
-    assert mlc.get_run(result.run_id).data.params["rlft.decode"] == "sample"  # explores
-    assert "rollouts per task (decode=sample)" in result.table
+    assert mlc.get_run(result.run_id).data.params["rlft.decode"] == "argmax"
+    assert "rollouts per task (decode=argmax)" in result.table
     for r in rounds.values():
         assert r.data.tags["mlflow.parentRunId"] == result.run_id
         assert "success_rate" in r.data.metrics

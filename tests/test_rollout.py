@@ -99,8 +99,8 @@ def test_seeded_policy_episodes_repeat(ckpt):
 
 
 def test_server_with_camera_images(tmp_path):
-    ckpt = tiny_checkpoint(tmp_path, "model.num_images=1", "model.image_size=32",
-                           "model.resnet_channels=[4, 8, 8]")
+    ckpt = tiny_checkpoint(tmp_path, "model.num_images=1", "model.num_goal_images=1",
+                           "model.image_size=32", "model.resnet_channels=[4, 8, 8]")
     server = PolicyServer.load(ckpt)
     task = "point_mass.easy"
     ep = run_episode(make_env(task, 0, 5), server.policy(task), task)
@@ -110,6 +110,11 @@ def test_server_with_camera_images(tmp_path):
     assert server.observation(np.zeros(4), task).image_mask.tolist() == [[False]]
     with pytest.raises(ValueError, match="images must be uint8"):
         server.observation(np.zeros(4), task, images=np.zeros((1, 80, 80, 3), np.uint8))
+    # bf16 with a camera image and the padding-only goal-image slot the ResNet skips
+    frame = np.full((32, 32, 3), 7, np.uint8)
+    bf16 = PolicyServer.load(ckpt, precision="bf16")
+    np.testing.assert_allclose(bf16.act(np.zeros(4), task, frame),
+                               server.act(np.zeros(4), task, frame), atol=0.05)
 
 
 def test_bf16_inference_agrees_with_fp32(ckpt):

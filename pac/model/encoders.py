@@ -94,11 +94,13 @@ class ImageEncoder(nn.Module):
         if bool(used.all()):
             features = self._features(images, mask)
         else:  # (no slot used at all: zeros, no ResNet call)
-            features = images.new_zeros(
-                b, n, self.tokens_per_image, self.proj.out_features, dtype=self.proj.weight.dtype
+            valid = self._features(images[:, used], mask[:, used]) if bool(used.any()) else None
+            features = images.new_zeros(  # the ResNet's dtype: bf16 under autocast
+                b, n, self.tokens_per_image, self.proj.out_features,
+                dtype=self.proj.weight.dtype if valid is None else valid.dtype,
             )
-            if bool(used.any()):
-                features[:, used] = self._features(images[:, used], mask[:, used])
+            if valid is not None:
+                features[:, used] = valid
         tokens = (features + self.spatial + self.slot[:n]) * mask[:, :, None, None]
         return tokens.flatten(1, 2), mask.repeat_interleave(self.tokens_per_image, dim=1)
 
