@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True, help="pretrained inference checkpoint")
     parser.add_argument("--data-root", default=None, help="data folder (default: data.root)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--no-control", action="store_true", help="run the RLFT arm only")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,8 +63,8 @@ def main() -> None:
         start = time.perf_counter()
         result = rlft(cfg, args.checkpoint, args.rounds, data_root=tmp / "rlft_data", track=False)
         rlft_s = time.perf_counter() - start
-        control = control_arm(cfg, Path(args.checkpoint), args.rounds, tmp / "control_data",
-                              tmp / "control")
+        control = ["(not run) | –"] * args.rounds if args.no_control else control_arm(
+            cfg, Path(args.checkpoint), args.rounds, tmp / "control_data", tmp / "control")
     r = cfg.rlft
     print(f"RLFT: {r.episodes_per_task} rollouts per task per round (decode={r.decode},"
           f" lambda={r.weight:g}, alpha={r.alpha:g}, beta={r.beta:g}), {r.finetune_steps}"

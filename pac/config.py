@@ -194,7 +194,9 @@ class RLFTConfig:
     #: how the collecting policy picks actions on the robot: argmax (the deployed policy: the
     #: paper collects its evaluation trials) | sample (a ~ pi, explores) | q_rerank
     decode: str = "argmax"
-    alpha: float = 0.75  # the rollouts' BC/RL trade-off (eq. 11); 0 = pure RL on them
+    #: the rollouts' BC/RL trade-off and TD scale (eq. 11): fine-tuning runs a `pac` objective as
+    #: alpha-PAC so that they apply (bc_q / filtered_bc / pac_v keep one alpha, beta for all)
+    alpha: float = 0.75
     beta: float = 38.0
     landing_dir: str = "data/landing"
     out_dir: str = "runs/rlft"
@@ -461,6 +463,13 @@ def validate(cfg: PACConfig) -> None:
         if g.beta is not None:
             _range(f"{key}.beta", g.beta, 0.0, None)
         _choice(f"{key}.source", g.source, ("sim", "real", "rollout"))
+        if group_alpha_beta(cfg, g) != (lo.alpha, lo.beta) and lo.variant != "alpha_pac":
+            hint = " (the rollouts group: rlft.alpha, rlft.beta)" if g.source == "rollout" else ""
+            raise ConfigError(
+                f"{key}: alpha={g.alpha}, beta={g.beta}{hint} apply only with"
+                f" loss.variant=alpha_pac (one alpha, beta per group, App. C.5); loss.variant="
+                f"{lo.variant} uses loss.alpha={lo.alpha}, loss.beta={lo.beta} for every group"
+            )
     for g in d.groups:
         for task in g.tasks:
             spec = TASKS[task]

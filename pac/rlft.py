@@ -191,11 +191,18 @@ def round_dir(out_dir: Path, round_k: int) -> Path:
 
 
 def finetune_config(cfg: PACConfig, round_k: int, out_dir: Path) -> PACConfig:
-    """`cfg` with the rollouts group added to the mixture and a short fine-tuning schedule."""
+    """`cfg` with the rollouts group added to the mixture and a short fine-tuning schedule.
+
+    The rollouts train with their own alpha, beta (rlft.alpha, rlft.beta): the loss runs as
+    alpha-PAC (Table 2, "alpha-PAC (RLFT)"), where every other group keeps its own values or
+    loss.alpha, loss.beta, so a `pac` objective is unchanged for the pretraining groups.
+    """
     from pac.config import validate
 
     ft = copy.deepcopy(cfg)
     ft.data.groups = [g for g in ft.data.groups if g.name != ROLLOUT_GROUP] + [rollout_group(cfg)]
+    if ft.loss.variant == "pac":
+        ft.loss.variant = "alpha_pac"
     ft.train.steps = cfg.rlft.finetune_steps
     ft.train.checkpoint_every = cfg.rlft.finetune_steps
     ft.train.log_every = min(cfg.train.log_every, cfg.rlft.finetune_steps)

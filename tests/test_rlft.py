@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pac.config import load_config
 from pac.data import EpisodeStore, store_root
@@ -123,6 +124,16 @@ def test_finetune_config_keeps_all_data_and_adds_the_rollout_group(tmp_path):
     assert ft.train.steps == 40 and ft.train.warmup_steps == 0  # warm-up: a fraction of 40
     assert ft.train.out_dir == str(tmp_path / "rounds" / "round_3" / "train")
     assert ft.model == cfg.model and len(cfg.data.groups) == 3  # cfg itself is untouched
+    # the rollouts' alpha, beta reach the loss (alpha-PAC); the pretraining groups keep loss.*
+    from pac.config import group_alpha_beta
+    from pac.losses import effective_alpha
+
+    assert cfg.loss.variant == "pac" and ft.loss.variant == "alpha_pac"
+    per_group = [group_alpha_beta(ft, g) for g in ft.data.groups]
+    assert per_group == [(cfg.loss.alpha, cfg.loss.beta)] * 3 + [(0.2, 10.0)]
+    batch_alpha = torch.tensor([a for a, _ in per_group])
+    assert effective_alpha(ft.loss, 0, batch_alpha).tolist() == pytest.approx([0.75] * 3 + [0.2])
+    assert effective_alpha(cfg.loss, 0, batch_alpha).tolist() == pytest.approx([0.75] * 4)
 
 
 def _row(k: int, successes: int, n: int = 20, champion: bool = False) -> RoundRow:

@@ -21,8 +21,12 @@ def tokenizer(tmp_path):
     return TaskTokenizer.train(tmp_path / "spm.model", vocab_size=64)
 
 
+AP = "loss.variant=alpha_pac"  # the groups' own alpha, beta apply (App. C.5)
+
+
 def _sampler(store, tokenizer, *extra, seed=0):
-    return TrajectorySampler(make_cfg(GROUPS, *extra), store, tokenizer, seed=seed)
+    cfg = make_cfg(GROUPS, AP, *extra)
+    return TrajectorySampler(cfg, store, tokenizer, seed=seed)
 
 
 def test_group_frequencies_match_lambda_over_100k(small_store, tokenizer):
@@ -124,15 +128,15 @@ def test_dataloader_workers_resume_exactly(small_store, tokenizer):
 
 def test_groups_and_sizes_are_checked(small_store, tokenizer, tmp_path):
     with pytest.raises(ValueError, match=r"data.groups.d: the store at .* has no episodes"):
-        TrajectorySampler(make_cfg(GROUPS[:-1] + ", {name: d, tasks: [reacher.easy]}]"),
+        TrajectorySampler(make_cfg(GROUPS[:-1] + ", {name: d, tasks: [reacher.easy]}]", AP),
                           small_store, tokenizer)
     with pytest.raises(ValueError, match=r"task\(s\) \['cartpole.balance'\] have no episodes"):
         TrajectorySampler(make_cfg(GROUPS.replace("name: c, tasks: [point_mass.easy]",
-                                                  "name: c, tasks: [cartpole.balance]")),
+                                                  "name: c, tasks: [cartpole.balance]"), AP),
                           small_store, tokenizer)
     big = TaskTokenizer.train(tmp_path / "big.model", vocab_size=300)
     with pytest.raises(ValueError, match="raise model.vocab_size"):
-        TrajectorySampler(make_cfg(GROUPS), small_store, big)
+        TrajectorySampler(make_cfg(GROUPS, AP), small_store, big)
     rng = np.random.default_rng(0)
     cam_store = EpisodeStore(tmp_path / "cams")
     for g in ("a", "b", "c"):
@@ -140,7 +144,7 @@ def test_groups_and_sizes_are_checked(small_store, tokenizer, tmp_path):
         cam_store.append_episodes(g, [synthetic_episode(task, 6, rng, cameras=1)])
     cams = TrajectorySampler(
         make_cfg(GROUPS.replace("point_mass.easy, reacher.easy", "reacher.easy"),
-                 "model.num_images=2"),
+                 "model.num_images=2", AP),
         cam_store, tokenizer,
     ).batch(0, 4)
     assert cams.images.shape == (4, 5, 2, 80, 80, 3) and cams.images.dtype == torch.uint8

@@ -16,7 +16,7 @@ DATA_OVERRIDES = [
     "data.groups=[{name: expert, tasks: [point_mass.easy, cartpole.balance], quality: 1.0,"
     " episodes_per_task: 4, alpha: 0.75, beta: 38.0},"
     " {name: noisy, tasks: [point_mass.easy], quality: 0.3, episodes_per_task: 4,"
-    " alpha: 0.5, beta: 19.0}]",
+    " alpha: 0.75, beta: 38.0}]",  # = loss.alpha, beta: per-group values need alpha_pac
 ]
 #: The tiny preset (params/default.yaml) trained for a few dozen small updates.
 TRAIN_OVERRIDES = [
