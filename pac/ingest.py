@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from pac.data.store import _NAME, IMAGE_SHAPE, SOURCES, Episode, EpisodeStore
+from pac.data.store import IMAGE_SHAPE, SOURCES, Episode, EpisodeStore, is_group_name
 from pac.io import atomic_write, atomic_write_text
 from pac.tasks import TASKS, TaskSpec
 
@@ -606,7 +606,7 @@ def ingest(
         raise FileNotFoundError(f"landing folder {landing} does not exist")
     if round_k < 0:
         raise ValueError(f"round must be >= 0, got {round_k}")
-    if not _NAME.match(group) or group.startswith("_"):
+    if not is_group_name(group):
         raise ValueError(f"invalid store group name {group!r} (letters, digits, _ . -)")
     if source not in SOURCES:
         raise ValueError(f"source {source!r} is not one of {', '.join(SOURCES)}")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from pac.cli import add_config_args, config_from_args
-from pac.config import ConfigError
+from pac.config import DECODES, ConfigError
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
@@ -103,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, default=None,
                    help="episodes per task (default: rlft.episodes_per_task)")
     p.add_argument("--round", type=int, default=0, help="round k written into each file")
-    p.add_argument("--decode", choices=("argmax", "sample", "q_rerank"), default=None,
+    p.add_argument("--decode", choices=DECODES, default=None,
                    help="action decoding (default: rlft.decode)")
     p.add_argument("--realtime", action="store_true", help="hold the robot's control rate")
     p.set_defaults(func=_cmd_rollout)
@@ -137,7 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="pretrained inference checkpoint (default: <train.out_dir>/policy)")
     p.add_argument("--data-root", default=None, help="data folder (default: data.root)")
-    p.add_argument("--decode", choices=("argmax", "sample", "q_rerank"), default=None,
+    p.add_argument("--decode", choices=DECODES, default=None,
                    help="decoding of the collecting policy (default: rlft.decode)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--fresh", action="store_true",

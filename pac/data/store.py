@@ -45,6 +45,12 @@ INDEX_COLUMNS = (
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
+def is_group_name(name: str) -> bool:
+    """A store group folder name: letters, digits, _ . -, starting with a letter or digit (so
+    never a hidden or set-aside folder such as ``_rollouts.<stamp>``)."""
+    return bool(_NAME.match(name))
+
+
 class StoreError(ValueError):
     """The store or an episode is invalid; the message names the shard / episode and the check."""
 
@@ -124,7 +130,6 @@ class Shard:
 # --- writing -------------------------------------------------------------------------------------
 
 
-_sha256 = sha256_file  # one helper for store shards and checkpoint manifests
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -148,7 +153,7 @@ def write_shard(folder: Path, name: str, group: str, episodes: list[Episode]) ->
 
     Raises StoreError if ``folder/name`` exists already (shards are immutable).
     """
-    if not _NAME.match(name) or not _NAME.match(group):
+    if not _NAME.match(name) or not is_group_name(group):
         raise StoreError(f"invalid shard or group name: {group!r}/{name!r}")
     if not episodes:
         raise StoreError(f"{group}/{name}: a shard needs at least one episode")
@@ -197,7 +202,7 @@ def write_shard(folder: Path, name: str, group: str, episodes: list[Episode]) ->
         atomic_write(tmp / "episodes.parquet", lambda p: index.to_parquet(p, index=False))
         files["episodes.parquet"] = {}
         for fname in files:
-            files[fname]["sha256"] = _sha256(tmp / fname)
+            files[fname]["sha256"] = sha256_file(tmp / fname)
         manifest = {
             "format_version": FORMAT_VERSION,
             "group": group,
@@ -280,7 +285,7 @@ def open_shard(path: Path, verify: bool = False) -> Shard:
     for fname, meta in files.items():
         if not (path / fname).is_file():
             raise StoreError(f"corrupted shard {path}: {fname} is missing")
-        if verify and _sha256(path / fname) != meta.get("sha256"):
+        if verify and sha256_file(path / fname) != meta.get("sha256"):
             raise StoreError(f"corrupted shard {path}: {fname} fails its sha256 checksum")
     steps = manifest["num_steps"]
     expected = {
@@ -439,7 +444,7 @@ class EpisodeStore:
         shard per task and at most `max_shard_steps` steps); each shard appears whole or not at all.
         """
         episodes = list(episodes)
-        if not _NAME.match(group) or group.startswith(("_", ".")):
+        if not is_group_name(group):
             raise StoreError(f"invalid group name {group!r}")
         if not episodes:
             raise StoreError(f"append_episodes({group!r}): no episodes given")

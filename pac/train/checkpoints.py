@@ -82,12 +82,11 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
 # --- manifest ------------------------------------------------------------------------------------
 
 
-_sha256 = sha256_file  # one helper for store shards and checkpoint manifests
 
 
 def write_manifest(ckpt_dir: Path, step: int) -> None:
     files = sorted(p for p in ckpt_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
-    entries = {str(p.relative_to(ckpt_dir)): _sha256(p) for p in files}
+    entries = {str(p.relative_to(ckpt_dir)): sha256_file(p) for p in files}
     atomic_write_text(ckpt_dir / MANIFEST, json.dumps({"step": step, "files": entries}, indent=1))
 
 
@@ -104,7 +103,7 @@ def verify(ckpt_dir: Path) -> str | None:
         path = ckpt_dir / rel
         if not path.is_file():
             return f"missing file {rel}"
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             return f"file {rel} does not match its SHA-256"
     return None
 
