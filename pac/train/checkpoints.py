@@ -9,6 +9,9 @@ A checkpoint holds everything the next update depends on:
 * ``rng_rank<r>.json``: every rank's generator of the loss (a' ~ pi_theta') and its torch /
   numpy / python RNG states; kept per rank because DeepSpeed stores its client state from
   rank 0 only below ZeRO-3.
+* ``environment.json``: world size, thread count, precision, device and versions
+  (:mod:`pac.train.determinism`); a resume under other values is correct but not bit-exact and
+  warns.
 * ``manifest.json``: SHA-256 of every file, written last. A checkpoint without a manifest (a
   crash during the save) or whose files do not match it is never loaded: resume picks the newest
   complete one and moves rejected ones to ``checkpoints/quarantine/``. Only files the manifest
@@ -21,6 +24,7 @@ import base64
 import json
 import random
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,8 +148,12 @@ def quarantine(root: Path, rejected: list[tuple[Path, str]]) -> list[Path]:
 # --- save / load ---------------------------------------------------------------------------------
 
 
+ENVIRONMENT = "environment.json"
+
+
 def save(
-    engine, root: Path, step: int, target: nn.Module, rank: int, generator: torch.Generator
+    engine, root: Path, step: int, target: nn.Module, rank: int, generator: torch.Generator,
+    environment: dict | None = None,
 ) -> Path:
     """Collective: every rank calls it. Returns the checkpoint folder."""
     import torch.distributed as dist
@@ -157,6 +165,8 @@ def save(
     if rank == 0:
         state = {k: v.detach().cpu().contiguous() for k, v in target.state_dict().items()}
         atomic_write(ckpt / TARGET, lambda p: save_file(state, str(p)))
+        if environment is not None:
+            atomic_write_text(ckpt / ENVIRONMENT, json.dumps(environment, indent=1))
     dist.barrier()
     if rank == 0:
         write_manifest(ckpt, step)
@@ -168,10 +178,24 @@ def save(
 
 
 def load(
-    engine, found: Found, target: nn.Module, rank: int, generator: torch.Generator
+    engine, found: Found, target: nn.Module, rank: int, generator: torch.Generator,
+    environment: dict | None = None,
 ) -> int:
-    """Restore engine, theta' and this rank's RNG states; returns the step to continue from."""
+    """Restore engine, theta' and this rank's RNG states; returns the step to continue from.
+    With `environment` (this process's), a checkpoint written under other settings warns that
+    the continuation is not bit-exact."""
     path = found.path
+    saved = path / ENVIRONMENT
+    if environment is not None and saved.is_file():
+        from pac.train.determinism import differences
+
+        changed = differences(json.loads(saved.read_text()), environment)
+        if changed and rank == 0:
+            warnings.warn(
+                f"pac train: resuming {path} under other settings ({'; '.join(changed)}):"
+                " the run continues correctly but is not bit-identical to an uninterrupted one",
+                stacklevel=2,
+            )
     _, client = engine.load_checkpoint(str(path.parent), tag=path.name)
     if client is None:
         raise RuntimeError(f"DeepSpeed could not load the checkpoint {path}")

@@ -63,7 +63,13 @@ def deepspeed_config(t: TrainConfig, world_size: int, device_type: str = "cpu") 
     if t.offload_optimizer and t.zero_stage == 0:
         raise ConfigError("train.offload_optimizer needs train.zero_stage >= 1")
     layout = batch_layout(t, world_size)
-    zero: dict[str, Any] = {"stage": t.zero_stage}
+    # memory_efficient_linear=False: with it, a ZeRO-3 engine replaces torch.nn.functional.linear
+    # for the whole process and never restores it ("this will persist unless manually reset"),
+    # so every later model in the process (a resumed run, evaluation) computes its linear layers
+    # with a different kernel order: a resume after a ZeRO-3 run differed by 1.2e-4 in the
+    # weights. The saving it buys (not keeping the input of a linear layer) is small next to the
+    # activations of attention.
+    zero: dict[str, Any] = {"stage": t.zero_stage, "memory_efficient_linear": False}
     if t.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
     return {

@@ -165,12 +165,16 @@ def train(
         tokenizer_path,
     )
     from pac.model import PerceiverActorCritic
+    from pac.train.determinism import environment, restore_torch_functions
     from pac.train.engine import PACObjective, build_engine, init_distributed
     from pac.train.plan import measure_matmul_peak, parameter_counts, training_flops_per_update
     from pac.train.target import is_target_update, make_target, refresh_target
 
     device = init_distributed(cfg.train.backend)
     t = cfg.train
+    restore_torch_functions()  # nothing an earlier run in this process patched
+    precision = effective_precision(t, device.type)
+    run_env = environment(world_size, precision, device.type)
 
     # 2. Model, engine and theta'. The same seed on every rank: identical initial weights. The
     # model is built whole and partitioned by deepspeed.initialize (not inside zero.Init, which
@@ -238,7 +242,7 @@ def train(
 
     # 6. Resume the state (engine, theta', the loss's generator, RNGs) and train.
     if start:
-        checkpoints.load(engine, found, target, rank, generator)
+        checkpoints.load(engine, found, target, rank, generator, run_env)
         if rank == 0:
             print(f"pac train: resuming from {found.path} (update {start})")
     flops_per_update = training_flops_per_update(cfg)  # App. E.2, for MFU
@@ -294,7 +298,8 @@ def train(
             bar.update(1)
             if done % t.checkpoint_every == 0 or done == t.steps:
                 saving = time.perf_counter()
-                ckpt = checkpoints.save(engine, ckpt_root, done, target, rank, generator)
+                ckpt = checkpoints.save(engine, ckpt_root, done, target, rank, generator,
+                                        run_env)
                 window_start += time.perf_counter() - saving  # samples/s: training time only
     except KeyboardInterrupt:
         tracker.finish("KILLED")

@@ -79,3 +79,30 @@ def _adam_moments(ckpt: Path) -> list[torch.Tensor]:
     state = torch.load(ckpt / "mp_rank_00_model_states.pt", map_location="cpu",
                        weights_only=True)["optimizer"]["state"]
     return [s[k] for i in sorted(state) for s in [state[i]] for k in ("exp_avg", "exp_avg_sq")]
+
+
+def test_train_after_zero3_in_process_equals_a_fresh_process(reference_run, data_root,
+                                                             mlflow_root, tmp_path):
+    """A run in a process that already ran a ZeRO-3 engine is bit-identical to the same run in a
+    fresh process: nothing the earlier engine did to the process (DeepSpeed's replacement of
+    torch.nn.functional.linear under ZeRO-3) reaches the later run."""
+    import torch.nn.functional as F
+
+    zero3 = train_config(tmp_path / "zero3", mlflow_root, "train.steps=2", "train.log_every=1",
+                         "train.checkpoint_every=2", "train.zero_stage=3")
+    train(zero3, data_root=data_root)
+    assert F.linear is torch._C._nn.linear, "the ZeRO-3 engine left a patched F.linear behind"
+
+    in_process = train(train_config(tmp_path / "second", mlflow_root), data_root=data_root)
+    fresh = tmp_path / "fresh"
+    args = [sys.executable, "-m", "pac.cli", "train", "--data-root", str(data_root)]
+    for o in train_overrides(fresh, mlflow_root):
+        args += ["--set", o]
+    proc = subprocess.run(args, env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    expected = load_file(str(fresh / "policy" / "model.safetensors"))
+    got = load_file(str(in_process.policy_dir / "model.safetensors"))
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    # and both equal the session's first in-process run (same params)
+    ref = load_file(str(reference_run[1].policy_dir / "model.safetensors"))
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
