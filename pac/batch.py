@@ -63,10 +63,18 @@ class Batch(_Tensors):
     image_mask: torch.Tensor | None = None  # [B, N^V] bool
     goal_images: torch.Tensor | None = None  # [B, N_tau^V, H, W, C] uint8
     goal_mask: torch.Tensor | None = None  # [B, N_tau^V] bool
+    #: [B, T] bool, s_t exists: step_mask plus the final observation o_L of a truncated episode
+    #: just past its last step (None = step_mask)
+    observed: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
         return self.proprio.shape[1]
+
+    @property
+    def has_observation(self) -> torch.Tensor:
+        """[B, T] bool: s_t is a real observation (a transition, or a final observation)."""
+        return self.step_mask if self.observed is None else self.observed
 
     def observation(self, t: int | slice) -> Observation:
         """Observation(s) at step(s) `t`; a slice of steps is flattened into the batch axis."""

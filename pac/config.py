@@ -46,9 +46,9 @@ SCALES: dict[str, dict[str, int]] = {
     "card15B": {"d_z": 6144, "num_blocks": 32, "widening": 4, "paper_params": 15_700_000_000},
 }
 
-VARIANTS = ("pac", "bc_q", "filtered_bc", "alpha_pac", "pac_v")
+VARIANTS = ("pac", "bc", "bc_q", "filtered_bc", "alpha_pac", "pac_v")
 PRECISIONS = ("fp32", "bf16")
-DECODES = ("argmax", "sample", "q_rerank")  # App. B.3 categorical policy -> one action
+DECODES = ("argmax", "mean", "sample", "q_rerank")  # App. B.3 categorical policy -> one action
 _EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")  # 3e-4, 1.5E+2
 
 
@@ -88,7 +88,7 @@ class ModelConfig:
 class LossConfig:
     """The offline actor-critic objective (eq. 11, eq. 14) and its variants (App. C.5)."""
 
-    variant: str = "pac"  # pac | bc_q | filtered_bc | alpha_pac | pac_v
+    variant: str = "pac"  # pac | bc | bc_q | filtered_bc | alpha_pac | pac_v
     alpha: float = 0.75  # BC weight; 1 - alpha weighs policy improvement
     beta: float = 38.0  # Q (TD) loss scale
     eta: float = 0.1  # temperature of exp(Q / eta)
@@ -366,8 +366,23 @@ def load_config(
     raw = apply_overrides(raw, list(overrides or []))
     cfg = _build(PACConfig, raw)
     resolve_scale(cfg, explicit=raw.get("model", {}))
+    resolve_variant(cfg, explicit=raw.get("data", {}))
     validate(cfg)
     return cfg
+
+
+def resolve_variant(cfg: PACConfig, explicit: dict[str, Any] | None = None) -> None:
+    """What a loss variant implies for the data: FilteredBC (App. C.5) is BC on the successful
+    episodes only, so ``loss.variant=filtered_bc`` sets ``data.success_only`` unless the params
+    say otherwise (and saying ``false`` is an error: that would be plain BC)."""
+    if cfg.loss.variant != "filtered_bc":
+        return
+    if "success_only" in (explicit or {}) and not cfg.data.success_only:
+        raise ConfigError(
+            "data.success_only=false with loss.variant=filtered_bc: FilteredBC trains on the"
+            " successful episodes only; for BC on all data use loss.variant=bc"
+        )
+    cfg.data.success_only = True
 
 
 def resolve_scale(cfg: PACConfig, explicit: dict[str, Any] | None = None) -> None:
@@ -429,10 +444,15 @@ def validate(cfg: PACConfig) -> None:
             raise ConfigError(f"loss.alpha_schedule[{i}]: expected [from_update, alpha]")
         _range(f"loss.alpha_schedule[{i}] update", step_alpha[0], 0, None)
         _range(f"loss.alpha_schedule[{i}] alpha", step_alpha[1], 0.0, 1.0)
-    if lo.variant in ("bc_q", "filtered_bc") and lo.alpha != 1.0:
+    if lo.variant in ("bc", "bc_q", "filtered_bc") and lo.alpha != 1.0:
         raise ConfigError(f"loss.alpha must be 1.0 for variant {lo.variant} (got {lo.alpha})")
-    if lo.variant == "filtered_bc" and lo.beta != 0.0:
+    if lo.variant in ("bc", "filtered_bc") and lo.beta != 0.0:
         raise ConfigError(f"loss.beta must be 0 for variant filtered_bc (got {lo.beta})")
+    if lo.alpha_schedule and lo.variant == "alpha_pac":
+        raise ConfigError(
+            "loss.alpha_schedule with loss.variant=alpha_pac: the schedule would replace every"
+            " group's own alpha; use one of the two"
+        )
     if lo.variant == "pac_v" and not m.value_head:
         raise ConfigError("loss.variant=pac_v needs model.value_head=true (eq. 14)")
 

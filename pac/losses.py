@@ -11,7 +11,8 @@ t = 0..T-2 with s_{t+1} the next step of the same trajectory. Eq. 11, term by te
 where Gamma_theta' (eq. 9) projects r_t + gamma * d_t * q' onto the fixed support, q' drawn from
 the target Q distribution at s_{t+1} under actions from the target policy pi_theta'. The weights
 are exp(Q/eta - K_Q) with K_Q = log E_k exp(Q/eta): a softmax over the N samples (log-sum-exp).
-Variants (App. C.5): pac, bc_q (alpha = 1), filtered_bc (alpha = 1, beta = 0), alpha_pac
+Variants (App. C.5): pac, bc (alpha = 1, beta = 0), bc_q (alpha = 1: BC plus a Q-function that
+never reaches the policy), filtered_bc (bc on the successful episodes only), alpha_pac
 (per-sample alpha, beta from the batch's dataset group), pac_v (eq. 14, below).
 """
 
@@ -63,6 +64,26 @@ def categorical_projection(
     spacing = (vmax - vmin) / (n - 1)
     hat = (1.0 - (shifted[:, :, None] - support).abs() / spacing).clamp(min=0.0)  # [N, j, i]
     return torch.einsum("nj,nji->ni", probs.float(), hat)
+
+
+def td_valid(batch: Batch) -> torch.Tensor:
+    """[B, T-1] bool: transitions with a TD target. A transition (s_t, a_t, r_t) is valid and
+    either terminates (discount 0: the target is r_t alone) or has its next observation s_{t+1}
+    in the window (the next step, or the final observation of a truncated episode)."""
+    valid = batch.step_mask[:, :-1]
+    return valid & (batch.has_observation[:, 1:] | (batch.discounts[:, :-1] == 0))
+
+
+def only_bootstrapped(
+    next_probs: torch.Tensor, q_valid: torch.Tensor, discounts: torch.Tensor
+) -> torch.Tensor:
+    """next_probs [B, n, N_Q] where the target bootstraps, a fixed one-hot elsewhere: at a
+    terminal step (discount 0) the target is r alone, and the distribution at the padded step
+    after it must not enter even through rounding (its probabilities sum to 1 only up to 1e-7)."""
+    fixed = torch.zeros_like(next_probs)
+    fixed[..., 0] = 1.0
+    keep = (q_valid & (discounts != 0))[..., None]
+    return torch.where(keep, next_probs, fixed)
 
 
 def improvement_weights(q_values: torch.Tensor, eta: float) -> torch.Tensor:
@@ -124,7 +145,7 @@ def compute_loss(
 
     zeros = torch.zeros(b, n, device=bc.device)
     pi_term, q_term = zeros, zeros
-    q_valid = valid & (batch.step_mask[:, 1:] | (batch.discounts[:, :-1] == 0))
+    q_valid = td_valid(batch)
     diag: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (value, where valid)
     if need_pi or need_q:
         if target_model is None:
@@ -145,11 +166,17 @@ def compute_loss(
             w_entropy = -(weights * weights.clamp_min(1e-12).log()).sum(-1)
             diag["weight_entropy"] = (w_entropy, valid)
             diag["weight_max"] = (weights.max(-1).values, valid)
+            # is the critic action-sensitive? the spread of Q_theta' over the N samples against
+            # eta, and the effective sample size 1 / sum w^2 (N: uniform weights, 1: one sample)
+            q_now = q_sampled[:, :-1]
+            diag["q_spread"] = (q_now.max(-1).values - q_now.min(-1).values, valid)
+            diag["weight_ess"] = (1.0 / (weights**2).sum(-1), valid)
             diag["sampled_q"] = (q_sampled[:, :-1].mean(-1), valid)
         if need_q:  # beta * KL[Gamma_theta', p_theta] (eq. 9-10)
             with torch.no_grad():
                 next_probs = torch.softmax(q_logits_target, dim=-1)
                 next_probs = next_probs.view(b, t_len, n_samples, -1)[:, 1:].mean(2)
+                next_probs = only_bootstrapped(next_probs, q_valid, batch.discounts[:, :-1])
                 discount = loss_cfg.gamma * batch.discounts[:, :-1].float()
                 target_dist = categorical_projection(
                     next_probs.reshape(b * n, -1),
@@ -185,7 +212,7 @@ def _pac_v_loss(model: nn.Module, batch: Batch, loss_cfg: LossConfig, step: int)
     b, t_len, n_act = batch.batch_size, batch.length, batch.actions.shape[-1]
     n = t_len - 1
     valid = batch.step_mask[:, :-1]
-    q_valid = valid & (batch.step_mask[:, 1:] | (batch.discounts[:, :-1] == 0))
+    q_valid = td_valid(batch)
     alpha = effective_alpha(loss_cfg, step, batch.alpha)[:, None].expand(b, n)
     beta = torch.full((b, n), loss_cfg.beta, device=alpha.device)
     mask_t = batch.action_mask.repeat_interleave(n, dim=0)
@@ -209,7 +236,8 @@ def _pac_v_loss(model: nn.Module, batch: Batch, loss_cfg: LossConfig, step: int)
         count = q_valid.sum().clamp(min=1)
         weights = torch.softmax(scores.flatten(), dim=0).nan_to_num(0.0).view(b, n) * count
         target_dist = categorical_projection(
-            v_probs[:, 1:].reshape(b * n, -1), rewards.reshape(-1), discount.reshape(-1),
+            only_bootstrapped(v_probs[:, 1:], q_valid, batch.discounts[:, :-1]).reshape(b * n, -1),
+            rewards.reshape(-1), discount.reshape(-1),
             loss_cfg.value_min, loss_cfg.value_max,
         )
     zeros = torch.zeros(b, n, device=bc.device)

@@ -5,7 +5,8 @@
   the padded :class:`~pac.batch.Observation` of training (App. B.2) and returns one action at
   batch 1. Decoding of the categorical policy (App. B.3, N_B bins per action dimension):
 
-  - ``argmax`` (default): the most likely bin of every action dimension;
+  - ``argmax``: the most likely bin of every action dimension;
+  - ``mean``: the expected bin centre of every dimension (smooth where argmax is bang-bang);
   - ``sample``: one draw a ~ pi(.|s);
   - ``q_rerank``: K draws re-ranked by E[Q(s, a)], reusing the cached latents z_M: one encoder
     pass and one batched Q-decoder pass over the K candidates (§3.3, App. D.2.2 "the latent can
@@ -280,7 +281,7 @@ class PolicyServer:
         generator: torch.Generator | None = None,
     ) -> np.ndarray:
         """One action (float32 [N^A_task], in the task's action range) for one observation."""
-        from pac.model.distributions import expected_value, mode, sample
+        from pac.model.distributions import expected_value, mean_action, mode, sample
 
         start = time.perf_counter()
         inp = self._task_input(task)
@@ -290,6 +291,8 @@ class PolicyServer:
             logits = self.model.policy_logits(z).float()
         if self.decode == "argmax":
             action = mode(logits, inp.action_mask)
+        elif self.decode == "mean":
+            action = mean_action(logits, inp.action_mask)
         elif self.decode == "sample":
             action = sample(logits, inp.action_mask, 1, generator=generator)[:, 0]
         else:

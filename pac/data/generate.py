@@ -49,6 +49,11 @@ def run_episode(env, task: str, quality: float, seed: int, cameras: int = 0) -> 
         rews.append(time_step.reward)
         discs.append(time_step.discount)
     rewards = np.asarray(rews, dtype=np.float32)
+    truncated = discs[-1] > 0  # a time limit, not a terminal state: keep o_L to bootstrap from
+    final_proprio = flatten_observation(time_step.observation) if truncated else None
+    final_images = (
+        np.stack([render(env, 80, c) for c in range(cameras)]) if truncated and cameras else None
+    )
     return Episode(
         task=task,
         proprio=np.stack(obs),
@@ -59,6 +64,8 @@ def run_episode(env, task: str, quality: float, seed: int, cameras: int = 0) -> 
         quality=float(quality),
         source="sim",
         images=np.stack(imgs) if cameras else None,
+        final_proprio=final_proprio,
+        final_images=final_images,
     )
 
 

@@ -9,6 +9,13 @@ function of (seed, i):
 3. trajectory: the k-th visit of a dataset takes window ``perm_e(k mod n)`` of its n windows, with a
    fresh seeded permutation per pass e: every dataset loops deterministically, never exhausted.
 
+Windows. An episode of L steps has L windows, starting at offsets 0..L-1; a window that runs past
+the end is padded (``step_mask`` False). The loss uses positions 0..T-2 (position t+1 gives
+s_{t+1}), so with offsets only up to L-T the last step of an episode would never be a loss
+position and a terminal reward would never reach Q. Past the end, position L - offset holds the
+final observation o_L of a truncated episode when the store has it (``observed`` True,
+``step_mask`` False): the last transition then bootstraps from it.
+
 Counts m and k follow in closed form from i, so training resumes exactly from the step number,
 ranks read disjoint parts of the stream, and the union of the ranks' batches at a step equals the
 one-rank batch of the same global size.
@@ -46,6 +53,8 @@ class _Dataset:
     shard_of: np.ndarray  # [E] index into shards
     start: np.ndarray  # [E] first row of the episode in its shard
     length: np.ndarray  # [E]
+    row: np.ndarray  # [E] row of the episode in its shard's index (for its final observation)
+    has_final: np.ndarray  # [E] bool: the final observation o_L is stored
     first_window: np.ndarray  # [E + 1] cumulative window counts
 
     @property
@@ -139,21 +148,24 @@ class TrajectorySampler:
                     f" N^A={s.actions.shape[1]}; model.num_proprio/num_actions are"
                     f" {m.num_proprio}/{m.num_actions}"
                 )
-        shard_of, start, length = [], [], []
+        shard_of, start, length, row, has_final = [], [], [], [], []
         for i, s in enumerate(shards):
-            idx = s.index
+            keep = np.ones(len(s.index), bool)
             if self.cfg.data.success_only:
-                idx = idx[idx["success"].to_numpy(bool)]
+                keep = s.index["success"].to_numpy(bool)
+            idx = s.index[keep]
             shard_of.append(np.full(len(idx), i, np.int64))
             start.append(idx["start"].to_numpy(np.int64))
             length.append(idx["length"].to_numpy(np.int64))
+            row.append(np.flatnonzero(keep))
+            has_final.append(idx["has_final"].to_numpy(bool))
         if not shards or sum(len(x) for x in start) == 0:
             return None
         length_arr = np.concatenate(length)
-        windows = np.maximum(1, length_arr - self.length + 1)  # full windows; short: one padded
         return _Dataset(
             task, shards, np.concatenate(shard_of), np.concatenate(start), length_arr,
-            np.concatenate([[0], np.cumsum(windows)]),
+            np.concatenate(row), np.concatenate(has_final),
+            np.concatenate([[0], np.cumsum(length_arr)]),  # one window per step: offsets 0..L-1
         )
 
     def _build_schedule(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -227,6 +239,7 @@ class TrajectorySampler:
         rewards = np.zeros((B, T), np.float32)
         discounts = np.zeros((B, T), np.float32)
         step_mask = np.zeros((B, T), bool)
+        observed = np.zeros((B, T), bool)
         proprio_mask = np.zeros((B, m.num_proprio), bool)
         action_mask = np.zeros((B, m.num_actions), bool)
         text = np.zeros((B, m.num_text_tokens), np.int64)
@@ -253,6 +266,17 @@ class TrajectorySampler:
                 rewards[sub] = np.where(valid, shard.rewards[rows], 0.0)
                 discounts[sub] = np.where(valid, shard.discounts[rows], 0.0)
                 step_mask[sub] = valid
+                observed[sub] = valid
+                # o_L of a truncated episode at the position just past its last step
+                final = ds.has_final[e[hit]] & (n[hit] < T)
+                if final.any():
+                    fsub, pos = sub[final], n[hit][final]
+                    frow = ds.row[e[hit]][final]
+                    proprio[fsub, pos, :p] = shard.final_proprio[frow]
+                    observed[fsub, pos] = True
+                    if images is not None and shard.final_images is not None:
+                        cams = min(shard.final_images.shape[1], m.num_images)
+                        images[fsub, pos, :cams] = shard.final_images[frow, :cams]
                 proprio_mask[sub, :p] = True
                 action_mask[sub, :a] = True
                 if images is not None and shard.images is not None:
@@ -265,7 +289,7 @@ class TrajectorySampler:
         return {
             "proprio": proprio, "proprio_mask": proprio_mask, "text": text, "text_mask": text_mask,
             "actions": actions, "action_mask": action_mask, "rewards": rewards,
-            "discounts": discounts, "step_mask": step_mask, "alpha": alpha_beta[:, 0].copy(),
+            "discounts": discounts, "step_mask": step_mask, "observed": observed, "alpha": alpha_beta[:, 0].copy(),
             "beta": alpha_beta[:, 1].copy(), "group": group.astype(np.int64), "images": images,
             "image_mask": image_mask,
             "goal_images": np.zeros((B, goal, 80, 80, 3), np.uint8) if goal else None,

@@ -7,6 +7,13 @@
                            rewards.npy        [S] float32
                            discounts.npy      [S] float32
                            images.npy         [S, cams, 80, 80, 3] uint8 (optional)
+                           final_proprio.npy  [E, N^P_task] float32 (E = episodes; optional)
+                           final_images.npy   [E, cams, 80, 80, 3] uint8 (optional)
+
+How an episode ends is explicit: it *terminates* after its last step when that step's discount
+is 0 (the TD target is r_{L-1}, nothing to bootstrap from); otherwise it was *truncated* (a time
+limit) and, when the final observation o_L is known (``has_final``), the last transition
+bootstraps from it like any other. dm_control episodes end by time limit: generation keeps o_L.
 
 One shard holds episodes of one task (so every column has one width). A shard is written into a
 hidden temp folder and renamed into place: readers never see half a shard, and a crash leaves
@@ -42,6 +49,8 @@ INDEX_COLUMNS = (
     "episode", "task", "group", "source", "round", "quality", "success", "start", "length",
     "return",
 )
+#: per-episode index columns that older shards may lack (with the value they then have)
+OPTIONAL_COLUMNS = {"has_final": False}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -70,6 +79,15 @@ class Episode:
     round: int = 0  # RL fine-tuning round k of a rollout (0 otherwise)
     images: np.ndarray | None = None  # [L, cams, 80, 80, 3] uint8
     extra: dict[str, Any] = field(default_factory=dict)  # extra index columns (str/int/float)
+    #: o_L, the observation after the last action of a truncated episode (None: unknown, or the
+    #: episode terminated); lets the last transition bootstrap
+    final_proprio: np.ndarray | None = None  # [N^P_task]
+    final_images: np.ndarray | None = None  # [cams, 80, 80, 3] uint8, with final_proprio
+
+    @property
+    def terminated(self) -> bool:
+        """True when the episode ends in a terminal state (discount 0 after its last step)."""
+        return float(np.asarray(self.discounts)[-1]) == 0.0
 
     def validate(self, where: str) -> None:
         """Check shapes, dtypes and values before anything is written."""
@@ -96,6 +114,30 @@ class Episode:
                 )
             if img.dtype != np.uint8:
                 raise StoreError(f"{where}: images must be uint8, got {img.dtype}")
+        if self.final_proprio is not None:
+            fp = np.asarray(self.final_proprio)
+            if fp.shape != (p.shape[1],):
+                raise StoreError(
+                    f"{where}: final_proprio must be [N^P={p.shape[1]}], got shape {fp.shape}"
+                )
+            if not np.all(np.isfinite(fp.astype(np.float64))):
+                raise StoreError(f"{where}: final_proprio has NaN or infinite values")
+            if self.terminated:
+                raise StoreError(
+                    f"{where}: a terminated episode (last discount 0) has no final observation"
+                    " to bootstrap from; give final_proprio only for truncated episodes"
+                )
+            if (self.images is None) != (self.final_images is None):
+                raise StoreError(f"{where}: final_images must come with images (and only then)")
+            if self.final_images is not None:
+                fi = np.asarray(self.final_images)
+                if fi.shape != np.shape(self.images)[1:] or fi.dtype != np.uint8:
+                    raise StoreError(
+                        f"{where}: final_images must be uint8 {np.shape(self.images)[1:]},"
+                        f" got {fi.dtype} {fi.shape}"
+                    )
+        elif self.final_images is not None:
+            raise StoreError(f"{where}: final_images without final_proprio")
         if self.source not in SOURCES:
             raise StoreError(f"{where}: source {self.source!r} is not one of {SOURCES}")
         if not (math.isnan(self.quality) or 0.0 <= self.quality <= 1.0):
@@ -121,6 +163,8 @@ class Shard:
     rewards: np.ndarray
     discounts: np.ndarray
     images: np.ndarray | None
+    final_proprio: np.ndarray | None = None  # [E, N^P] (rows valid where index.has_final)
+    final_images: np.ndarray | None = None  # [E, cams, 80, 80, 3]
 
     @property
     def key(self) -> str:
@@ -164,8 +208,8 @@ def write_shard(folder: Path, name: str, group: str, episodes: list[Episode]) ->
     cams = {None if ep.images is None else np.shape(ep.images)[1] for ep in episodes}
     if len(widths) != 1 or len(cams) != 1:
         raise StoreError(f"{group}/{name}: one shard holds one task with one shape; got {widths}")
-    final = Path(folder) / name
-    if final.exists():
+    dest = Path(folder) / name
+    if dest.exists():
         raise StoreError(f"shard {group}/{name} exists already; shards are never overwritten")
     tmp = temp_dir(folder, name)
     try:
@@ -179,6 +223,17 @@ def write_shard(folder: Path, name: str, group: str, episodes: list[Episode]) ->
         }
         if episodes[0].images is not None:
             columns["images"] = np.concatenate([ep.images for ep in episodes])
+        has_final = np.array([ep.final_proprio is not None for ep in episodes], dtype=bool)
+        if has_final.any():  # o_L of truncated episodes (zeros where unknown)
+            final = np.zeros((len(episodes), columns["proprio"].shape[1]), np.float32)
+            final[has_final] = [ep.final_proprio for ep in episodes if ep.final_proprio is not None]
+            columns["final_proprio"] = final
+            if "images" in columns:
+                final_img = np.zeros((len(episodes), *columns["images"].shape[1:]), np.uint8)
+                for i, ep in enumerate(episodes):
+                    if ep.final_images is not None:
+                        final_img[i] = ep.final_images
+                columns["final_images"] = final_img
         files = {}
         for col, arr in columns.items():
             _save_npy(tmp / f"{col}.npy", arr)
@@ -195,6 +250,7 @@ def write_shard(folder: Path, name: str, group: str, episodes: list[Episode]) ->
                 "start": starts.astype(np.int64),
                 "length": lengths,
                 "return": [float(np.sum(ep.rewards, dtype=np.float64)) for ep in episodes],
+                "has_final": has_final,
             }
         )
         for key in sorted({k for ep in episodes for k in ep.extra}):
@@ -217,14 +273,14 @@ def write_shard(folder: Path, name: str, group: str, episodes: list[Episode]) ->
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
         _fsync_dir(tmp)
         try:
-            os.rename(tmp, final)  # atomic; fails if another writer took the name meanwhile
+            os.rename(tmp, dest)  # atomic; fails if another writer took the name meanwhile
         except OSError as exc:
             raise StoreError(f"shard {group}/{name} exists already") from exc
-        _fsync_dir(final.parent)
+        _fsync_dir(dest.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final
+    return dest
 
 
 _TEMP = re.compile(r"^\.tmp-.*-(\d+)-[0-9a-f]{8}$")
@@ -296,6 +352,10 @@ def open_shard(path: Path, verify: bool = False) -> Shard:
     }
     if manifest["cameras"]:
         expected["images.npy"] = (steps, manifest["cameras"], *IMAGE_SHAPE)
+    optional = {"final_proprio.npy": (manifest["num_episodes"], manifest["num_proprio"])}
+    if manifest["cameras"]:
+        optional["final_images.npy"] = (manifest["num_episodes"], manifest["cameras"], *IMAGE_SHAPE)
+    expected |= {f: shape for f, shape in optional.items() if f in files}
     arrays: dict[str, np.ndarray] = {}
     for fname, shape in expected.items():
         if fname not in files:
@@ -304,7 +364,7 @@ def open_shard(path: Path, verify: bool = False) -> Shard:
             arr = np.load(path / fname, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError) as exc:
             raise StoreError(f"corrupted shard {path}: {fname} is unreadable ({exc})") from exc
-        want = "uint8" if fname == "images.npy" else "float32"
+        want = "uint8" if fname.endswith("images.npy") else "float32"
         if arr.shape != shape or str(arr.dtype) != want:
             raise StoreError(
                 f"corrupted shard {path}: {fname} has shape {arr.shape} {arr.dtype},"
@@ -318,6 +378,11 @@ def open_shard(path: Path, verify: bool = False) -> Shard:
     missing = [c for c in INDEX_COLUMNS if c not in index.columns]
     if missing:
         raise StoreError(f"corrupted shard {path}: episodes.parquet lacks columns {missing}")
+    for col, value in OPTIONAL_COLUMNS.items():
+        if col not in index.columns:
+            index[col] = value
+    if index["has_final"].to_numpy(bool).any() and "final_proprio" not in arrays:
+        raise StoreError(f"corrupted shard {path}: has_final episodes but no final_proprio.npy")
     starts, lengths = index["start"].to_numpy(), index["length"].to_numpy()
     ends = starts + lengths
     if (
@@ -330,6 +395,7 @@ def open_shard(path: Path, verify: bool = False) -> Shard:
         group=manifest["group"], name=path.name, path=path, task=manifest["task"], index=index,
         proprio=arrays["proprio"], actions=arrays["actions"], rewards=arrays["rewards"],
         discounts=arrays["discounts"], images=arrays.get("images"),
+        final_proprio=arrays.get("final_proprio"), final_images=arrays.get("final_images"),
     )
 
 
@@ -400,9 +466,7 @@ class EpisodeStore:
         keys = ["group", "task"] if by_task else ["group"]
         if eps.empty:
             return pd.DataFrame(columns=[*keys, "tasks", "episodes", "transitions", "success"])
-        eps = eps.assign(
-            trajectories=np.maximum(1, eps["length"].to_numpy() - trajectory_length + 1)
-        )
+        eps = eps.assign(trajectories=eps["length"].to_numpy())  # one window per step
         table = eps.groupby(keys, sort=False).agg(
             tasks=("task", "nunique"),
             episodes=("episode", "size"),

@@ -63,6 +63,16 @@ def mode(logits: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
     return centers[logits.argmax(-1)] * action_mask
 
 
+def mean_action(logits: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
+    """The expected bin centre per dimension, E_pi[a_i]: [B, N^A, N_B] -> [B, N^A].
+
+    Unlike the mode it moves continuously with the probabilities: from data whose actions were
+    clipped to +-1 the edge bins collect the mass of everything beyond, and their argmax gives
+    bang-bang actions even when most of the mass lies inside the range."""
+    centers = bin_centers(logits.shape[-1], device=logits.device)
+    return (torch.softmax(logits.float(), dim=-1) * centers).sum(-1) * action_mask
+
+
 def entropy(logits: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
     """Entropy of the factorised policy, summed over valid dimensions: [B, N^A, N_B] -> [B]."""
     log_p = torch.log_softmax(logits.float(), dim=-1)

@@ -45,16 +45,16 @@ def test_group_frequencies_match_lambda_over_100k(small_store, tokenizer):
 
 def test_datasets_loop_deterministically_and_are_never_exhausted(small_store, tokenizer):
     sampler = _sampler(small_store, tokenizer, "data.trajectory_length=5")
-    ds = sampler.datasets[2][0]  # group c: 6 episodes of 7 steps -> 3 windows each
-    assert ds.num_windows == 18
+    ds = sampler.datasets[2][0]  # group c: 6 episodes of 7 steps -> 7 windows each
+    assert ds.num_windows == 42
     group, _, episode, offset = sampler.sample_indices(0, 20_000)
     sel = group == 2
     windows = ds.first_window[episode[sel]] + offset[sel]
-    passes = len(windows) // 18
-    assert passes > 50
+    passes = len(windows) // 42
+    assert passes > 20
     for p in range(passes):  # every pass visits each window exactly once
-        assert sorted(windows[p * 18:(p + 1) * 18]) == list(range(18))
-    assert not np.array_equal(windows[:18], windows[18:36])  # a new order each pass
+        assert sorted(windows[p * 42:(p + 1) * 42]) == list(range(42))
+    assert not np.array_equal(windows[:42], windows[42:84])  # a new order each pass
 
 
 def test_batch_is_a_pure_function_of_seed_step_rank(small_store, tokenizer):
@@ -92,8 +92,9 @@ def test_padding_masks_alpha_beta(small_store, tokenizer):
         assert not batch.actions[b, :, n_a:].any()
         valid = batch.step_mask[b]
         assert valid[0] and not batch.rewards[b, ~valid].any()  # steps past the end are padding
-    short = batch.group == 2  # group c: episodes of 7 steps < T=10 -> 3 padded steps
-    assert (batch.step_mask[short].sum(1) == 7).all()
+    short = (batch.group == 2).numpy()  # group c: episodes of 7 steps < T=10: padded windows
+    _, _, _, offset = sampler.sample_indices(0, 64)
+    assert (batch.step_mask[short].sum(1).numpy() == 7 - offset[short]).all()
     a = batch.alpha[batch.group == 0]
     assert torch.all(a == 0.75) and torch.all(batch.beta[batch.group == 1] == 10.0)
     cfg = sampler.cfg
@@ -150,3 +151,41 @@ def test_groups_and_sizes_are_checked(small_store, tokenizer, tmp_path):
     assert cams.images.shape == (4, 5, 2, 80, 80, 3) and cams.images.dtype == torch.uint8
     assert cams.image_mask[:, 0].all() and not cams.image_mask[:, 1].any()
     assert cams.images[:, :, 0].float().std() > 0 and not cams.images[:, :, 1].any()
+
+
+def test_every_step_reaches_a_loss_position_and_final_observations_follow(tmp_path, tokenizer):
+    """Episodes of L = 7 with T = 5: each step, the last one included, is at a loss position
+    0..T-2 of some window with its own reward; a truncated episode's o_L sits right after its
+    last step (observed, not a transition); a terminated one has nothing there."""
+    from pac.data.store import Episode
+
+    store = EpisodeStore(tmp_path / "episodes")
+    eps = []
+    for i, terminal in enumerate((True, False)):
+        proprio = np.arange(7 * 4, dtype=np.float32).reshape(7, 4) + 100 * i
+        eps.append(Episode(
+            task="point_mass.easy", proprio=proprio, actions=np.zeros((7, 2), np.float32),
+            rewards=np.arange(1, 8, dtype=np.float32) + 10 * i,  # r_t = t + 1 (+ 10)
+            discounts=np.array([1] * 6 + [0 if terminal else 1], np.float32),
+            final_proprio=None if terminal else np.full(4, -5.0, np.float32),
+        ))
+    store.append_episodes("c", eps)
+    cfg = make_cfg("[{name: c, tasks: [point_mass.easy]}]", "data.trajectory_length=5")
+    sampler = TrajectorySampler(cfg, EpisodeStore(store.root), tokenizer)
+    _, _, episode, offset = sampler.sample_indices(0, 14)  # one pass: all 2 x 7 windows
+    batch = sampler.batch(0, 14)
+    seen = {(0, t): False for t in range(7)} | {(1, t): False for t in range(7)}
+    for b in range(14):
+        e, o = int(episode[b]), int(offset[b])
+        for pos in range(4):  # loss positions
+            if batch.step_mask[b, pos]:
+                step = o + pos
+                assert batch.rewards[b, pos] == step + 1 + 10 * e  # its own reward
+                seen[(e, step)] = True
+        after = 7 - o  # the position just past the last step
+        if after < 5:
+            assert not batch.step_mask[b, after]
+            assert bool(batch.observed[b, after]) == (e == 1)  # o_L only when truncated
+            if e == 1:
+                assert torch.all(batch.proprio[b, after, :4] == -5.0)
+    assert all(seen.values()), [k for k, v in seen.items() if not v]

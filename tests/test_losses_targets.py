@@ -1,0 +1,174 @@
+"""Eq. 9-11 against values computed by hand, with a target network whose outputs are known.
+
+The target network theta' here is a small hand-written module (not a copy of the online one):
+its policy puts all mass on one action a' = +0.6 in every dimension and its Q-function is
+Q'(s, a) = 5 + 2 s[0] + 3 a[0] on a grid point of the value support, so every TD target has a
+closed form. Each case is built to fail for one bug class:
+
+* bootstrapping from the dataset's next action (SARSA) instead of a' ~ pi_theta':
+  Q'(s', a_data = -0.4) = 5 + 2 s'[0] - 1.2 differs from Q'(s', a') = 5 + 2 s'[0] + 1.8;
+* dropping gamma; bootstrapping from s_t instead of s_{t+1} (s_t[0] != s_{t+1}[0]);
+* the online network in place of theta' (its zero-initialised head gives Q = 10);
+* episode ends: a terminal step's target is r alone; a truncated step bootstraps from the final
+  observation when the store kept it, and has no TD loss when it did not;
+* weights exp(Q/eta - K_Q) that carry a gradient, or come from the online Q.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from pac.batch import Batch
+from pac.config import LossConfig, ModelConfig
+from pac.losses import compute_loss
+from pac.model import PerceiverActorCritic
+
+CFG = ModelConfig(
+    d_z=32, num_blocks=1, widening=1, num_heads=2, d_i=16, num_proprio=2, num_actions=1,
+    num_text_tokens=1, vocab_size=2, num_latents=4, num_action_bins=101, num_value_bins=101,
+)
+LOSS = LossConfig(variant="pac", alpha=0.5, beta=1.0, eta=1.0, gamma=0.9,
+                  num_action_samples=4, value_min=0.0, value_max=20.0)
+A_PRIME, A_DATA = 0.6, -0.4  # both bin centres of the 101-bin action grid
+
+
+def q_prime(s0: float, a0: float) -> float:
+    return 5.0 + 2.0 * s0 + 3.0 * a0
+
+
+class KnownTarget(nn.Module):
+    """theta' with closed-form outputs: pi'(a | s) = delta(a - 0.6), Q'(s, a) = q_prime(s0, a0)."""
+
+    def __init__(self, q_scale: float = 1.0) -> None:
+        super().__init__()
+        self.q_scale = q_scale
+
+    def encode(self, obs) -> torch.Tensor:
+        return obs.proprio[:, None, :]  # "z" is the state itself
+
+    def policy_logits(self, z: torch.Tensor) -> torch.Tensor:
+        logits = torch.full((z.shape[0], CFG.num_actions, CFG.num_action_bins), -1e4)
+        logits[..., round((A_PRIME + 1) / 2 * (CFG.num_action_bins - 1))] = 0.0
+        return logits
+
+    def q_logits(self, z: torch.Tensor, actions: torch.Tensor, mask=None) -> torch.Tensor:
+        value = self.q_scale * (5.0 + 2.0 * z[:, 0, 0, None] + 3.0 * actions[..., 0])  # [B, K]
+        spacing = (LOSS.value_max - LOSS.value_min) / (CFG.num_value_bins - 1)
+        index = torch.round((value - LOSS.value_min) / spacing).long()
+        logits = torch.full((*value.shape, CFG.num_value_bins), -1e4)
+        return logits.scatter(-1, index[..., None], 0.0)
+
+
+def batch_of(s0: list[float], rewards: list[float], discounts: list[float],
+             step_mask: list[bool], observed: list[bool] | None = None) -> Batch:
+    """One trajectory (B = 1) with proprio[t] = (s0[t], 0) and the dataset action -0.4."""
+    t = len(s0)
+    proprio = torch.zeros(1, t, CFG.num_proprio)
+    proprio[0, :, 0] = torch.tensor(s0)
+    return Batch(
+        proprio=proprio,
+        proprio_mask=torch.ones(1, CFG.num_proprio, dtype=torch.bool),
+        text=torch.ones(1, 1, dtype=torch.long),
+        text_mask=torch.ones(1, 1, dtype=torch.bool),
+        actions=torch.full((1, t, 1), A_DATA),
+        action_mask=torch.ones(1, 1, dtype=torch.bool),
+        rewards=torch.tensor([rewards]),
+        discounts=torch.tensor([discounts]),
+        step_mask=torch.tensor([step_mask]),
+        alpha=torch.full((1,), LOSS.alpha),
+        beta=torch.full((1,), LOSS.beta),
+        group=torch.zeros(1, dtype=torch.long),
+        observed=None if observed is None else torch.tensor([observed]),
+    )
+
+
+@pytest.fixture(scope="module")
+def online() -> PerceiverActorCritic:
+    torch.manual_seed(0)
+    return PerceiverActorCritic(CFG)
+
+
+def target_q(online, batch: Batch) -> tuple[float, float]:
+    out = compute_loss(online, KnownTarget(), batch, LOSS, 0, torch.Generator().manual_seed(0))
+    return out.metrics["target_q"], out.metrics["q_loss"]
+
+
+def test_target_bootstraps_from_the_target_policy_at_the_next_state(online):
+    # s_0[0] = 0.7, s_1[0] = 0.3, r_0 = 0.4, d_0 = 1
+    got, _ = target_q(online, batch_of([0.7, 0.3], [0.4, 0.0], [1.0, 1.0], [True, True]))
+    expected = 0.4 + 0.9 * q_prime(0.3, A_PRIME)  # 0.4 + 0.9 * 7.4 = 7.06
+    wrong = {
+        "SARSA (dataset next action)": 0.4 + 0.9 * q_prime(0.3, A_DATA),
+        "gamma dropped": 0.4 + q_prime(0.3, A_PRIME),
+        "s_t instead of s_{t+1}": 0.4 + 0.9 * q_prime(0.7, A_PRIME),
+        "online network as target": 0.4 + 0.9 * 10.0,
+    }
+    assert got == pytest.approx(expected, abs=1e-4)
+    for bug, value in wrong.items():
+        assert abs(value - expected) > 0.5, bug  # every bug class moves the target visibly
+
+
+def test_each_position_bootstraps_from_its_own_successor(online):
+    # three transitions, each with its own next state; the mean target is checked
+    s0, r = [0.1, 0.5, 0.9, 0.3], [1.0, 2.0, 0.0, 0.0]
+    got, _ = target_q(online, batch_of(s0, r, [1.0] * 4, [True] * 4))
+    expected = sum(r[t] + 0.9 * q_prime(s0[t + 1], A_PRIME) for t in range(3)) / 3
+    shifted = sum(r[t] + 0.9 * q_prime(s0[min(t + 2, 3)], A_PRIME) for t in range(3)) / 3
+    assert got == pytest.approx(expected, abs=1e-4)
+    assert abs(shifted - expected) > 0.1  # an off-by-one successor would be seen
+
+
+def test_terminal_step_target_is_the_reward(online):
+    # the episode terminates after step 0 (discount 0); position 1 is padding
+    got, q_loss = target_q(online, batch_of([0.7, 0.0], [1.0, 0.0], [0.0, 0.0], [True, False]))
+    assert got == pytest.approx(1.0, abs=1e-5)
+    assert q_loss > 0  # the terminal transition has a TD loss
+
+
+def test_truncated_step_bootstraps_from_the_final_observation(online):
+    # a time limit after step 0: position 1 holds o_L (observed, not a transition)
+    batch = batch_of([0.7, 0.3], [0.4, 0.0], [1.0, 0.0], [True, False], observed=[True, True])
+    got, _ = target_q(online, batch)
+    assert got == pytest.approx(0.4 + 0.9 * q_prime(0.3, A_PRIME), abs=1e-4)
+
+
+def test_truncated_step_without_final_observation_has_no_td_loss(online):
+    batch = batch_of([0.7, 0.3], [0.4, 0.0], [1.0, 0.0], [True, False])
+    out = compute_loss(online, KnownTarget(), batch, LOSS, 0, torch.Generator().manual_seed(0))
+    assert out.metrics["q_loss"] == 0.0 and out.metrics["bc"] > 0  # BC still learns from it
+
+
+def _pi_only(online, target, batch) -> torch.Tensor:
+    cfg = dataclasses.replace(LOSS, alpha=0.0, beta=0.0)
+    return compute_loss(online, target, batch, cfg, 0, torch.Generator().manual_seed(0)).total
+
+
+def test_improvement_weights_are_constants_from_the_target_q():
+    """-sum_k w_k log pi(a'_k): no gradient reaches the online Q decoder, perturbing the online Q
+    changes nothing, and the weights follow Q_theta'."""
+    torch.manual_seed(1)
+    model = PerceiverActorCritic(CFG)
+    for p in model.policy_decoder.head.parameters():  # a non-uniform online policy
+        nn.init.normal_(p, std=1.0)
+    batch = batch_of([0.7, 0.3], [0.4, 0.0], [1.0, 1.0], [True, True])
+
+    class TwoActions(KnownTarget):  # pi' = 1/2 at a = +0.6 and 1/2 at a = -0.4
+        def policy_logits(self, z):
+            logits = torch.full((z.shape[0], 1, CFG.num_action_bins), -1e4)
+            logits[..., [30, 80]] = 0.0
+            return logits
+
+    loss = _pi_only(model, TwoActions(), batch)
+    loss.backward()
+    q_grads = [p.grad for p in model.q_decoder.parameters() if p.grad is not None]
+    assert all(g.abs().max() == 0 for g in q_grads), "the weights carry a gradient"
+    with torch.no_grad():
+        for p in model.q_decoder.parameters():
+            p.add_(torch.randn_like(p))
+    assert _pi_only(model, TwoActions(), batch).item() == pytest.approx(loss.item(), rel=1e-6)
+    # the weights come from Q_theta': flattening Q' (scale 0) changes the weighted term
+    assert abs(_pi_only(model, TwoActions(q_scale=0.0), batch).item() - loss.item()) > 1e-3
