@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pickle
+import stat
 import struct
 import zipfile
 from collections.abc import Callable
@@ -269,7 +270,7 @@ def lying_zip(members: dict[str, bytes], name: str, real_size: int, declared: in
     the sizes in the local header and the central directory are then overwritten.
     """
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for other, data in members.items():
             if other != name:
                 zf.writestr(other, data)
@@ -522,11 +523,14 @@ def tree_digest(path: Path) -> dict[str, str]:
     """Every entry under `path` (or the file itself): file bytes' sha256, a link's target."""
     import hashlib
 
-    def one(p: Path) -> str:
-        if p.is_symlink():
+    def one(p: Path) -> str:  # never opens anything but a regular file (a FIFO would block)
+        mode = os.lstat(p).st_mode
+        if stat.S_ISLNK(mode):
             return "link:" + os.readlink(p)
-        if p.is_dir():
+        if stat.S_ISDIR(mode):
             return "dir"
+        if not stat.S_ISREG(mode):
+            return f"special:{stat.S_IFMT(mode)}"
         return hashlib.sha256(p.read_bytes()).hexdigest()
 
     if path.is_symlink() or not path.is_dir():

@@ -31,7 +31,7 @@ REASON_CODES = {
     "truncated": "a cut or corrupt archive, a member shorter than its header or failing its CRC",
     "not-a-rollout": "neither a rollout archive nor a LeRobot dataset folder (or a special file)",
     "symlink": "a symbolic link (never followed), also anywhere inside a dataset folder",
-    "pickle": "a Python pickle or an object array (never unpickled)",
+    "pickle": "a Python pickle, or a .npy member holding Python objects (never unpickled)",
     "npy": "a member that is not a valid .npy array",
     "too-large": "a member or JSON document over its size cap, or JSON nested too deeply",
     "missing": "a required member, key, column or value is absent",
@@ -41,7 +41,8 @@ REASON_CODES = {
     "unknown-task": "the task is not a task of pac/tasks.py",
     "dtype": "an array or column of the wrong type (integer, complex, text, ...)",
     "shape": "an array or column whose shape does not match the task spec or the declared feature",
-    "length": "arrays of one episode with different numbers of steps",
+    "length": "arrays of one episode with different step counts, or a LeRobot meta/episodes"
+    " length that is not the episode's frame count",
     "frames": "LeRobot frame_index is not 0..T-1",
     "timestamp": "LeRobot timestamps decrease or do not advance by 1/fps",
     "fps": "the LeRobot fps is not the task's control rate",

@@ -71,11 +71,11 @@ def open_regular(path: Path) -> IO[bytes]:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         if os.path.islink(path):
-            raise Rejected("symlink", f"{path.name} is a symbolic link: not followed") from exc
+            raise Rejected("symlink", f"{path} is a symbolic link: not followed") from exc
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise Rejected("not-a-rollout", f"{path.name} is not a regular file")
+        raise Rejected("not-a-rollout", f"{path} is not a regular file")
     return os.fdopen(fd, "rb")
 
 
