@@ -39,7 +39,6 @@ SUFFIX = ".npz"
 MAX_MEMBER_BYTES = 1 << 30  # an archive member declaring more is refused before it is read
 MAX_MEMBERS = 64  # an archive listing more members is refused (a rollout has at most 6)
 MAX_SNIFF_BYTES = 1 << 20  # bytes of a non-zip file read to tell a pickle from other junk
-_CHUNK = 1 << 16
 
 
 def write_rollout(path: str | Path, episode: Episode, meta: dict[str, Any] | None = None) -> Path:
@@ -100,17 +99,12 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> bytes:
     name = info.filename
     if info.file_size > cap:
         raise Rejected("too-large", f"{name} declares {info.file_size} bytes > {cap}")
-    limit = min(info.file_size, cap) + 1
-    buf = bytearray()
     with zf.open(info) as fh:
-        while len(buf) < limit:
-            block = fh.read(min(_CHUNK, limit - len(buf)))
-            if not block:
-                break
-            buf += block
-    if len(buf) > info.file_size:
+        # read(n) inflates at most n bytes per step (zlib max_length): never more than `limit`
+        data = fh.read(min(info.file_size, cap) + 1)
+    if len(data) > info.file_size:
         raise Rejected("too-large", f"{name} inflates past its declared {info.file_size} bytes")
-    return bytes(buf)
+    return data
 
 
 def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
