@@ -257,3 +257,26 @@ def test_reasons_quote_where_the_item_is_now(tmp_path):
     assert str(landing / QUARANTINE / "ds") in reason, reason
     assert str(landing / "ds") + "/" not in reason.replace(str(landing / QUARANTINE), "")
     assert reason in (landing / QUARANTINE / "ds.reason.txt").read_text()
+
+
+def test_an_item_vanishing_mid_batch_does_not_stop_it(tmp_path, monkeypatch):
+    """A robot deletes a file between the listing and its parsing: that item is reported,
+    the rest of the batch is committed."""
+    import pac.ingest.landing as landing_module
+
+    landing = tmp_path / "landing"
+    _deliver(landing)
+    write_rollout(landing / "gone.npz", make_episode(seed=99))
+    parse = landing_module.parse_item
+
+    def delete_first(path: Path):
+        if path.name == "gone.npz":
+            path.unlink()
+        return parse(path)
+
+    monkeypatch.setattr(landing_module, "parse_item", delete_first)
+    report = ingest(landing, tmp_path / "data")
+    assert report.accepted == ["ep0.npz", "ep1.npz"]
+    assert report.rejected["gone.npz"].startswith("unreadable: FileNotFoundError")
+    assert "(not moved: FileNotFoundError" in report.rejected["gone.npz"]
+    assert len(EpisodeStore(store_root(tmp_path / "data")).episodes) == 2

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from ingest_corpus import write_lerobot
+from ingest_corpus import make_episode, write_lerobot
 
 from pac.data import EpisodeStore, store_root
 from pac.data.store import Episode
@@ -95,6 +95,28 @@ def test_lerobot_bad_episodes_rejected_good_ones_kept(tmp_path):
     # the evidence of the bad episodes stays in quarantine/: a byte-exact copy of the dataset
     assert _tree(landing / QUARANTINE / "pm") == _tree(landing / PROCESSED / "pm")
     assert len(EpisodeStore(store_root(tmp_path / "data")).episodes) == 2
+
+
+def test_lerobot_fps_must_be_the_task_control_rate(tmp_path):
+    """A reacher recording at 50 fps (dm_control's own 20 ms) is not `reacher.easy` (action
+    repeat 2: 40 ms, 25 fps): refused with the expected rate; lerobot's integer 17 stands for
+    point_mass.easy's 16.67 fps (60 ms)."""
+    landing = tmp_path / "landing"
+    reacher = [make_episode("reacher.easy", steps=40, seed=i) for i in range(2)]
+    write_lerobot(landing / "reacher_50fps", reacher, fps=50)
+    write_lerobot(landing / "reacher_25fps", reacher[:1], fps=25)
+    write_lerobot(landing / "pm_int_fps", [make_episode(steps=8, seed=5)], fps=17)
+    write_lerobot(landing / "pm_16fps", [make_episode(steps=8, seed=6)], fps=16)
+    report = ingest(landing, tmp_path / "data")
+    assert sorted(report.accepted) == ["pm_int_fps#episode_0", "reacher_25fps#episode_0"]
+    assert report.rejected["reacher_50fps#episode_1"] == (
+        "fps: episode 1: fps 50 is not reacher.easy's control rate 25 fps (dm_control timestep"
+        " 20 ms x action repeat 2 = 40 ms per action); resample the recording to 25 fps, or"
+        " register a task whose action repeat gives this rate in pac/tasks.py")
+    assert report.rejected["pm_16fps#episode_0"].startswith(
+        "fps: episode 0: fps 16 is not point_mass.easy's control rate 16.6667 fps (or 17 as an"
+        " integer) (dm_control timestep 20 ms x action repeat 3 = 60 ms per action)")
+    assert (landing / QUARANTINE / "reacher_50fps").is_dir()
 
 
 def test_lerobot_success_label_without_rewards(tmp_path):

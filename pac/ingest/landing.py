@@ -325,8 +325,13 @@ def _ingest_locked(
         rejected = [(lb, str(r)) for lb, r in outcomes if isinstance(r, Rejected)]
         report.already += [lb for lb, r in outcomes if r == "already"]
         if len(rejected) == len(outcomes):
-            dest = quarantine(item, "".join(f"{lb}: {r}\n" for lb, r in rejected),
-                              landing / QUARANTINE)
+            try:
+                dest = quarantine(item, "".join(f"{lb}: {r}\n" for lb, r in rejected),
+                                  landing / QUARANTINE)
+            except OSError as exc:  # e.g. the item vanished meanwhile: the batch goes on
+                report.rejected.update({lb: f"{r} (not moved: {describe(exc)})"
+                                        for lb, r in rejected})
+                continue
             report.rejected.update({lb: _relocated(r, item, dest) for lb, r in rejected})
             continue
         if rejected:  # a dataset with some bad episodes: copy it to quarantine/ after the commit

@@ -39,7 +39,7 @@ INTEGER_COLUMNS = ("episode_index", "frame_index", "task_index")
 MAX_TREE_ENTRIES = 100_000  # files and folders inside one dataset folder
 #: lerobot's own tolerance between consecutive timestamps and 1/fps (``tolerance_s``)
 TIMESTAMP_TOLERANCE_S = 1e-4
-FPS_TOLERANCE = 1e-3  # relative: 16.67 vs 1/0.06 s passes, 17 vs 16.67 fps does not
+FPS_TOLERANCE = 1e-3  # relative: 16.6667 vs 1/0.06 s passes, 16.5 vs 16.67 fps does not
 #: info.json dtype -> the kind of numpy/arrow column it promises (video/image are not in parquet)
 _FEATURE_KINDS = {
     **{f"float{b}": "f" for b in (16, 32, 64)},
@@ -380,12 +380,15 @@ def _check_timing(task: str, fps: float, timestamps: np.ndarray | None) -> None:
 
     A different rate is refused rather than stored: the policy trained on it would be evaluated
     in dm_control at the task's own rate and horizon (docs/rollout_format.md, section 2).
+    lerobot stores fps as an integer, so a rate that is not one (point_mass.easy: 16.67 fps)
+    also accepts its nearest integer (17).
     """
     rate, dt, repeat = expected_fps(task)
-    if abs(fps - rate) > FPS_TOLERANCE * rate:
+    if abs(fps - rate) > FPS_TOLERANCE * rate and fps != round(rate):
+        also = "" if round(rate) == rate else f" (or {round(rate)} as an integer)"
         raise Rejected(
             "fps",
-            f"fps {fps:g} is not {task}'s control rate {rate:g} fps (dm_control timestep"
+            f"fps {fps:g} is not {task}'s control rate {rate:g} fps{also} (dm_control timestep"
             f" {1e3 * dt / repeat:g} ms x action repeat {repeat} = {1e3 * dt:g} ms per action);"
             f" resample the recording to {rate:g} fps, or register a task whose action repeat"
             " gives this rate in pac/tasks.py",
