@@ -2,7 +2,7 @@
 
     pac rollout --landing data/landing           # the policy on the (simulated) robot
     pac ingest data/landing                      # validate, quarantine, commit, DVC, MLflow
-    pac ingest path/to/lerobot_dataset_v3 --group real_robot --source real
+    pac ingest data/lerobot_landing --group real_robot --source real   # holds dataset folders
     pac rlft --rounds 2                          # collect -> ingest -> fine-tune -> evaluate
 """
 
@@ -47,8 +47,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
     try:
         report = ingest(args.landing, args.data_root or cfg.data.root, group=args.group,
-                        round_k=args.round, source=args.source)
-    except (FileNotFoundError, ValueError) as exc:
+                        round_k=args.round, source=args.source, lock_wait_s=args.lock_wait)
+    except (FileNotFoundError, ValueError) as exc:  # IngestRefused is a ValueError
         print(f"pac ingest: {exc}", file=sys.stderr)
         return 2
     for label, reason in report.rejected.items():
@@ -68,7 +68,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         tracker.finish()
     summary = {k: v for k, v in report.to_dict().items() if k not in ("accepted", "rejected")}
     print(json.dumps(summary | {"rejected": len(report.rejected)}, indent=1))
-    return 0
+    return report.exit_code
 
 
 def _cmd_rlft(args: argparse.Namespace) -> int:
@@ -111,16 +111,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ingest",
         help="validate and commit rollout files / LeRobotDataset v3.0 folders to the store",
-        description="Bad files go to LANDING/quarantine with a reason file; accepted episodes"
-        " are committed atomically with their content hashes (duplicates add nothing), their"
-        " originals moved to LANDING/processed; counts and the data version go to MLflow.",
+        description="Every item of LANDING (a rollout file or a LeRobotDataset v3.0 folder) is"
+        " checked on its own: bad items go to LANDING/quarantine with a reason file; accepted"
+        " episodes are committed atomically with their content hashes (duplicates add nothing),"
+        " their originals moved to LANDING/processed; counts and the data version go to MLflow."
+        " One ingest at a time per landing folder and per store (others wait, --lock-wait)."
+        " Reason codes: docs/rollout_format.md.",
+        epilog="exit status: 0 every item accepted or already ingested; 1 something was"
+        " rejected (see LANDING/quarantine; the batch report is still written); 2 usage error"
+        " or nothing done: LANDING missing, a file, a LeRobot dataset itself (put it inside a"
+        " landing folder), a git/DVC repository root, the data folder, inside the store, or"
+        " with a symlinked quarantine/ or processed/; or the lock held past --lock-wait.",
     )
     add_config_args(p)
-    p.add_argument("landing", help="landing folder of rollout files / LeRobot dataset folders")
+    p.add_argument("landing", help="landing folder holding rollout files / LeRobot dataset"
+                   " folders (not a dataset folder itself)")
     p.add_argument("--group", default="rollouts", help="store group (default: rollouts)")
     p.add_argument("--round", type=int, default=0, help="RLFT round k of these episodes")
     p.add_argument("--source", choices=("rollout", "real", "sim"), default="rollout")
     p.add_argument("--data-root", default=None, help="data folder (default: data.root)")
+    p.add_argument("--lock-wait", type=float, default=600.0, metavar="SECONDS",
+                   help="how long to wait for another running ingest (default: 600)")
     p.add_argument("--no-dvc", action="store_true", help="do not `dvc add` the group folder")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.add_argument("--parent-run", default=None, help="MLflow parent run id")

@@ -185,7 +185,8 @@ def test_pac_ingest_cli_logs_to_mlflow_and_dvc(tmp_path, monkeypatch):
     tracking = [f"tracking.uri=sqlite:///{tmp_path / 'mlruns.db'}",
                 f"tracking.artifact_dir={tmp_path / 'artifacts'}"]
     args = ["ingest", str(landing), "--data-root", str(data_root), "--round", "2"]
-    assert main([*args, *sum((["--set", s] for s in tracking), [])]) == 0
+    # exit 1: something was rejected (a robot-side script sees the failed delivery)
+    assert main([*args, *sum((["--set", s] for s in tracking), [])]) == 1
 
     dvc_file = store_root(data_root) / "rollouts.dvc"
     assert dvc_file.is_file() and "md5:" in dvc_file.read_text()

@@ -7,15 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from ingest_corpus import make_episode, write_lerobot
 
 from pac.data import EpisodeStore, store_root
 from pac.data.store import Episode
 from pac.ingest import PROCESSED, QUARANTINE, ingest, read_lerobot
-
-FPS = 20
 
 
 def sim_episodes(task: str, count: int, steps: int = 16, quality: float = 0.6) -> list[Episode]:
@@ -25,77 +22,6 @@ def sim_episodes(task: str, count: int, steps: int = 16, quality: float = 0.6) -
 
     env = make_env(task, 0, steps)
     return [run_episode(env, task, quality, seed=100 + i) for i in range(count)]
-
-
-def write_lerobot(
-    root: Path,
-    episodes: list[Episode],
-    task_texts: list[str] | None = None,
-    per_file: int = 3,
-    version: str = "v3.0",
-    frames_edit=None,
-    rewards: bool = True,
-) -> Path:
-    """A LeRobotDataset v3.0 folder: several episodes per data parquet file.
-
-    `task_texts` (default: each episode's task) go to meta/tasks.parquet, indexed by the text
-    as lerobot writes it. `frames_edit(episode_index, DataFrame) -> DataFrame` corrupts frames.
-    """
-    texts = task_texts or [ep.task for ep in episodes]
-    tasks = list(dict.fromkeys(texts))
-    n_state, n_action = episodes[0].proprio.shape[1], episodes[0].actions.shape[1]
-    (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
-    (root / "data" / "chunk-000").mkdir(parents=True)
-    info = {
-        "codebase_version": version, "robot_type": "dm_control", "fps": FPS,
-        "total_episodes": len(episodes), "total_tasks": len(tasks), "chunks_size": 1000,
-        "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
-        "features": {
-            "observation.state": {"dtype": "float32", "shape": [n_state], "names": None},
-            "action": {"dtype": "float32", "shape": [n_action], "names": None},
-            "next.reward": {"dtype": "float32", "shape": [1], "names": None},
-            "next.done": {"dtype": "bool", "shape": [1], "names": None},
-            **{k: {"dtype": "int64", "shape": [1], "names": None}
-               for k in ("episode_index", "frame_index", "index", "task_index")},
-            "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-        },
-    }
-    (root / "meta" / "info.json").write_text(json.dumps(info, indent=2))
-    pd.DataFrame({"task_index": range(len(tasks))}, index=pd.Index(tasks, name="task")).to_parquet(
-        root / "meta" / "tasks.parquet"
-    )
-    index, rows_meta = 0, []
-    for f, first in enumerate(range(0, len(episodes), per_file)):
-        frames = []
-        for e in range(first, min(first + per_file, len(episodes))):
-            ep, steps = episodes[e], len(episodes[e].rewards)
-            df = pd.DataFrame({
-                "observation.state": list(ep.proprio.astype(np.float32)),
-                "action": list(ep.actions.astype(np.float32)),
-                "next.reward": ep.rewards.astype(np.float32),
-                "next.done": np.arange(steps) == steps - 1,
-                "episode_index": e, "frame_index": np.arange(steps),
-                "timestamp": (np.arange(steps) / FPS).astype(np.float32),
-                "index": np.arange(index, index + steps), "task_index": tasks.index(texts[e]),
-            })
-            if not rewards:
-                df = df.drop(columns=["next.reward"]).assign(
-                    **{"next.success": np.arange(steps) == steps - 1 if ep.success else False})
-            df = frames_edit(e, df) if frames_edit else df
-            frames.append(df)
-            rows_meta.append({"episode_index": e, "tasks": [texts[e]], "length": steps,
-                              "data/chunk_index": 0, "data/file_index": f,
-                              "dataset_from_index": index, "dataset_to_index": index + steps})
-            index += steps
-        table = pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
-        if f % 2 == 0:  # lerobot writes fixed-size lists; accept plain lists as well
-            for name, n in (("observation.state", n_state), ("action", n_action)):
-                col = table.column(name).cast(pa.list_(pa.float32(), n))
-                table = table.set_column(table.schema.get_field_index(name), name, col)
-        pq.write_table(table, root / "data" / "chunk-000" / f"file-{f:03d}.parquet")
-    episodes_file = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
-    pd.DataFrame(rows_meta).to_parquet(episodes_file)
-    return root
 
 
 def test_lerobot_v3_dataset_ingests_and_trains(tmp_path, monkeypatch):
@@ -121,7 +47,7 @@ def test_lerobot_v3_dataset_ingests_and_trains(tmp_path, monkeypatch):
     np.testing.assert_allclose(  # observation.state -> proprio, exactly
         shard.proprio[first["start"]: first["start"] + 16],
         episodes[int(first["origin"].split("_")[-1])].proprio, rtol=0, atol=0)
-    assert json.loads(first["meta"])["fps"] == FPS
+    assert json.loads(first["meta"])["fps"] == pytest.approx(25.0)  # 1 / (20 ms x 2)
 
     TaskTokenizer.train(tokenizer_path(data_root), 64, "bpe")
     cfg = load_config(overrides=[
@@ -162,9 +88,35 @@ def test_lerobot_bad_episodes_rejected_good_ones_kept(tmp_path):
     report = ingest(landing, tmp_path / "data")
     assert sorted(report.accepted) == ["pm#episode_0", "pm#episode_5"]
     note = (landing / QUARANTINE / "pm.reason.txt").read_text()
-    assert "pm#episode_2: unknown-task: task 'humanoid.fly' is not one of" in note
+    assert "pm#episode_2: unknown-task: episode 2: task 'humanoid.fly' is not one of" in note
+    assert "pm#episode_1: non-finite: episode 1: proprio has 1 NaN/inf value(s), first at row 4,"\
+        " column 1" in note
     assert (landing / PROCESSED / "pm").is_dir()  # its good episodes are committed
+    # the evidence of the bad episodes stays in quarantine/: a byte-exact copy of the dataset
+    assert _tree(landing / QUARANTINE / "pm") == _tree(landing / PROCESSED / "pm")
     assert len(EpisodeStore(store_root(tmp_path / "data")).episodes) == 2
+
+
+def test_lerobot_fps_must_be_the_task_control_rate(tmp_path):
+    """A reacher recording at 50 fps (dm_control's own 20 ms) is not `reacher.easy` (action
+    repeat 2: 40 ms, 25 fps): refused with the expected rate; lerobot's integer 17 stands for
+    point_mass.easy's 16.67 fps (60 ms)."""
+    landing = tmp_path / "landing"
+    reacher = [make_episode("reacher.easy", steps=40, seed=i) for i in range(2)]
+    write_lerobot(landing / "reacher_50fps", reacher, fps=50)
+    write_lerobot(landing / "reacher_25fps", reacher[:1], fps=25)
+    write_lerobot(landing / "pm_int_fps", [make_episode(steps=8, seed=5)], fps=17)
+    write_lerobot(landing / "pm_16fps", [make_episode(steps=8, seed=6)], fps=16)
+    report = ingest(landing, tmp_path / "data")
+    assert sorted(report.accepted) == ["pm_int_fps#episode_0", "reacher_25fps#episode_0"]
+    assert report.rejected["reacher_50fps#episode_1"] == (
+        "fps: episode 1: fps 50 is not reacher.easy's control rate 25 fps (dm_control timestep"
+        " 20 ms x action repeat 2 = 40 ms per action); resample the recording to 25 fps, or"
+        " register a task whose action repeat gives this rate in pac/tasks.py")
+    assert report.rejected["pm_16fps#episode_0"].startswith(
+        "fps: episode 0: fps 16 is not point_mass.easy's control rate 16.6667 fps (or 17 as an"
+        " integer) (dm_control timestep 20 ms x action repeat 3 = 60 ms per action)")
+    assert (landing / QUARANTINE / "reacher_50fps").is_dir()
 
 
 def test_lerobot_success_label_without_rewards(tmp_path):
@@ -200,6 +152,10 @@ def test_lerobot_dataset_level_problems_quarantine_the_folder(tmp_path, break_it
     assert (landing / QUARANTINE / "ds").is_dir()
     assert (landing / QUARANTINE / "ds.reason.txt").read_text().startswith(f"ds: {code}: ")
     assert not EpisodeStore(store_root(tmp_path / "data")).shards
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def _edit_info(root: Path, **changes) -> None:

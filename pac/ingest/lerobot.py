@@ -1,0 +1,411 @@
+"""LeRobotDataset v3.0 folders -> validated episodes, one outcome per episode.
+
+meta/info.json (codebase_version, fps, features), meta/tasks.parquet (task text -> task_index),
+meta/episodes/chunk-*/file-*.parquet (one row per episode), data/chunk-*/file-*.parquet (frames
+of several episodes per file). observation.state -> proprio, action -> actions, next.reward ->
+rewards (or next.success -> sparse rewards), next.done -> discounts (:func:`discounts_from_done`).
+Camera videos are not read: the default model is proprioception-only (N^V = 0).
+
+A problem of the whole dataset (layout, info.json, tasks, a column's type) rejects the folder; a
+problem of one episode (values, frames, timestamps, its task) rejects only that episode, and any
+unexpected exception while reading one episode becomes that episode's ``unreadable`` rejection.
+No file inside the folder is read through a symlink.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pac.data.store import Episode
+from pac.ingest.checks import (
+    MAX_JSON_BYTES,
+    Rejected,
+    describe,
+    load_json,
+    quote,
+    task_spec,
+    validate_episode,
+)
+from pac.ingest.rollout_file import open_regular
+
+LEROBOT_COLUMNS = ("observation.state", "action", "episode_index", "frame_index", "task_index")
+INTEGER_COLUMNS = ("episode_index", "frame_index", "task_index")
+MAX_TREE_ENTRIES = 100_000  # files and folders inside one dataset folder
+#: lerobot's own tolerance between consecutive timestamps and 1/fps (``tolerance_s``)
+TIMESTAMP_TOLERANCE_S = 1e-4
+FPS_TOLERANCE = 1e-3  # relative: 16.6667 vs 1/0.06 s passes, 16.5 vs 16.67 fps does not
+#: info.json dtype -> the kind of numpy/arrow column it promises (video/image are not in parquet)
+_FEATURE_KINDS = {
+    **{f"float{b}": "f" for b in (16, 32, 64)},
+    **{f"int{b}": "i" for b in (8, 16, 32, 64)},
+    **{f"uint{b}": "i" for b in (8, 16, 32, 64)},
+    "bool": "b",
+    "string": "U",
+}
+Parsed = tuple[Episode, dict[str, Any]]  # an episode and its metadata
+
+
+def discounts_from_done(done: np.ndarray | None) -> np.ndarray | None:
+    """`next.done` of one episode -> its discounts (None: no column, all ones downstream).
+
+    The one place where LeRobot's done flag meets the store's discount: d_t = 1 - done_t.
+    """
+    if done is None:
+        return None
+    return 1.0 - np.asarray(done, dtype=np.float32)
+
+
+def is_lerobot_dir(path: Path) -> bool:
+    """A real folder (not a symlink) with a ``meta/info.json`` entry (a link is found later)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode) and os.path.lexists(
+            path / "meta" / "info.json")
+    except OSError:
+        return False
+
+
+def check_tree(root: Path) -> None:
+    """Reject a dataset folder holding any symlink or special file (nothing is followed)."""
+    count = 0
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        for name in dirs + files:
+            count += 1
+            if count > MAX_TREE_ENTRIES:
+                raise Rejected("too-large", f"more than {MAX_TREE_ENTRIES} files and folders")
+            path = Path(folder) / name
+            mode = os.lstat(path).st_mode
+            rel = path.relative_to(root)
+            if stat.S_ISLNK(mode):
+                raise Rejected("symlink", f"{rel} is a symbolic link: not followed")
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                raise Rejected("not-a-rollout", f"{rel} is not a regular file or folder")
+
+
+def expected_fps(task: str) -> tuple[float, float, int]:
+    """(control rate in Hz, control timestep in s, action repeat) of `task` in dm_control."""
+    from pac.envs import _control_timestep
+    from pac.tasks import TASKS
+
+    dt = _control_timestep(task)
+    return 1.0 / dt, dt, TASKS[task].action_repeat
+
+
+def _read_info(root: Path) -> dict[str, Any]:
+    with open_regular(root / "meta" / "info.json") as fh:
+        raw = fh.read(MAX_JSON_BYTES + 1)
+    info = load_json(raw, "meta/info.json", "lerobot-meta")
+    if not isinstance(info, dict):
+        raise Rejected("lerobot-meta", "meta/info.json must hold a JSON object")
+    version = str(info.get("codebase_version", ""))[:20]
+    if not version.startswith("v3."):
+        raise Rejected(
+            "lerobot-version",
+            f"codebase_version {version or 'missing'!r}: only the LeRobotDataset v3.x layout is"
+            " read (convert older datasets with lerobot's v2.1 -> v3.0 converter)",
+        )
+    fps = info.get("fps")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < math.inf:
+        raise Rejected("lerobot-meta", f"meta/info.json fps must be a positive number, not"
+                       f" {quote(fps)}")
+    features = info.get("features")
+    if not isinstance(features, dict):
+        raise Rejected("lerobot-meta", "meta/info.json has no 'features' mapping")
+    for key, feat in features.items():
+        if not isinstance(feat, dict) or not isinstance(feat.get("dtype"), str):
+            raise Rejected("lerobot-meta", f"feature {quote(key)} has no dtype")
+        shape = feat.get("shape")
+        if not (isinstance(shape, list) and all(
+                isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
+            raise Rejected("shape", f"feature {quote(key)} has shape {quote(shape)}; expected a"
+                           " list of sizes")
+    for key in ("observation.state", "action"):
+        feat = features.get(key)
+        if feat is None:
+            raise Rejected("missing", f"meta/info.json features lack {key!r}")
+        if feat["dtype"] not in ("float32", "float64"):
+            raise Rejected("dtype", f"feature {key} has dtype {quote(feat['dtype'])}; want float")
+        if len(feat["shape"]) != 1:
+            raise Rejected("shape", f"feature {key} has shape {feat['shape']}; expected [n]")
+    return info
+
+
+def _read_parquet(path: Path, what: str):
+    import pyarrow.parquet as pq
+
+    try:
+        with open_regular(path) as fh:
+            return pq.read_table(fh)
+    except Rejected:
+        raise
+    except Exception as exc:  # noqa: BLE001 - truncated or mismatched parquet files
+        raise Rejected("lerobot-data", f"{what}: unreadable parquet: {describe(exc)}") from exc
+
+
+def _read_tasks(root: Path) -> dict[int, str]:
+    """task_index -> task text (lerobot keeps the text as the DataFrame index, named 'task')."""
+    path = root / "meta" / "tasks.parquet"
+    if not os.path.lexists(path):
+        raise Rejected("lerobot-layout", "meta/tasks.parquet is missing")
+    try:
+        df = _read_parquet(path, "meta/tasks.parquet").to_pandas()
+    except Rejected as exc:
+        raise Rejected("lerobot-meta", exc.detail) from exc
+    if "task_index" not in df.columns:
+        raise Rejected("lerobot-meta", "meta/tasks.parquet has no task_index column")
+    index = df["task_index"].to_numpy()
+    if index.dtype.kind not in "iu":
+        bad = [i for i, v in enumerate(index) if not _is_integral(v)]
+        if bad:
+            raise Rejected("lerobot-meta", f"meta/tasks.parquet: task_index of row {bad[0]} is"
+                           f" {quote(index[bad[0]])}, not an integer")
+    texts = df["task"] if "task" in df.columns else df.index.to_series()
+    tasks: dict[int, str] = {}
+    for row, (text, i) in enumerate(zip(texts, index)):
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise Rejected("encoding", f"meta/tasks.parquet: the task text of row {row} is"
+                               " not valid UTF-8") from exc
+        if not isinstance(text, str):
+            raise Rejected("lerobot-meta", f"meta/tasks.parquet: the task of row {row} is"
+                           f" {quote(text)}, not text")
+        tasks[int(i)] = text
+    return tasks
+
+
+def _is_integral(value: Any) -> bool:
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
+            and float(value).is_integer())
+
+
+def _read_parquets(root: Path, pattern: str):
+    """All parquet files matching `pattern` as one pyarrow Table."""
+    import pyarrow as pa
+
+    files = sorted(root.glob(pattern))
+    if not files:
+        raise Rejected("lerobot-layout", f"no {pattern} files")
+    tables = [_read_parquet(f, str(f.relative_to(root))) for f in files]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except Exception as exc:  # noqa: BLE001 - files of one dataset with incompatible schemas
+        raise Rejected("lerobot-data", f"{pattern}: files with mismatched columns:"
+                       f" {describe(exc)}") from exc
+
+
+def _kind(arrow_type) -> tuple[str, int | None]:
+    """(numpy kind letter, width) of a column type: scalars width 1, lists their size or None."""
+    import pyarrow as pa
+
+    width: int | None = 1
+    if pa.types.is_fixed_size_list(arrow_type):
+        width, arrow_type = arrow_type.list_size, arrow_type.value_type
+    elif pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        width, arrow_type = None, arrow_type.value_type
+    if pa.types.is_floating(arrow_type):
+        return "f", width
+    if pa.types.is_integer(arrow_type):
+        return "i", width
+    if pa.types.is_boolean(arrow_type):
+        return "b", width
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "U", width
+    return "O", width
+
+
+def _column(table, name: str) -> np.ndarray:
+    """A parquet column as numpy: scalars -> [N], lists -> [N, n]; null floats become NaN.
+
+    Null floats are left to the per-episode finite check (which names episode and row); a null
+    anywhere else (an index, a flag, a whole list) is the dataset's `missing` value.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = table.column(name).combine_chunks()
+    kind, width = _kind(col.type)
+    if col.null_count:
+        if kind != "f" or width != 1:
+            first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise Rejected("missing", f"column {name} has {col.null_count} null value(s), first"
+                           f" at row {first}")
+        col = pc.fill_null(col, math.nan)
+    if width == 1:
+        return col.to_numpy(zero_copy_only=False)
+    values = col.flatten()
+    if values.null_count:
+        values = pc.fill_null(values, math.nan) if kind == "f" else values
+    if pa.types.is_fixed_size_list(col.type):
+        return values.to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
+    lengths = pc.list_value_length(col).to_numpy()
+    if len(lengths) and (lengths != lengths[0]).any():
+        row = int(np.flatnonzero(lengths != lengths[0])[0])
+        raise Rejected("shape", f"column {name} has rows of different lengths (row {row})")
+    return values.to_numpy(zero_copy_only=False).reshape(len(col), int(lengths[0]))
+
+
+def _check_columns(frames, features: dict[str, Any]) -> None:
+    """Columns exist, with the dtype kind and width the features declare (lerobot's own rule)."""
+    names = set(frames.column_names)
+    missing = [c for c in LEROBOT_COLUMNS if c not in names]
+    if missing:
+        raise Rejected("missing", f"data parquet files lack column(s) {missing}")
+    required = {"observation.state": "f", "action": "f", "next.reward": "f",
+                "next.done": "bif", "next.success": "bi", "timestamp": "f",
+                **{c: "i" for c in INTEGER_COLUMNS}}
+    for name, kinds in required.items():
+        if name in names:
+            kind, _ = _kind(frames.schema.field(name).type)
+            if kind not in kinds:
+                want = {"f": "floats", "i": "integers"}.get(kinds, "bool or 0/1")
+                raise Rejected("dtype", f"column {name} holds {frames.schema.field(name).type};"
+                               f" expected {want}")
+    for key, feat in features.items():
+        want = _FEATURE_KINDS.get(feat["dtype"])
+        if want is None:  # video / image: not in the parquet files, not read
+            continue
+        if key not in names:
+            raise Rejected("missing", f"meta/info.json declares feature {quote(key)}; the data"
+                           " parquet files have no such column")
+        kind, width = _kind(frames.schema.field(key).type)
+        if kind != want:
+            raise Rejected("dtype", f"feature {quote(key)} is declared {feat['dtype']}; the column"
+                           f" holds {frames.schema.field(key).type}")
+        if width is None:
+            width = int(_column(frames, key).shape[1]) if len(frames) else None
+        declared = math.prod(feat["shape"])
+        if width is not None and width != declared and not (width == 1 and declared == 0):
+            raise Rejected("shape", f"feature {quote(key)} is declared with shape {feat['shape']};"
+                           f" the column holds {width} value(s) per frame")
+
+
+def read_lerobot(root: str | Path) -> list[tuple[str, Parsed | Rejected]]:
+    """A LeRobotDataset v3.0 directory -> [(label, (episode, meta) or Rejected)] per episode.
+
+    Dataset-wide problems (layout, info.json, tasks, columns, unreadable parquet) raise Rejected
+    for the whole directory; a problem of one episode rejects only that episode.
+    """
+    root = Path(root)
+    check_tree(root)
+    info = _read_info(root)
+    tasks = _read_tasks(root)
+    index = _read_parquets(root, "meta/episodes/chunk-*/file-*.parquet")
+    frames = _read_parquets(root, "data/chunk-*/file-*.parquet")
+    if "episode_index" not in index.column_names:
+        raise Rejected("missing", "meta/episodes parquet files lack column episode_index")
+    for name in ("episode_index", "length"):
+        if name in index.column_names and _kind(index.schema.field(name).type)[0] != "i":
+            raise Rejected("dtype", f"meta/episodes column {name} holds"
+                           f" {index.schema.field(name).type}; expected integers")
+    if len(frames) == 0:
+        raise Rejected("empty", "the data parquet files hold no frames")
+    _check_columns(frames, info["features"])
+    cols = {name: _column(frames, name) for name in LEROBOT_COLUMNS}
+    for name in ("next.reward", "next.done", "next.success", "timestamp"):
+        if name in frames.column_names:
+            cols[name] = _column(frames, name).reshape(len(frames), -1)[:, 0]
+    listed = _column(index, "episode_index").astype(np.int64)
+    lengths: dict[int, int] = {}
+    if "length" in index.column_names:
+        lengths = dict(zip(listed.tolist(), _column(index, "length").tolist()))
+    episode_of = cols["episode_index"].astype(np.int64)
+    results: list[tuple[str, Parsed | Rejected]] = []
+    for ep in sorted(set(episode_of.tolist()) | set(listed.tolist())):
+        label = f"{root.name}#episode_{ep}"
+        try:
+            parsed = _episode(ep, np.flatnonzero(episode_of == ep), cols, tasks, lengths, info)
+            results.append((label, parsed))
+        except Rejected as exc:
+            results.append((label, exc))
+        except Exception as exc:  # noqa: BLE001 - one episode's failure must not stop the others
+            results.append((label, Rejected("unreadable", f"episode {ep}: {describe(exc)}")))
+    return results
+
+
+def _episode(
+    ep: int,
+    rows: np.ndarray,
+    cols: dict[str, np.ndarray],
+    tasks: dict[int, str],
+    lengths: dict[int, int],
+    info: dict[str, Any],
+) -> Parsed:
+    if rows.size == 0:
+        raise Rejected("empty", f"episode {ep} is listed in meta/episodes but has no frames")
+    rows = rows[np.argsort(cols["frame_index"][rows], kind="stable")]
+    if not np.array_equal(cols["frame_index"][rows], np.arange(rows.size)):
+        raise Rejected("frames", f"episode {ep}: frame_index is not 0..{rows.size - 1}")
+    if ep in lengths and lengths[ep] != rows.size:
+        raise Rejected(
+            "length", f"episode {ep}: meta/episodes says {lengths[ep]} frames, data has {rows.size}"
+        )
+    task_ids = np.unique(cols["task_index"][rows])
+    if task_ids.size != 1:
+        raise Rejected("task", f"episode {ep}: task_index changes within it: {task_ids.tolist()}")
+    if int(task_ids[0]) not in tasks:
+        raise Rejected("unknown-task", f"episode {ep}: task_index {int(task_ids[0])} is not in"
+                       " meta/tasks.parquet")
+    task = tasks[int(task_ids[0])]
+    success = None
+    if "next.reward" not in cols and "next.success" in cols:
+        success = bool(np.asarray(cols["next.success"][rows], dtype=bool).any())
+    try:
+        episode = validate_episode(
+            task,
+            cols["observation.state"][rows],
+            cols["action"][rows],
+            rewards=cols["next.reward"][rows] if "next.reward" in cols else None,
+            discounts=discounts_from_done(cols["next.done"][rows] if "next.done" in cols
+                                          else None),
+            success=success,
+        )
+        _check_timing(task_spec(task).name, float(info["fps"]),
+                      cols["timestamp"][rows] if "timestamp" in cols else None)
+    except Rejected as exc:
+        raise Rejected(exc.code, f"episode {ep}: {exc.detail}") from exc
+    return episode, {"format": "lerobot-v3.0", "episode_index": int(ep), "fps": info["fps"],
+                     "robot_type": info.get("robot_type")}
+
+
+def _check_timing(task: str, fps: float, timestamps: np.ndarray | None) -> None:
+    """The dataset's fps is the task's control rate; timestamps advance by 1/fps per frame.
+
+    A different rate is refused rather than stored: the policy trained on it would be evaluated
+    in dm_control at the task's own rate and horizon (docs/rollout_format.md, section 2).
+    lerobot stores fps as an integer, so a rate that is not one (point_mass.easy: 16.67 fps)
+    also accepts its nearest integer (17).
+    """
+    rate, dt, repeat = expected_fps(task)
+    if abs(fps - rate) > FPS_TOLERANCE * rate and fps != round(rate):
+        also = "" if round(rate) == rate else f" (or {round(rate)} as an integer)"
+        raise Rejected(
+            "fps",
+            f"fps {fps:g} is not {task}'s control rate {rate:g} fps{also} (dm_control timestep"
+            f" {1e3 * dt / repeat:g} ms x action repeat {repeat} = {1e3 * dt:g} ms per action);"
+            f" resample the recording to {rate:g} fps, or register a task whose action repeat"
+            " gives this rate in pac/tasks.py",
+        )
+    if timestamps is None:
+        return
+    ts = np.asarray(timestamps, dtype=np.float64)
+    if not np.isfinite(ts).all():
+        row = int(np.argmin(np.isfinite(ts)))
+        raise Rejected("non-finite", f"timestamp is NaN/inf at row {row}")
+    steps = np.diff(ts)
+    if (steps < 0).any():
+        t = int(np.flatnonzero(steps < 0)[0]) + 1
+        raise Rejected("timestamp",
+                       f"timestamp decreases at row {t} ({ts[t - 1]:g} -> {ts[t]:g} s)")
+    off = np.abs(steps - 1.0 / fps) > TIMESTAMP_TOLERANCE_S
+    if off.any():
+        t = int(np.flatnonzero(off)[0]) + 1
+        raise Rejected("timestamp", f"timestamp advances by {steps[t - 1]:g} s at row {t}, not"
+                       f" 1/fps = {1.0 / fps:g} s")
