@@ -16,7 +16,7 @@
 
 Table 17 and this count. Every matrix product of the count equals what torch's
 ``FlopCounterMode`` measures on the real model (tests/train/test_flops.py), yet the count is
-0.945 (XXS), 0.796 (XS), 0.743 (S), 0.747 (M) and 0.697 (L) of Table 17's forward column. The
+0.945 (XXS), 0.795 (XS), 0.743 (S), 0.747 (M) and 0.697 (L) of Table 17's forward column. The
 part it cannot reconstruct is the latent stack SATTN_PROC: the five gaps are, within 0.4% of
 Table 17, x M N_Z D_Z^2 plus a smaller D_Z-linear or N_Z D_Z^2 correction with x = 13.6-15.2,
 i.e. Table 17 charges each latent block about (22 + 4W) N_Z D_Z^2 where its four D_Z x D_Z
@@ -44,7 +44,7 @@ MAF = 2  # multiply-accumulate factor (App. E.2)
 GIB = 2**30
 
 #: Table 17 (B = 512, f_theta' = 100): forward, backward and update FLOPs per scale.
-#: This count gives 0.945, 0.796, 0.743, 0.747, 0.697 of its forward column (module docstring).
+#: This count gives 0.945, 0.795, 0.743, 0.747, 0.697 of its forward column (module docstring).
 TABLE_17 = {
     "XXS": (7.826e9, 1.573e10, 1.206e13),
     "XS": (1.360e10, 2.733e10, 2.096e13),

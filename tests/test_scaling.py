@@ -1,0 +1,244 @@
+"""Scaling-law fits (§4.1, App. E.1) recover known parameters from synthetic, seeded data."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+
+from pac.cli import main
+from pac.scaling import (
+    Run,
+    ScalingInputError,
+    fit_profile,
+    fit_scaling,
+    load_points,
+)
+
+# The paper's exponents (§4.1): a(PAC) = 0.920, b = 0.266.
+A_TRUE, B_TRUE = 0.92, 0.266
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _eq18(n, a, k, n0, b):
+    """Eq. 18 written out here, independently of pac.scaling.logistic."""
+    return a * _sigmoid(k * (np.asarray(n, float) - n0)) + b
+
+
+def ladder(a=A_TRUE, b=B_TRUE, sizes=12, ratio=1.35, seed=0, noise=0.005, points=12,
+           family="pac", plateau_gain=1.03, kappa=3.0):
+    """Runs whose compute-optimal size follows N_opt = N_0 C^a and D_opt = D_0 C^b exactly.
+
+    Model i (N_i = 1e6 * ratio^i) costs f_i = 1e12 (N_i / N_1)^gamma FLOPs per update with
+    gamma = (1 - b) / a, so that the tokens it has consumed at budget C, D = C tau / f_i, grow as
+    C^(1 - gamma a) = C^b along the envelope. Its return in FLOPs is A_i s(kappa (C / C_i - 1))
+    + 0.05 with C_i = 1e18 (N_i / N_1)^(1 / a) and plateaus A_i = 0.45 gain^i: the same curve
+    for every model up to a shift in log C, so model i+1 overtakes model i at x C_{i+1} with
+    the same x for all i, and the staircase of optimal sizes has slope a in log-log. In updates
+    this is eq. 18 with k = kappa f_i / C_i and n_0 = C_i / f_i. Returns: (runs, window) with the
+    window spanning whole steps of the staircase (as the paper picks 5e18-5e20).
+    """
+    gamma = (1 - b) / a
+    rng = np.random.default_rng(seed)
+    r_c = ratio ** (1 / a)
+    x = brentq(lambda x: plateau_gain * _sigmoid(kappa * (x - 1))
+               - _sigmoid(kappa * (r_c * x - 1)), 0.5, 10)
+    runs, tau = [], 2560 * 354.0
+    for i in range(sizes):
+        n_params = 1e6 * ratio**i
+        f = 1e12 * (n_params / 1e6) ** gamma
+        c_i = 1e18 * (n_params / 1e6) ** (1 / a)
+        c_end = 1.5 * x * r_c * c_i  # trained half as far again as where model i+1 overtakes
+        steps = np.linspace(1, points, points) * c_end / f / points
+        clean = _eq18(steps, 0.45 * plateau_gain**i, kappa * f / c_i, c_i / f, 0.05)
+        ret = np.clip(clean + rng.normal(0, noise, points), 0, 1)
+        runs.append(Run(f"{family}-{i}", family, n_params, f, tau, steps, ret))
+    c = lambda i: 1e18 * ratio ** (i / a)  # noqa: E731
+    return runs, (c(1) * x * 1.0001, c(sizes - 1) * x * 0.9999)
+
+
+def _rows(runs):
+    return [{"run": r.name, "family": r.family, "params": r.params, "step": s,
+             "flops": s * r.flops_per_update, "return": v}
+            | ({} if r.tokens_per_update is None else {"tokens": s * r.tokens_per_update})
+            for r in runs for s, v in zip(r.steps, r.returns)]
+
+
+def _write_csv(path, rows):
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_logistic_profile_recovers_eq18_parameters(seed):
+    """12 noisy evaluations (sd 0.01) of a known eq. 18: every parameter within 3 standard
+    errors of the truth, and the errors small enough to mean something."""
+    true = dict(a=0.6, k=3e-6, n0=1.2e6, b=0.1)
+    steps = np.linspace(2.5e5, 3e6, 12)
+    rng = np.random.default_rng(seed)
+    ret = _eq18(steps, **true) + rng.normal(0, 0.01, steps.size)
+    prof = fit_profile(Run("r", "pac", 1e6, 1e12, None, steps, ret))
+    for (name, value), est, se in zip(true.items(), prof.params, prof.stderr):
+        assert abs(est - value) < 3 * se, (name, est, value, se)
+        assert se < 0.25 * abs(value), (name, se)
+    assert prof.rmse < 0.02
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fit_recovers_power_law_exponents(seed):
+    """The §4.1 pipeline (profiles -> envelope -> eq. 4) gives back a and b within +-0.02."""
+    runs, window = ladder(seed=seed)
+    result = fit_scaling(runs, draws=20, seed=seed, window=window)
+    fam = result.families["pac"]
+    assert fam.n_opt.exponent == pytest.approx(A_TRUE, abs=0.02)
+    assert fam.d_opt.exponent == pytest.approx(B_TRUE, abs=0.02)
+    lo, hi = fam.n_opt.ci
+    assert lo < A_TRUE < hi and hi - lo < 0.1
+    assert len(fam.envelope.flops) == 100
+    assert len(set(fam.envelope.runs)) >= 9  # the staircase really walks up the ladder
+    # compute-optimal size at a budget: the line itself, and via the data budget's C
+    c = float(np.sqrt(window[0] * window[1]))
+    assert fam.optimal_params(flops=c) == pytest.approx(
+        10 ** fam.n_opt.log10_coef * c**fam.n_opt.exponent)
+    d = float(fam.d_opt(c))
+    assert fam.optimal_params(tokens=d) == pytest.approx(fam.optimal_params(flops=c), rel=1e-9)
+
+
+def test_two_families_are_fitted_separately():
+    """PAC-like (a = 0.92) and BC+Q-like (a = 0.828) ladders in one file keep their exponents."""
+    pac, window = ladder(seed=0, family="pac")
+    bcq, window_bcq = ladder(a=0.828, seed=1, family="bc_q")
+    result = fit_scaling(pac + bcq, draws=0, window=(window[0], window_bcq[1]))
+    assert set(result.families) == {"bc_q", "pac"}
+    assert result.families["bc_q"].n_opt.exponent < result.families["pac"].n_opt.exponent
+    assert {r["family"] for r in result.contours} == {"bc_q", "pac"}
+
+
+def test_cli_fit_writes_tables_and_figures(tmp_path, capsys):
+    runs, window = ladder(seed=0)
+    points = _write_csv(tmp_path / "points.csv", _rows(runs))
+    out = tmp_path / "fit"
+    code = main(["scaling", "fit", str(points), "--out", str(out), "--bootstrap", "10",
+                 "--flops-min", repr(window[0]), "--flops-max", repr(window[1]),
+                 "--flops-budget", "1e21"])
+    assert code == 0
+    summary = json.loads((out / "fit.json").read_text())
+    assert summary["families"]["pac"]["a"] == pytest.approx(A_TRUE, abs=0.02)
+    assert summary["families"]["pac"]["b"] == pytest.approx(B_TRUE, abs=0.02)
+    for name in ("profiles.png", "scaling.png", "isoreturn.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(out / "envelope.csv") as fh:
+        env = list(csv.DictReader(fh))
+    assert len(env) == 100 and float(env[0]["flops"]) == pytest.approx(window[0])
+    with open(out / "profiles.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == len(runs)
+    assert "N_opt at C=1e+21" in capsys.readouterr().out
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temp files
+
+
+def test_json_runs_format_and_csv_agree(tmp_path):
+    runs, _ = ladder(sizes=3, ratio=2.0, seed=0)
+    doc = {"runs": [{"run": r.name, "family": r.family, "params": r.params,
+                     "flops_per_update": r.flops_per_update,
+                     "points": [{"step": s, "return": v} for s, v in zip(r.steps, r.returns)]}
+                    for r in runs]}
+    (tmp_path / "p.json").write_text(json.dumps(doc))
+    from_json = load_points(tmp_path / "p.json")
+    from_csv = load_points(_write_csv(tmp_path / "p.csv", _rows(runs)))
+    for a, b in zip(from_json, from_csv):
+        assert a.name == b.name and a.params == b.params
+        assert a.flops_per_update == pytest.approx(b.flops_per_update)
+        np.testing.assert_allclose(a.steps, b.steps)
+        np.testing.assert_allclose(a.returns, b.returns)
+    assert from_json[0].tokens_per_update is None  # no tokens given: no D_opt fit
+    assert from_csv[0].tokens_per_update == pytest.approx(2560 * 354.0)
+
+
+def _run(n_points=8, returns=None, name="r"):
+    steps = np.linspace(1e5, 1e6, n_points)
+    rets = _eq18(steps, 0.5, 8e-6, 5e5, 0.1) if returns is None else returns
+    return Run(name, "pac", 1e6, 1e12, None, steps, np.asarray(rets, float))
+
+
+@pytest.mark.parametrize(
+    ("run", "message"),
+    [(_run(n_points=4), "4 evaluation points"),
+     (_run(returns=[0.3] * 8), "returns are flat"),
+     (_run(returns=[0.4, 0.40001] * 4), "returns are flat")],
+)
+def test_degenerate_profiles_are_refused(run, message):
+    with pytest.raises(ScalingInputError, match=message):
+        fit_profile(run)
+
+
+def test_a_single_model_size_cannot_give_a_power_law():
+    runs = [_run(name="a"), _run(name="b")]  # two seeds of one size
+    with pytest.raises(ScalingInputError, match="at least two sizes"):
+        fit_scaling(runs, draws=0)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [({"return": 1.7}, "outside \\[0, 1\\]"),
+     ({"params": -5}, "must be > 0"),
+     ({"return": "nan"}, "not finite"),
+     ({"return": "high"}, "not a number"),
+     ({"flops": ""}, "needs flops or flops_per_update")],
+)
+def test_bad_rows_are_refused_with_the_row_named(tmp_path, row, message):
+    runs, _ = ladder(sizes=2, ratio=2.0)
+    rows = _rows(runs)
+    rows[3] = rows[3] | row
+    path = _write_csv(tmp_path / "bad.csv", rows)
+    with pytest.raises(ScalingInputError, match=message) as err:
+        load_points(path)
+    assert "row 4" in str(err.value)
+
+
+def test_inconsistent_run_and_missing_columns(tmp_path):
+    runs, _ = ladder(sizes=2, ratio=2.0)
+    rows = _rows(runs)
+    rows[1]["params"] = rows[1]["params"] * 2
+    with pytest.raises(ScalingInputError, match="params differs"):
+        load_points(_write_csv(tmp_path / "a.csv", rows))
+    with pytest.raises(ScalingInputError, match="missing column"):
+        load_points(_write_csv(tmp_path / "b.csv", [{"run": "x", "step": 1}]))
+    (tmp_path / "c.json").write_text("{not json")
+    with pytest.raises(ScalingInputError, match="not valid JSON"):
+        load_points(tmp_path / "c.json")
+
+
+def test_cli_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
+    path = _write_csv(tmp_path / "few.csv", _rows([_run(n_points=3)]))
+    out = tmp_path / "out"
+    assert main(["scaling", "fit", str(path), "--out", str(out)]) == 2
+    assert "needs at least 5" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["scaling", "fit", str(path), "--flops-min", "1e18"]) == 2
+
+
+def test_cli_flops_prints_table17_rows(capsys):
+    assert main(["scaling", "flops"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["XXS", "XS", "S", "M", "L"]
+    assert math.isclose(float(lines[-1].split()[-1]), 0.697, abs_tol=0.002)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_step_edges_do_not_depend_on_the_window(seed):
+    """With the default FLOP window the staircase's cut first and last steps drag the
+    100-point fit far below a; the line through the envelope's step edges stays within 0.02."""
+    runs, _ = ladder(seed=seed)
+    fam = fit_scaling(runs, draws=0).families["pac"]
+    assert fam.n_opt.exponent < A_TRUE - 0.1
+    assert fam.n_opt_crossings.exponent == pytest.approx(A_TRUE, abs=0.02)
+    assert fam.d_opt_crossings.exponent == pytest.approx(B_TRUE, abs=0.02)
+    assert fam.n_opt_crossings.n_points >= 8
