@@ -60,16 +60,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
               f" (OLS 95% [{n['ci95'][0]:.3f}, {n['ci95'][1]:.3f}]"
               + (f", bootstrap [{n['bootstrap_ci95'][0]:.3f}, {n['bootstrap_ci95'][1]:.3f}])"
                  if n["bootstrap_ci95"] else ")"))
-        for key, sym in (("n_opt_crossings", "a"), ("d_opt_crossings", "b")):
-            if fam[key]:
-                x = fam[key]
-                print(f"  {sym} through the {x['n_points']} step edges of the envelope:"
-                      f" {x['exponent']:.3f} (OLS 95% [{x['ci95'][0]:.3f}, {x['ci95'][1]:.3f}])")
         if d:
             print(f"  D_opt = {d['coef']:.3g} C^b, b = {d['exponent']:.3f}"
                   f" (OLS 95% [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
                   + (f", bootstrap [{d['bootstrap_ci95'][0]:.3f}, {d['bootstrap_ci95'][1]:.3f}])"
                      if d["bootstrap_ci95"] else ")"))
+        for key, sym in (("n_opt_crossings", "a"), ("d_opt_crossings", "b")):
+            if fam[key]:
+                x = fam[key]
+                print(f"  {sym} through the {x['n_points']} step edges of the envelope:"
+                      f" {x['exponent']:.3f} (OLS 95% [{x['ci95'][0]:.3f}, {x['ci95'][1]:.3f}])")
         for note in fam["notes"]:
             print(f"  note: {note}")
     for label, value in budgets.items():
