@@ -619,6 +619,59 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     return atomic_write(path, write)
 
 
+# --- a ladder with known exponents ---------------------------------------------------------------
+
+
+def synthetic_ladder(a: float = 0.92, b: float = 0.266, sizes: int = 12, ratio: float = 1.35,
+                     seed: int = 0, noise: float = 0.005, points: int = 12, family: str = "pac",
+                     plateau_gain: float = 1.03, kappa: float = 3.0
+                     ) -> tuple[list[Run], tuple[float, float]]:
+    """Runs whose compute-optimal size follows N_opt = N_0 C^a and D_opt = D_0 C^b exactly.
+
+    For checking the fit (tests/test_scaling.py, benchmarks/bench_scaling.py) and for trying
+    ``pac scaling fit`` without a sweep. Model i (N_i = 1e6 ratio^i) costs f_i = 1e12
+    (N_i / 1e6)^gamma FLOPs per update with gamma = (1 - b) / a, so that the tokens it has
+    consumed at budget C, D = C tau / f_i, grow as C^(1 - gamma a) = C^b along the envelope. Its
+    return over FLOPs is A_i s(kappa (C / C_i - 1)) + 0.05 with C_i = 1e18 (N_i / 1e6)^(1 / a)
+    and plateaus A_i = 0.45 plateau_gain^i: one curve for every model up to a shift in log C, so
+    model i+1 overtakes model i at x C_{i+1} with the same x for all i and the staircase of
+    optimal sizes has slope a in log-log. In updates this is eq. 18 with k = kappa f_i / C_i and
+    n_0 = C_i / f_i; each run has `points` evenly spaced evaluations up to 1.5 times the budget at
+    which the next size overtakes it, with Gaussian noise of sd `noise` (seeded). Returns the runs
+    and the FLOP window spanning whole steps of the staircase.
+    """
+    from scipy.optimize import brentq
+
+    def sigmoid(z: float) -> float:
+        return 1.0 / (1.0 + math.exp(-z))
+
+    gamma = (1 - b) / a
+    rng = np.random.default_rng(seed)
+    r_c = ratio ** (1 / a)
+    x = brentq(lambda x: plateau_gain * sigmoid(kappa * (x - 1))
+               - sigmoid(kappa * (r_c * x - 1)), 0.5, 10)
+    runs, tau = [], 2560 * 354.0  # tokens per update: B x T = 512 x 5 steps of 354 tokens
+    for i in range(sizes):
+        n_params = 1e6 * ratio**i
+        f = 1e12 * (n_params / 1e6) ** gamma
+        c_i = 1e18 * (n_params / 1e6) ** (1 / a)
+        c_end = 1.5 * x * r_c * c_i
+        steps = np.linspace(1, points, points) * c_end / f / points
+        clean = logistic(steps, 0.45 * plateau_gain**i, kappa * f / c_i, c_i / f, 0.05)
+        ret = np.clip(clean + rng.normal(0, noise, points), 0, 1)
+        runs.append(Run(f"{family}-{i}", family, n_params, f, tau, steps, ret))
+    edge = 1e18 * x
+    return runs, (edge * ratio ** (1 / a) * 1.0001, edge * ratio ** ((sizes - 1) / a) * 0.9999)
+
+
+def rows_from_runs(runs: Iterable[Run]) -> list[dict[str, Any]]:
+    """The input rows (``load_points``'s format) of runs: one per evaluation."""
+    return [{"run": r.name, "family": r.family, "params": r.params, "step": float(s),
+             "flops": float(s * r.flops_per_update), "return": float(v)}
+            | ({} if r.tokens_per_update is None else {"tokens": float(s * r.tokens_per_update)})
+            for r in runs for s, v in zip(r.steps, r.returns)]
+
+
 # --- figures (Figures 3 and 4) ------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
     pac scaling fit points.csv --out runs/scaling     # profiles, envelope, eq. 4, figures
     pac scaling fit points.json --flops-min 5e18 --flops-max 5e20 --flops-budget 1e21
     pac scaling flops                                  # the App. E.2 count against Table 17
+    pac scaling synth points.csv                       # a ladder with known a and b, to try fit
 """
 
 from __future__ import annotations
@@ -96,6 +97,32 @@ def _cmd_flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth(args: argparse.Namespace) -> int:
+    import csv
+
+    from pac.io import atomic_write
+    from pac.scaling import rows_from_runs, synthetic_ladder
+
+    runs, window = [], None
+    for i, (family, a) in enumerate(zip(args.family, args.a)):
+        fam_runs, window = synthetic_ladder(a=a, b=args.b, sizes=args.sizes, ratio=args.ratio,
+                                            seed=args.seed + i, noise=args.noise,
+                                            family=family)
+        runs += fam_runs
+    rows = rows_from_runs(runs)
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(args.output, write)
+    print(f"{len(rows)} evaluation points of {len(runs)} runs in {args.output}; a step-aligned"
+          f" window of the last family: --flops-min {window[0]:.6g} --flops-max {window[1]:.6g}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "scaling",
@@ -145,3 +172,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     fl.add_argument("--target-period", type=int, default=100,
                     help="f_theta' of FLOPS_BWD (Table 17: 100)")
     fl.set_defaults(func=_cmd_flops)
+
+    sy = cmds.add_parser(
+        "synth",
+        help="write evaluation points of a synthetic ladder with known exponents (CSV)",
+        description="Runs whose compute-optimal size follows N_0 C^a and D_0 C^b exactly"
+        " (pac.scaling.synthetic_ladder): eq. 18 profiles with seeded noise, one ladder per"
+        " --family/--a pair, for trying `pac scaling fit`.",
+    )
+    sy.add_argument("output", help="CSV file to write")
+    sy.add_argument("--family", nargs="+", default=["pac", "bc_q"], help="family names")
+    sy.add_argument("--a", nargs="+", type=float, default=[0.92, 0.828],
+                    help="N_opt exponent per family (default: the paper's PAC and BC+Q)")
+    sy.add_argument("--b", type=float, default=0.266, help="D_opt exponent")
+    sy.add_argument("--sizes", type=int, default=12, help="model sizes per family")
+    sy.add_argument("--ratio", type=float, default=1.35, help="size ratio between neighbours")
+    sy.add_argument("--noise", type=float, default=0.005, help="sd of the return noise")
+    sy.add_argument("--seed", type=int, default=0)
+    sy.set_defaults(func=_cmd_synth)

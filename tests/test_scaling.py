@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-from scipy.optimize import brentq
 
 from pac.cli import main
 from pac.scaling import (
@@ -16,58 +15,17 @@ from pac.scaling import (
     fit_scaling,
     load_points,
     overlap_window,
+    rows_from_runs,
+    synthetic_ladder,
 )
 
 # The paper's exponents (§4.1): a(PAC) = 0.920, b = 0.266.
 A_TRUE, B_TRUE = 0.92, 0.266
 
 
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
 def _eq18(n, a, k, n0, b):
     """Eq. 18 written out here, independently of pac.scaling.logistic."""
-    return a * _sigmoid(k * (np.asarray(n, float) - n0)) + b
-
-
-def ladder(a=A_TRUE, b=B_TRUE, sizes=12, ratio=1.35, seed=0, noise=0.005, points=12,
-           family="pac", plateau_gain=1.03, kappa=3.0):
-    """Runs whose compute-optimal size follows N_opt = N_0 C^a and D_opt = D_0 C^b exactly.
-
-    Model i (N_i = 1e6 * ratio^i) costs f_i = 1e12 (N_i / N_1)^gamma FLOPs per update with
-    gamma = (1 - b) / a, so that the tokens it has consumed at budget C, D = C tau / f_i, grow as
-    C^(1 - gamma a) = C^b along the envelope. Its return in FLOPs is A_i s(kappa (C / C_i - 1))
-    + 0.05 with C_i = 1e18 (N_i / N_1)^(1 / a) and plateaus A_i = 0.45 gain^i: the same curve
-    for every model up to a shift in log C, so model i+1 overtakes model i at x C_{i+1} with
-    the same x for all i, and the staircase of optimal sizes has slope a in log-log. In updates
-    this is eq. 18 with k = kappa f_i / C_i and n_0 = C_i / f_i. Returns: (runs, window) with the
-    window spanning whole steps of the staircase (as the paper picks 5e18-5e20).
-    """
-    gamma = (1 - b) / a
-    rng = np.random.default_rng(seed)
-    r_c = ratio ** (1 / a)
-    x = brentq(lambda x: plateau_gain * _sigmoid(kappa * (x - 1))
-               - _sigmoid(kappa * (r_c * x - 1)), 0.5, 10)
-    runs, tau = [], 2560 * 354.0
-    for i in range(sizes):
-        n_params = 1e6 * ratio**i
-        f = 1e12 * (n_params / 1e6) ** gamma
-        c_i = 1e18 * (n_params / 1e6) ** (1 / a)
-        c_end = 1.5 * x * r_c * c_i  # trained half as far again as where model i+1 overtakes
-        steps = np.linspace(1, points, points) * c_end / f / points
-        clean = _eq18(steps, 0.45 * plateau_gain**i, kappa * f / c_i, c_i / f, 0.05)
-        ret = np.clip(clean + rng.normal(0, noise, points), 0, 1)
-        runs.append(Run(f"{family}-{i}", family, n_params, f, tau, steps, ret))
-    c = lambda i: 1e18 * ratio ** (i / a)  # noqa: E731
-    return runs, (c(1) * x * 1.0001, c(sizes - 1) * x * 0.9999)
-
-
-def _rows(runs):
-    return [{"run": r.name, "family": r.family, "params": r.params, "step": s,
-             "flops": s * r.flops_per_update, "return": v}
-            | ({} if r.tokens_per_update is None else {"tokens": s * r.tokens_per_update})
-            for r in runs for s, v in zip(r.steps, r.returns)]
+    return a / (1.0 + np.exp(-k * (np.asarray(n, float) - n0))) + b
 
 
 def _write_csv(path, rows):
@@ -96,7 +54,7 @@ def test_logistic_profile_recovers_eq18_parameters(seed):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_fit_recovers_power_law_exponents(seed):
     """The §4.1 pipeline (profiles -> envelope -> eq. 4) gives back a and b within +-0.02."""
-    runs, window = ladder(seed=seed)
+    runs, window = synthetic_ladder(seed=seed)
     result = fit_scaling(runs, draws=20, seed=seed, window=window)
     fam = result.families["pac"]
     assert fam.n_opt.exponent == pytest.approx(A_TRUE, abs=0.02)
@@ -115,8 +73,8 @@ def test_fit_recovers_power_law_exponents(seed):
 
 def test_two_families_are_fitted_separately():
     """PAC-like (a = 0.92) and BC+Q-like (a = 0.828) ladders in one file keep their exponents."""
-    pac, window = ladder(seed=0, family="pac")
-    bcq, window_bcq = ladder(a=0.828, seed=1, family="bc_q")
+    pac, window = synthetic_ladder(seed=0, family="pac")
+    bcq, window_bcq = synthetic_ladder(a=0.828, seed=1, family="bc_q")
     result = fit_scaling(pac + bcq, draws=0, window=(window[0], window_bcq[1]))
     assert set(result.families) == {"bc_q", "pac"}
     assert result.families["bc_q"].n_opt.exponent < result.families["pac"].n_opt.exponent
@@ -124,8 +82,8 @@ def test_two_families_are_fitted_separately():
 
 
 def test_cli_fit_writes_tables_and_figures(tmp_path, capsys):
-    runs, window = ladder(seed=0)
-    points = _write_csv(tmp_path / "points.csv", _rows(runs))
+    runs, window = synthetic_ladder(seed=0)
+    points = _write_csv(tmp_path / "points.csv", rows_from_runs(runs))
     out = tmp_path / "fit"
     code = main(["scaling", "fit", str(points), "--out", str(out), "--bootstrap", "10",
                  "--flops-min", repr(window[0]), "--flops-max", repr(window[1]),
@@ -146,14 +104,14 @@ def test_cli_fit_writes_tables_and_figures(tmp_path, capsys):
 
 
 def test_json_runs_format_and_csv_agree(tmp_path):
-    runs, _ = ladder(sizes=3, ratio=2.0, seed=0)
+    runs, _ = synthetic_ladder(sizes=3, ratio=2.0, seed=0)
     doc = {"runs": [{"run": r.name, "family": r.family, "params": r.params,
                      "flops_per_update": r.flops_per_update,
                      "points": [{"step": s, "return": v} for s, v in zip(r.steps, r.returns)]}
                     for r in runs]}
     (tmp_path / "p.json").write_text(json.dumps(doc))
     from_json = load_points(tmp_path / "p.json")
-    from_csv = load_points(_write_csv(tmp_path / "p.csv", _rows(runs)))
+    from_csv = load_points(_write_csv(tmp_path / "p.csv", rows_from_runs(runs)))
     for a, b in zip(from_json, from_csv):
         assert a.name == b.name and a.params == b.params
         assert a.flops_per_update == pytest.approx(b.flops_per_update)
@@ -195,8 +153,8 @@ def test_a_single_model_size_cannot_give_a_power_law():
      ({"flops": ""}, "needs flops or flops_per_update")],
 )
 def test_bad_rows_are_refused_with_the_row_named(tmp_path, row, message):
-    runs, _ = ladder(sizes=2, ratio=2.0)
-    rows = _rows(runs)
+    runs, _ = synthetic_ladder(sizes=2, ratio=2.0)
+    rows = rows_from_runs(runs)
     rows[3] = rows[3] | row
     path = _write_csv(tmp_path / "bad.csv", rows)
     with pytest.raises(ScalingInputError, match=message) as err:
@@ -205,8 +163,8 @@ def test_bad_rows_are_refused_with_the_row_named(tmp_path, row, message):
 
 
 def test_inconsistent_run_and_missing_columns(tmp_path):
-    runs, _ = ladder(sizes=2, ratio=2.0)
-    rows = _rows(runs)
+    runs, _ = synthetic_ladder(sizes=2, ratio=2.0)
+    rows = rows_from_runs(runs)
     rows[1]["params"] = rows[1]["params"] * 2
     with pytest.raises(ScalingInputError, match="params differs"):
         load_points(_write_csv(tmp_path / "a.csv", rows))
@@ -218,7 +176,7 @@ def test_inconsistent_run_and_missing_columns(tmp_path):
 
 
 def test_cli_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
-    path = _write_csv(tmp_path / "few.csv", _rows([_run(n_points=3)]))
+    path = _write_csv(tmp_path / "few.csv", rows_from_runs([_run(n_points=3)]))
     out = tmp_path / "out"
     assert main(["scaling", "fit", str(path), "--out", str(out)]) == 2
     assert "needs at least 5" in capsys.readouterr().err
@@ -226,7 +184,7 @@ def test_cli_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
     assert main(["scaling", "fit", str(path), "--flops-min", "1e18"]) == 2
 
 
-def test_cli_flops_prints_table17_rows(capsys):
+def test_cli_flops_prints_table17rows_from_runs(capsys):
     assert main(["scaling", "flops"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[1:]] == ["XXS", "XS", "S", "M", "L"]
@@ -238,7 +196,7 @@ def test_step_edges_do_not_depend_on_the_window(seed):
     """With the overlap FLOP window the staircase's cut first and last steps drag the 100-point
     fit far below a; the line through the envelope's step edges stays within 0.02, and the
     default window (first to last step edge) brings the 100-point fit back within 0.02."""
-    runs, _ = ladder(seed=seed)
+    runs, _ = synthetic_ladder(seed=seed)
     fam = fit_scaling(runs, draws=0, window=overlap_window(runs)).families["pac"]
     assert fam.n_opt.exponent < A_TRUE - 0.1
     assert fam.n_opt_crossings.exponent == pytest.approx(A_TRUE, abs=0.02)

@@ -1,0 +1,48 @@
+"""Accuracy and cost of `pac scaling fit` on synthetic ladders with known exponents.
+
+    python benchmarks/bench_scaling.py [--seeds 4]
+
+For ladders of 12, 6 and 5 model sizes (pac.scaling.synthetic_ladder: a = 0.920, b = 0.266,
+noise sd 0.005, 12 evaluations per run) and each seed: a from the 100 envelope points with the
+default window, a through the envelope's step edges, and b; then the wall time of the whole fit
+(profiles, envelope, eq. 4, 200 bootstrap draws) for two families of 12 runs, without figures.
+Results go into BENCHMARKS.md and docs/scaling.md by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from pac.scaling import fit_scaling, synthetic_ladder
+
+LADDERS = [(12, 1.35), (6, 2.0), (5, 2.2)]
+
+
+def _exp(law) -> str:
+    return "-" if law is None else f"{law.exponent:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=4)
+    args = parser.parse_args()
+    print("| ladder | a (envelope) | a (step edges) | b (envelope) |")
+    print("|---|---|---|---|")
+    for sizes, ratio in LADDERS:
+        cols = [[], [], []]
+        for seed in range(args.seeds):
+            runs, _ = synthetic_ladder(sizes=sizes, ratio=ratio, seed=seed)
+            fam = fit_scaling(runs, draws=0).families["pac"]
+            for col, law in zip(cols, (fam.n_opt, fam.n_opt_crossings, fam.d_opt)):
+                col.append(_exp(law))
+        print(f"| {sizes} sizes, x{ratio} | " + " | ".join(", ".join(c) for c in cols) + " |")
+    runs = synthetic_ladder(seed=0)[0] + synthetic_ladder(a=0.828, seed=1, family="bc_q")[0]
+    start = time.perf_counter()
+    fit_scaling(runs, draws=200)
+    print(f"\nfit of {len(runs)} runs in two families, 200 bootstrap draws:"
+          f" {time.perf_counter() - start:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
