@@ -410,6 +410,8 @@ def fit_power_law(c: np.ndarray, y: np.ndarray, what: str = "N") -> PowerLaw:
             f"the envelope selects a single {what} ({y[0]:.4g}) at every FLOP budget: a power"
             f" law {what}_opt(C) cannot be fitted; add model sizes or longer runs"
         )
+    if len(y) < 3:
+        raise ScalingInputError(f"{len(y)} points for the {what}_opt power law: need at least 3")
     x, t = np.log10(c), np.log10(y)
     res = stats.linregress(x, t)
     q = stats.t.ppf(0.975, len(x) - 2)
@@ -605,6 +607,36 @@ def write_outputs(result: ScalingResult, out: str | Path, figures: bool = True) 
                                                                              dpi=120)))
             _plt().close(fig)
     return written
+
+
+
+def fit_params(result: ScalingResult) -> dict[str, float | None]:
+    """The fit as flat key -> number: per family a, b, N0, D0 and their 95% intervals."""
+    out: dict[str, float | None] = {}
+    for name, fam in result.families.items():
+        for sym, coef, law in (("a", "N0", fam.n_opt), ("b", "D0", fam.d_opt),
+                               ("a_edges", "N0_edges", fam.n_opt_crossings),
+                               ("b_edges", "D0_edges", fam.d_opt_crossings)):
+            if law is None:
+                continue
+            out[f"{name}.{sym}"] = law.exponent
+            out[f"{name}.{coef}"] = 10.0**law.log10_coef
+            out[f"{name}.{sym}_ci95_low"], out[f"{name}.{sym}_ci95_high"] = law.ci
+            if law.bootstrap_ci is not None:
+                lo, hi = law.bootstrap_ci
+                out[f"{name}.{sym}_boot95_low"], out[f"{name}.{sym}_boot95_high"] = lo, hi
+        out[f"{name}.runs"] = float(len(fam.profiles))
+    return out
+
+
+def log_fit(tracker: Any, result: ScalingResult, out: str | Path | None = None) -> None:
+    """Log the fit to a ``pac.tracking.Tracker`` run: params and metrics (step 0) of
+    ``fit_params``, the written tables and figures as artefacts under ``scaling/``."""
+    values = fit_params(result)
+    tracker.log_params(values)
+    tracker.log_metrics({k: v for k, v in values.items() if v is not None}, step=0)
+    if out is not None:
+        tracker.log_artifacts(out, "scaling")
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -25,6 +25,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         return 2
     if args.flops_min is not None:
         window = (args.flops_min, args.flops_max)
+    if args.points < 3 or args.bootstrap < 0:
+        print("pac scaling fit: --points must be >= 3 and --bootstrap >= 0", file=sys.stderr)
+        return 2
     try:
         runs = load_points(args.input)
         result = fit_scaling(runs, num=args.points, draws=args.bootstrap, seed=args.seed,
@@ -45,6 +48,15 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.out:
         written = write_outputs(result, args.out, figures=not args.no_figures)
         summary["written"] = [str(p) for p in written]
+    if args.track:
+        from pac.scaling import log_fit
+        from pac.tracking import Tracker
+
+        tracker = Tracker(config_from_args(args), "scaling-fit", parent_run_id=args.parent_run,
+                          tags={"pac.stage": "scaling"})
+        log_fit(tracker, result, args.out)
+        tracker.finish()
+        summary["mlflow_run"] = tracker.run_id
     if args.json:
         print(json.dumps(summary, indent=1, default=float))
         return 0
@@ -77,6 +89,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         print(f"{label}: {value:.4g} parameters")
     if args.out:
         print(f"written to {args.out}: " + ", ".join(p.split("/")[-1] for p in summary["written"]))
+    if args.track:
+        print(f"mlflow run: {summary['mlflow_run']}")
     return 0
 
 
@@ -146,9 +160,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--points", type=int, default=100,
                    help="log-spaced FLOP budgets on the envelope (default 100, as in §4.1)")
     f.add_argument("--flops-min", type=float, default=None,
-                   help="lower end of the envelope's FLOP window (default: where two runs"
-                   " overlap)")
-    f.add_argument("--flops-max", type=float, default=None, help="upper end of the window")
+                   help="lower end of the envelope's FLOP window (default: the envelope's first"
+                   " change of selected size)")
+    f.add_argument("--flops-max", type=float, default=None,
+                   help="upper end of the window (default: the last change of size)")
     f.add_argument("--bootstrap", type=int, default=200,
                    help="parametric bootstrap draws for the exponents' intervals (0: none)")
     f.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
@@ -158,6 +173,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also print N_opt for this data budget in tokens (via D_opt)")
     f.add_argument("--no-figures", action="store_true", help="tables only, no PNGs")
     f.add_argument("--json", action="store_true", help="print the summary as JSON")
+    f.add_argument("--track", action="store_true",
+                   help="log the fit (params, metrics, --out files) as an MLflow run of the"
+                   " params file's tracking store")
+    f.add_argument("--parent-run", default=None, help="with --track: nest under this run")
+    add_config_args(f)
     f.set_defaults(func=_cmd_fit)
 
     fl = cmds.add_parser(

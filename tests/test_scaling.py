@@ -205,3 +205,30 @@ def test_step_edges_do_not_depend_on_the_window(seed):
     default = fit_scaling(runs, draws=0).families["pac"]
     assert default.n_opt.exponent == pytest.approx(A_TRUE, abs=0.02)
     assert default.d_opt.exponent == pytest.approx(B_TRUE, abs=0.02)
+
+
+def test_cli_fit_tracks_the_fit_in_a_real_mlflow_store(tmp_path, capsys):
+    """--track: one MLflow run (sqlite store) with a, b, N0, D0 and intervals as params and
+    metrics, and the written tables as artefacts."""
+    from pac.config import load_config
+    from pac.tracking import get_run, list_artifacts
+
+    runs, window = synthetic_ladder(seed=0)
+    points = _write_csv(tmp_path / "points.csv", rows_from_runs(runs))
+    store = [f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db",
+             f"tracking.artifact_dir={tmp_path}/mlruns/artifacts", "tracking.experiment=scaling"]
+    args = ["scaling", "fit", str(points), "--out", str(tmp_path / "fit"), "--no-figures",
+            "--bootstrap", "0", "--track"]
+    for item in store:
+        args += ["--set", item]
+    assert main(args) == 0
+    run_id = capsys.readouterr().out.split("mlflow run: ")[1].split()[0]
+    run = get_run(load_config(overrides=store), run_id)
+    summary = json.loads((tmp_path / "fit" / "fit.json").read_text())["families"]["pac"]
+    assert run["status"] == "FINISHED"
+    assert float(run["params"]["pac.a"]) == pytest.approx(summary["a"])
+    assert run["metrics"]["pac.b"] == pytest.approx(summary["b"])
+    assert run["metrics"]["pac.a_ci95_low"] < run["metrics"]["pac.a"]
+    assert "pac.N0" in run["params"] and "pac.D0" in run["params"]
+    files = list_artifacts(load_config(overrides=store), run_id, "scaling")
+    assert {"scaling/fit.json", "scaling/envelope.csv"} <= set(files)
