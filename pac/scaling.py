@@ -247,8 +247,9 @@ class Profile:
 def fit_profile(run: Run) -> Profile:
     """Eq. 18 by least squares (``curve_fit``, trust-region with bounds) from a run's points.
 
-    Steps are scaled to [0, 1] by the last evaluation for conditioning; k >= 0 (return rises
-    with training) and a >= 0. Several starting slopes are tried and the lowest residual kept,
+    Steps are scaled to [0, 1] by the last evaluation for conditioning. Bounds: 0 <= a <= 2,
+    k >= 0 (return rises with training), n_0 within [-2, 3] x the last step, |b| <= 1 (returns
+    are normalised to [0, 1]). Several starting points are tried and the lowest residual kept,
     because a logistic's least-squares surface has flat directions when the data sit on one
     side of n_0.
     """

@@ -63,8 +63,14 @@ def test_fit_recovers_power_law_exponents(seed):
     assert lo < A_TRUE < hi and hi - lo < 0.1
     assert len(fam.envelope.flops) == 100
     assert len(set(fam.envelope.runs)) >= 9  # the staircase really walks up the ladder
-    # compute-optimal size at a budget: the line itself, and via the data budget's C
+    # N_0: the truth at mid-window is the geometric mean of the two sizes at the step edge,
+    # N*(C) = 1e6 / sqrt(ratio) (C / (x 1e18))^a with x from the window's first edge
     c = float(np.sqrt(window[0] * window[1]))
+    x = window[0] / 1.0001 / (1e18 * 1.35 ** (1 / A_TRUE))
+    n_true = 1e6 / math.sqrt(1.35) * (c / (x * 1e18)) ** A_TRUE
+    assert fam.n_opt(c) == pytest.approx(n_true, rel=0.1)
+    assert fam.n_opt_crossings(c) == pytest.approx(n_true, rel=0.1)
+    # compute-optimal size at a budget: the line itself, and via the data budget's C
     assert fam.optimal_params(flops=c) == pytest.approx(
         10 ** fam.n_opt.log10_coef * c**fam.n_opt.exponent)
     d = float(fam.d_opt(c))
