@@ -11,6 +11,21 @@
   al., 2022, App. F) for the input cross-attention, the M latent self-attention blocks and the
   two decoders, plus the encoders ENC_{P,V,L,A} with a multiply-accumulate factor MAF = 2;
   FLOPS_BWD = (2 + 1/f_theta') FLOPS_FWD and FLOPS_UPDATE = B (FLOPS_FWD + FLOPS_BWD) (Table 17).
+  One forward pass of the online network with one Q query per sample: App. E.2 charges the
+  target network only through the 1/f_theta' term, and the N sampled actions not at all.
+
+Table 17 and this count. Every matrix product of the count equals what torch's
+``FlopCounterMode`` measures on the real model (tests/train/test_flops.py), yet the count is
+0.945 (XXS), 0.795 (XS), 0.743 (S), 0.747 (M) and 0.697 (L) of Table 17's forward column. The
+part it cannot reconstruct is the latent stack SATTN_PROC: the five gaps are, within 0.4% of
+Table 17, x M N_Z D_Z^2 plus a smaller D_Z-linear or N_Z D_Z^2 correction with x = 13.6-15.2,
+i.e. Table 17 charges each latent block about (22 + 4W) N_Z D_Z^2 where its four D_Z x D_Z
+projections and W-wide MLP cost (8 + 4W) N_Z D_Z^2; its encoder and MLP shares agree with this
+count. No reading of App. E.2 gives such a term: counting the target network pass or the N = 10
+sampled actions, a trajectory of T steps as the token unit, 6 instead of 2 FLOPs per parameter,
+or a fused q/k/v projection counted three times (the closest: 0.96-1.03x) all leave a gap
+beyond +-3% at some scale. Fitted exponents from this count are therefore not on the paper's
+FLOP axis; a constant factor (e.g. B x T samples instead of B) only moves N_0 and D_0.
 """
 
 from __future__ import annotations
@@ -29,6 +44,7 @@ MAF = 2  # multiply-accumulate factor (App. E.2)
 GIB = 2**30
 
 #: Table 17 (B = 512, f_theta' = 100): forward, backward and update FLOPs per scale.
+#: This count gives 0.945, 0.795, 0.743, 0.747, 0.697 of its forward column (module docstring).
 TABLE_17 = {
     "XXS": (7.826e9, 1.573e10, 1.206e13),
     "XS": (1.360e10, 2.733e10, 2.096e13),
@@ -76,16 +92,23 @@ def attention_block_flops(
 
 
 def resnet_flops(m: ModelConfig) -> float:
-    """FLOPS_RESNET per image: num_kernels x (w1 w2) x (o1 o2) x MAF per 3x3 convolution.
+    """FLOPS_RESNET per image: MAF x num_kernels x (w1 w2) x (o1 o2) per 3x3 convolution.
 
-    The image ResNet (App. C.3): per block one convolution, a 3x3/2 pooling and two residual
-    units of two convolutions each; 80x80 -> 10x10 after three blocks.
+    The image ResNet (App. C.3, ``pac.model.encoders.ResNetStage``): per stage one convolution
+    at the stage's input resolution, a 3x3/2 max-pool and two residual units of two
+    convolutions each; 80x80 -> 10x10 after three stages. ``num_kernels`` is read as
+    c_in x c_out, the number of w1 x w2 kernels a convolution applies (App. E.2 leaves it
+    open). Measured: this is exactly the convolution FLOPs torch's ``FlopCounterMode`` counts
+    for the real encoder (tests/test_scaling.py), 3.65e8 per 80x80 image; counting c_out
+    kernels only gave 1.2e7, and Table 17's scale-independent share (about 3.6e9 of the XXS
+    forward pass) only fits the c_in x c_out reading.
     """
-    size, total = m.image_size, 0.0
-    for channels in m.resnet_channels:
-        total += channels * 9 * size * size * MAF  # block input convolution
-        size = math.ceil(size / 2)
-        total += 4 * channels * 9 * size * size * MAF  # two residual units
+    size, c_in, total = m.image_size, 3, 0.0
+    for c_out in m.resnet_channels:
+        total += MAF * c_in * c_out * 9 * size * size  # stage convolution (padding 1)
+        size = math.ceil(size / 2)  # 3x3 max-pool, stride 2, padding 1
+        total += 4 * MAF * c_out * c_out * 9 * size * size  # two residual units
+        c_in = c_out
     return total
 
 
@@ -131,7 +154,12 @@ def update_flops(m: ModelConfig, batch: int, target_period: int) -> dict[str, fl
 
 
 def training_flops_per_update(cfg: PACConfig) -> float:
-    """FLOPs of one update of this config: every one of the B x T time steps is one sample."""
+    """FLOPs of one update of this config: every one of the B x T time steps is one sample.
+
+    The paper's FLOP axis (Figure 3: 5e18-5e20) is updates x Table 17's UPDATE with B = 512
+    trajectories (3M x 1.602e14 = 4.8e20 for L), one sample per trajectory: T times less. The
+    factor is the same for every run, so scaling exponents do not depend on the choice.
+    """
     samples = cfg.train.global_batch * cfg.data.trajectory_length
     return update_flops(cfg.model, samples, cfg.loss.target_update_period)["UPDATE"]
 

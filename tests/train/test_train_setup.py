@@ -136,8 +136,9 @@ def test_flops_reproduce_table17_order_of_magnitude():
         assert f["UPDATE"] == pytest.approx(512 * (f["FWD"] + f["BWD"]))
         ratios[scale] = f["FWD"] / fwd
         assert f["UPDATE"] / update == pytest.approx(ratios[scale], rel=1e-2)
-    print("App. E.2 count / Table 17 forward FLOPs:", {k: round(v, 2) for k, v in ratios.items()})
-    assert all(0.5 < r < 1.5 for r in ratios.values())
+    print("App. E.2 count / Table 17 forward FLOPs:", {k: round(v, 3) for k, v in ratios.items()})
+    # the measured gap (pac/train/plan.py, tests/train/test_flops.py): the latent stack
+    assert all(0.69 < r < 0.955 for r in ratios.values())
     flops = [update_flops(load_config(f"{PRESETS}/L.yaml", [f"model.scale={s}"]).model, 512,
                           100)["UPDATE"] for s in TABLE_17]
     assert flops == sorted(flops)  # grows with scale like the paper's column
