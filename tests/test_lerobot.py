@@ -161,3 +161,16 @@ def _tree(root: Path) -> dict[str, bytes]:
 def _edit_info(root: Path, **changes) -> None:
     path = root / "meta" / "info.json"
     path.write_text(json.dumps(json.loads(path.read_text()) | changes))
+
+
+def test_done_is_a_time_limit_and_only_terminated_ends_in_a_terminal_state():
+    """LeRobot's next.done closes every episode: without next.terminated it is a truncation (the
+    last step keeps discount 1); next.terminated gives discount 0 exactly where it is set."""
+    import numpy as np
+
+    from pac.ingest.lerobot import discounts_from_done
+
+    done = np.array([False, False, True])
+    assert discounts_from_done(done).tolist() == [1.0, 1.0, 1.0]
+    assert discounts_from_done(done, np.array([0, 0, 1])).tolist() == [1.0, 1.0, 0.0]
+    assert discounts_from_done(None) is None

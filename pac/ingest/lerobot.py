@@ -3,7 +3,8 @@
 meta/info.json (codebase_version, fps, features), meta/tasks.parquet (task text -> task_index),
 meta/episodes/chunk-*/file-*.parquet (one row per episode), data/chunk-*/file-*.parquet (frames
 of several episodes per file). observation.state -> proprio, action -> actions, next.reward ->
-rewards (or next.success -> sparse rewards), next.done -> discounts (:func:`discounts_from_done`).
+rewards (or next.success -> sparse rewards), next.terminated -> discounts (next.done alone is a
+time-limit end: :func:`discounts_from_done`).
 Camera videos are not read: the default model is proprioception-only (N^V = 0).
 
 A problem of the whole dataset (layout, info.json, tasks, a column's type) rejects the folder; a
@@ -51,14 +52,22 @@ _FEATURE_KINDS = {
 Parsed = tuple[Episode, dict[str, Any]]  # an episode and its metadata
 
 
-def discounts_from_done(done: np.ndarray | None) -> np.ndarray | None:
-    """`next.done` of one episode -> its discounts (None: no column, all ones downstream).
+def discounts_from_done(
+    done: np.ndarray | None, terminated: np.ndarray | None = None
+) -> np.ndarray | None:
+    """Discounts of one episode from its `next.done` / `next.terminated` columns (None: all ones).
 
-    The one place where LeRobot's done flag meets the store's discount: d_t = 1 - done_t.
+    The one place where LeRobot's flags meet the store's discount. LeRobot sets `next.done` on
+    the last frame of every episode, whatever ended it, and dm_control episodes end by a time
+    limit: a done without `next.terminated` is a *truncation* (d = 1; the last transition then
+    has no successor to bootstrap from and gets no TD loss). Only `next.terminated` marks a
+    terminal state (d_t = 1 - terminated_t, the TD target there is r_t alone).
     """
+    if terminated is not None:
+        return 1.0 - np.asarray(terminated, dtype=np.float32)
     if done is None:
         return None
-    return 1.0 - np.asarray(done, dtype=np.float32)
+    return np.ones(len(done), dtype=np.float32)
 
 
 def is_lerobot_dir(path: Path) -> bool:
@@ -259,7 +268,8 @@ def _check_columns(frames, features: dict[str, Any]) -> None:
     if missing:
         raise Rejected("missing", f"data parquet files lack column(s) {missing}")
     required = {"observation.state": "f", "action": "f", "next.reward": "f",
-                "next.done": "bif", "next.success": "bi", "timestamp": "f",
+                "next.done": "bif", "next.terminated": "bif", "next.success": "bi",
+                "timestamp": "f",
                 **{c: "i" for c in INTEGER_COLUMNS}}
     for name, kinds in required.items():
         if name in names:
@@ -309,7 +319,7 @@ def read_lerobot(root: str | Path) -> list[tuple[str, Parsed | Rejected]]:
         raise Rejected("empty", "the data parquet files hold no frames")
     _check_columns(frames, info["features"])
     cols = {name: _column(frames, name) for name in LEROBOT_COLUMNS}
-    for name in ("next.reward", "next.done", "next.success", "timestamp"):
+    for name in ("next.reward", "next.done", "next.terminated", "next.success", "timestamp"):
         if name in frames.column_names:
             cols[name] = _column(frames, name).reshape(len(frames), -1)[:, 0]
     listed = _column(index, "episode_index").astype(np.int64)
@@ -363,8 +373,10 @@ def _episode(
             cols["observation.state"][rows],
             cols["action"][rows],
             rewards=cols["next.reward"][rows] if "next.reward" in cols else None,
-            discounts=discounts_from_done(cols["next.done"][rows] if "next.done" in cols
-                                          else None),
+            discounts=discounts_from_done(
+                cols["next.done"][rows] if "next.done" in cols else None,
+                cols["next.terminated"][rows] if "next.terminated" in cols else None,
+            ),
             success=success,
         )
         _check_timing(task_spec(task).name, float(info["fps"]),
