@@ -18,6 +18,7 @@ never reaches the policy), filtered_bc (bc on the successful episodes only), alp
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -199,15 +200,25 @@ def compute_loss(
     return _reduce(per_transition, pi_term, bc, q_term, zeros, alpha, beta, valid, q_valid, diag)
 
 
+#: Largest advantage weight exp(A / eta) of PAC+V. Eq. 14 drops the normaliser of the
+#: exponentiated advantage "as is common (Peng et al., 2019)"; that reference clips the weights at
+#: 20, and so does this: at the paper's eta = 1e-4 an unclipped weight overflows for A > 0.009.
+MAX_ADVANTAGE_WEIGHT = 20.0
+
+
 def _pac_v_loss(model: nn.Module, batch: Batch, loss_cfg: LossConfig, step: int) -> LossOutput:
     """PAC+V (App. A.3, eq. 14): advantage-weighted BC on dataset actions + a distributional V.
 
-    No target network: theta' are the current parameters, detached. A_t = r_t + gamma d_t
-    V(s_{t+1}) - V(s_t); the weights exp(A/eta) are normalised over the batch's valid transitions
-    (softmax * count: mean weight 1), so any eta (the paper uses 1e-4) stays finite. The
-    importance ratio pi_theta/b of eq. 14 is taken as 1 (b constant, and the product of N^A
-    per-dimension probabilities underflows), so V regresses towards the behaviour value.
-    An (optional) alpha * BC term is kept; the paper sets alpha = 0 for PAC+V.
+        -exp(A_t / eta) log pi(a_t | s_t)  +  beta rho_t CE(Gamma'(v | s_t), p(v | s_t))
+
+    with A_t = r_t + gamma d_t V_theta'(s_{t+1}) - V_theta'(s_t). No target network: theta' are
+    the current parameters, detached. As eq. 14: the weights are not normalised (only clipped at
+    :data:`MAX_ADVANTAGE_WEIGHT`); rho = pi_theta(a_t|s_t) / b(a_t|s_t) is the importance weight
+    of eq. 13 with the paper's first option for b, a constant: b uniform over the N_B^{N^A}
+    action bins, so rho = prod_i N_B pi_i(a_t,i), detached and truncated at 1 (it would reach
+    N_B^{N^A} otherwise; truncation as in Retrace / V-trace). V then estimates the value of
+    pi_theta, not of the behaviour policy. The paper sets alpha = 0, eta = 1e-4 for PAC+V; an
+    alpha > 0 adds the BC term of eq. 11.
     """
     b, t_len, n_act = batch.batch_size, batch.length, batch.actions.shape[-1]
     n = t_len - 1
@@ -232,9 +243,11 @@ def _pac_v_loss(model: nn.Module, batch: Batch, loss_cfg: LossConfig, step: int)
         rewards = batch.rewards[:, :-1].float()
         advantage = rewards + discount * values[:, 1:] - values[:, :-1]
         advantage = torch.where(q_valid, advantage, torch.zeros_like(advantage))
-        scores = (advantage / loss_cfg.eta).masked_fill(~q_valid, float("-inf"))
-        count = q_valid.sum().clamp(min=1)
-        weights = torch.softmax(scores.flatten(), dim=0).nan_to_num(0.0).view(b, n) * count
+        log_w = (advantage / loss_cfg.eta).clamp(max=math.log(MAX_ADVANTAGE_WEIGHT))
+        weights = torch.where(q_valid, log_w.exp(), torch.zeros_like(log_w))
+        n_bins = logits.shape[-1]
+        log_rho = -bc.detach() + mask_t.sum(-1).view(b, n).float() * math.log(n_bins)
+        rho = log_rho.clamp(max=0.0).exp()  # pi_theta / b, b uniform over bins, truncated at 1
         target_dist = categorical_projection(
             only_bootstrapped(v_probs[:, 1:], q_valid, batch.discounts[:, :-1]).reshape(b * n, -1),
             rewards.reshape(-1), discount.reshape(-1),
@@ -243,12 +256,13 @@ def _pac_v_loss(model: nn.Module, batch: Batch, loss_cfg: LossConfig, step: int)
     zeros = torch.zeros(b, n, device=bc.device)
     pi_term = torch.where(q_valid, weights * bc, zeros)
     ce = -(target_dist * torch.log_softmax(v_logits[:, :-1].reshape(b * n, -1), dim=-1)).sum(-1)
-    v_term = torch.where(q_valid, ce.view(b, n), zeros)
+    v_term = torch.where(q_valid, rho * ce.view(b, n), zeros)
     per_transition = (1 - alpha) * pi_term + alpha * bc + beta * v_term
     diag = {
         "mean_v": (values[:, :-1], valid),
         "mean_advantage": (advantage, q_valid),
         "weight_max": (weights.max().expand(b, n), valid),
+        "importance_ratio": (rho, q_valid),
         "policy_entropy": (entropy(logits.detach(), mask_t).view(b, n), valid),
     }
     return _reduce(per_transition, pi_term, bc, zeros, v_term, alpha, beta, valid, q_valid, diag)

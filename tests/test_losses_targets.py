@@ -17,6 +17,7 @@ closed form. Each case is built to fail for one bug class:
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -172,3 +173,68 @@ def test_improvement_weights_are_constants_from_the_target_q():
     assert _pi_only(model, TwoActions(), batch).item() == pytest.approx(loss.item(), rel=1e-6)
     # the weights come from Q_theta': flattening Q' (scale 0) changes the weighted term
     assert abs(_pi_only(model, TwoActions(q_scale=0.0), batch).item() - loss.item()) > 1e-3
+
+
+def test_the_critic_ranks_actions_in_a_contextual_bandit():
+    """After training on uniformly random actions in two contexts with r = 1 - |a - a*(s)| and
+    a*(s) = +-0.8, the critic prefers a* to its mirror image -a* in both contexts, and its Q
+    follows the reward across actions (rank correlation within each context)."""
+    import copy
+
+    from scipy.stats import spearmanr
+
+    from pac.model.distributions import expected_value
+
+    cfg = dataclasses.replace(CFG, num_proprio=1, d_z=32, num_latents=4, num_value_bins=21)
+    loss = dataclasses.replace(LOSS, variant="bc_q", alpha=1.0, beta=1.0, value_max=2.0)
+    torch.manual_seed(0)
+    model = PerceiverActorCritic(cfg)
+    target = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+
+    def bandit(n: int) -> Batch:
+        s = torch.where(torch.rand(n, generator=g) < 0.5, -0.5, 0.5)
+        a = torch.rand(n, generator=g) * 2 - 1
+        ones = torch.ones(n, 2, dtype=torch.bool)
+        return Batch(
+            proprio=s[:, None, None].expand(n, 2, 1).contiguous(), proprio_mask=ones[:, :1],
+            text=torch.ones(n, 1, dtype=torch.long), text_mask=ones[:, :1],
+            actions=torch.stack([a, torch.zeros(n)], 1)[..., None], action_mask=ones[:, :1],
+            rewards=torch.stack([1 - (a - 1.6 * s).abs(), torch.zeros(n)], 1),
+            discounts=torch.zeros(n, 2), step_mask=ones, alpha=torch.ones(n),
+            beta=torch.ones(n), group=torch.zeros(n, dtype=torch.long),
+        )
+
+    for step in range(150):
+        out = compute_loss(model, target, bandit(64), loss, step, g)
+        opt.zero_grad()
+        out.total.backward()
+        opt.step()
+    grid = torch.linspace(-1, 1, 11)
+    with torch.no_grad():
+        for s in (-0.5, 0.5):
+            obs = bandit(1).observation(0)
+            obs = dataclasses.replace(obs, proprio=torch.full((1, 1), s))
+            z = model.encode(obs)
+            q = expected_value(model.q_logits(z, grid[None, :, None]), 0.0, 2.0)[0]
+            r = 1 - (grid - 1.6 * s).abs()
+            best = int(torch.argmin((grid - 1.6 * s).abs()))
+            assert q[best] > q[10 - best] + 0.2, (s, q.tolist())  # a* over -a*
+            assert spearmanr(q.numpy(), r.numpy())[0] > 0.8, (s, q.tolist())
+
+
+@pytest.mark.parametrize(("reward", "weight"), [(1.05, math.exp(0.5)), (3.0, 20.0)])
+def test_pac_v_weights_are_exp_advantage_over_eta_unnormalised(reward, weight):
+    """Eq. 14 with V = 10 everywhere (zero value head on [0, 20]): A = r + 0.9 * 10 - 10, the
+    weight of the one transition is exp(A / eta) itself (not normalised over the batch: that
+    would make it 1), clipped at 20; V's TD target is r + gamma V(s')."""
+    cfg = dataclasses.replace(CFG, value_head=True)
+    loss = dataclasses.replace(LOSS, variant="pac_v", alpha=0.0, beta=1.0, eta=0.1)
+    torch.manual_seed(0)
+    model = PerceiverActorCritic(cfg)
+    batch = batch_of([0.7, 0.3], [reward, 0.0], [1.0, 1.0], [True, True])
+    out = compute_loss(model, None, batch, loss)
+    assert out.metrics["mean_v"] == pytest.approx(10.0, abs=1e-4)
+    assert out.metrics["mean_advantage"] == pytest.approx(reward - 1.0, abs=1e-4)
+    assert out.metrics["policy_improvement"] == pytest.approx(weight * out.metrics["bc"], rel=1e-4)

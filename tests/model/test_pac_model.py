@@ -118,6 +118,23 @@ def test_padding_never_influences_outputs(model, obs):
     _assert_changed(base, _outputs(model, obs, actions.flip(1), action_mask))
 
 
+def test_the_number_of_padded_tokens_does_not_matter(model, obs):
+    """A row's outputs alone (its padding-only tokens are dropped: fewer tokens) equal its outputs
+    in a batch whose other rows make those tokens present (more padded tokens). Padded tokens are
+    zeros after encoding, so only the attention masks keep them out: without the masks the zero
+    tokens would still be attended to and the two would differ."""
+    actions = torch.rand(4, 5, TINY.num_actions) * 2 - 1
+    action_mask = torch.ones(4, TINY.num_actions, dtype=torch.bool)
+    full = _outputs(model, obs, actions, action_mask)
+    counts = obs.proprio_mask.sum(1)
+    assert counts.min() < counts.max(), "the batch needs rows with different padding"
+    for row in range(4):
+        alone = _outputs(model, obs.index(slice(row, row + 1)), actions[row:row + 1],
+                         action_mask[row:row + 1])
+        for x, y in zip(alone, full, strict=True):
+            torch.testing.assert_close(x[0], y[row], rtol=1e-5, atol=1e-5)
+
+
 def test_all_masked_modality_is_finite(model, obs):
     """A sample whose text and images are all padding (guarded attention: no NaN)."""
     empty = dataclasses.replace(
