@@ -608,22 +608,50 @@ def _flatten(d: dict[str, Any], prefix: str) -> dict[str, float]:
     return out
 
 
+def _row_metrics(row: dict[str, Any]) -> dict[str, float]:
+    """A table row under plain keys (success_rate, success_low, ..., pct_expert, episodes): the
+    same keys on every evaluation run, so MLflow charts and tables compare tasks and rounds."""
+    return {k: float(row[k]) for k in METRIC_KEYS if _finite(row[k]) is not None}
+
+
+def _row_tags(row: dict[str, Any]) -> dict[str, str]:
+    """The intervals as readable run tags (a runs table shows them next to the metrics)."""
+    return {"pac.success": _ci(row["success_rate"], row["success_low"], row["success_high"]),
+            "pac.pct_expert": _ci(row["pct_expert"], row["pct_expert_low"],
+                                  row["pct_expert_high"]),
+            "pac.episodes": str(row["episodes"])}
+
+
 def _log_to_mlflow(
     cfg: PACConfig, result: EvalResult, spec: PolicySpec, source: str, parent: str | None
 ) -> str | None:
-    """One MLflow run: eval params, every table number as a metric, tables and videos."""
+    """One MLflow run ``eval-<domain>`` (its "all" row under plain metric keys, its tables and
+    videos) and, when it covers several tasks, one nested run ``eval-<task>`` per task."""
     from pac.tracking import Tracker
 
-    tracker = Tracker(cfg, "evaluate", parent_run_id=parent, tags={"pac.stage": "evaluate"})
+    tasks = [r for r in result.rows if r["level"] == "task"]
+    domains = sorted({TASKS[r["name"]].domain for r in tasks})
+    name = f"eval-{domains[0]}" if len(domains) == 1 else "eval-all"
+    every = next(r for r in result.rows if r["level"] == "all")
+    tags = {"pac.stage": "evaluate", "pac.domain": ",".join(domains),
+            "pac.tasks": ",".join(r["name"] for r in tasks), "pac.policy": spec.kind}
+    tracker = Tracker(cfg, name, parent_run_id=parent, tags=tags | _row_tags(every))
     tracker.log_params(
         {k: v for k, v in cfg.flat().items() if k.startswith("eval.")}
         | {"eval.policy": spec.kind, "eval.checkpoint": source}
     )
-    tracker.log_metrics(_flatten(result.metrics, "eval"), step=0)
+    tracker.log_metrics(_row_metrics(every) | _flatten(result.metrics["timing"], "timing"),
+                        step=0)
     for name in ("results.md", "results.csv", "metrics.json", "episodes.csv", "references.json"):
         tracker.log_artifact(result.out_dir / name, "eval")
     for video in result.videos:
         tracker.log_artifact(video, "eval/videos")
+    if len(tasks) > 1:
+        for row in tasks:
+            task_run = Tracker(cfg, f"eval-{row['name']}", parent_run_id=tracker.run_id, tags={
+                "pac.stage": "evaluate", "pac.domain": TASKS[row["name"]].domain,
+                "pac.task": row["name"], "pac.section": row["section"]} | _row_tags(row))
+            task_run.log_metrics(_row_metrics(row), step=0)
+            task_run.finish()
     tracker.finish()
     return tracker.run_id
-
