@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "pac.train.commands",
     "pac.eval_commands",
     "pac.rlft_commands",
+    "pac.report_commands",
 ]
 
 

@@ -195,10 +195,18 @@ class Runner:
         else:
             torch.set_num_threads(self._threads)
 
-    def __call__(self, jobs: list[Job]) -> list[dict[str, Any]]:
-        if self._pool is None:
-            return [_run_job(j) for j in jobs]
-        return list(self._pool.map(_run_job, jobs))
+    def __call__(self, jobs: list[Job], desc: str = "") -> list[dict[str, Any]]:
+        """Results in job order; with `desc`, one progress line per ~10 s of episodes."""
+        from pac.progress import progress
+
+        bar = progress(len(jobs), desc=desc, unit="episode", enabled=bool(desc))
+        results = []
+        for result in (map(_run_job, jobs) if self._pool is None
+                       else self._pool.map(_run_job, jobs)):
+            results.append(result)
+            bar.update(1)
+        bar.close()
+        return results
 
 
 # --- references -----------------------------------------------------------------------------------
@@ -487,7 +495,7 @@ def evaluate(
             e.expert_returns,
         )
         start = time.perf_counter()
-        results = run(jobs)
+        results = run(jobs, desc=f"pac eval {','.join(tasks)}")
         wall = time.perf_counter() - start
 
     latencies = [x for r in results for x in r["latencies"]]

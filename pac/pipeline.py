@@ -375,9 +375,6 @@ def finish(
                             "model_version": r.model_version,
                             "champion": r.round == champion.round} for r in rows],
                           "rlft/rounds_table.json")
-    for r in rows:
-        tracker.log_metrics({f"round_{k}": v for k, v in round_metrics(r).items()
-                             if k != "champion"}, step=r.round)
     pretrained = _eval_all_row(eval_rows or [])
     metrics = _metric_cells("", champion) | {
         "champion_version": float(version), "champion_round": float(champion.round),
@@ -387,7 +384,10 @@ def finish(
         metrics |= {f"pretrained_{k}": float(pretrained[k]) for k in (
             "success_rate", "success_low", "success_high", "pct_expert", "pct_expert_low",
             "pct_expert_high")}
-    tracker.log_metrics(metrics, step=0)
+    tracker.log_metrics(metrics, step=0)  # first: the UI lists metrics in logging order
+    for r in rows:
+        tracker.log_metrics({f"round_{k}": v for k, v in round_metrics(r).items()
+                             if k != "champion"}, step=r.round)
     from pac.rlft import format_cell, format_pct
 
     tracker.set_tags({"pac.champion_version": version, "pac.champion_round": champion.round,
@@ -405,3 +405,56 @@ def finish(
     return {"model_card": str(card), "registered_version": version, "text": text,
             "champion_round": champion.round, "champion_policy": champion.policy,
             "version_tags": registered["tags"], "figures": {k: str(v) for k, v in figures.items()}}
+
+
+def read_results_csv(path: str | Path) -> list[dict[str, Any]]:
+    """An evaluation's results.csv as rows with numbers (the layout `pac.evaluate` writes)."""
+    import csv
+
+    text_columns = ("section", "level", "name")
+    with open(path) as fh:
+        return [{k: (v if k in text_columns else float(v)) for k, v in r.items()}
+                for r in csv.DictReader(fh)]
+
+
+#: Training metrics the learning-curve figure draws (eq. 11 terms, and alpha/beta for shares).
+CURVE_KEYS = ("loss/total", "loss/policy_improvement", "loss/bc", "loss/q", "alpha", "beta")
+
+
+def training_history(cfg: PACConfig, train_dir: str | Path) -> list[dict[str, float]]:
+    """The logged learning curves of the training run in `train_dir` (its MLflow run), one
+    dict per logged update; empty when the folder has no run or the store is unreachable."""
+    import json
+
+    from pac.tracking import metric_history
+
+    run_file = Path(train_dir) / "mlflow_run.json"
+    if not run_file.is_file():
+        return []
+    run_id = json.loads(run_file.read_text()).get("run_id")
+    steps: dict[int, dict[str, float]] = {}
+    for key in CURVE_KEYS:
+        for step, value in metric_history(cfg, run_id, key):
+            steps.setdefault(step, {"step": step})[key] = value
+    return [steps[s] for s in sorted(steps)]
+
+
+def output_figures(cfg: PACConfig, out_dir: str | Path, train_dir: str | Path | None = None,
+                   eval_dir: str | Path | None = None, rlft_dir: str | Path | None = None
+                   ) -> dict[str, Path]:
+    """The figures of the pipeline's output folders (what the DVC `figures` stage draws):
+    learning curves of train.out_dir's run, success of eval.out_dir, the rounds of rlft.out_dir
+    with the champion marked. A figure whose input is missing is left out."""
+    import json
+
+    from pac.plots import write_figures
+    from pac.rlft import STATE_FILE, RoundRow, champion_row
+
+    train_dir = Path(train_dir or cfg.train.out_dir)
+    results = Path(eval_dir or cfg.eval.out_dir) / "results.csv"
+    state = Path(rlft_dir or cfg.rlft.out_dir) / STATE_FILE
+    rows = json.loads(state.read_text())["rows"] if state.is_file() else []
+    best = champion_row([RoundRow(**r) for r in rows])
+    return write_figures(out_dir, training_history(cfg, train_dir),
+                         read_results_csv(results) if results.is_file() else [], rows,
+                         best.round if best else None)

@@ -88,7 +88,7 @@ def learning_curves(history: Sequence[dict[str, float]]) -> Figure:
 def success_bars(rows: Sequence[dict[str, Any]]) -> Figure:
     """Success rate per task with its Wilson 95% interval and the episode counts."""
     tasks = [r for r in rows if r.get("level") == "task"]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(tasks) + 1.5), 3.4))
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.6 * len(tasks) + 1.5), 3.4))
     names = [r["name"] for r in tasks]
     rate = [float(r["success_rate"]) for r in tasks]  # percent
     low = [float(r["success_rate"]) - float(r["success_low"]) for r in tasks]
@@ -102,7 +102,7 @@ def success_bars(rows: Sequence[dict[str, Any]]) -> Figure:
                     color="white" if bar.get_height() > 10 else "black")
     ax.set_ylim(0, 105)
     ax.set_ylabel("success % (Wilson 95% CI)")
-    ax.set_title("Simulation evaluation (successes/episodes)")
+    ax.set_title("Simulation evaluation (label: successes/episodes)", fontsize=10)
     ax.tick_params(axis="x", labelrotation=20, labelsize=7)
     fig.tight_layout()
     return fig
