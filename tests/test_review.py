@@ -323,3 +323,70 @@ def test_flow_argv_without_problems_passes():
     assert check_flow_argv(["resume"]) is None
     assert flow_overrides("", alpha=0.0, rounds=0) == ["loss.alpha=0.0", "rlft.rounds=0"]
     assert flow_overrides("a=1; b=2") == ["a=1", "b=2"]  # None: as in the params file
+
+
+ROOT = Path(__file__).resolve().parent.parent
+DVC = str(Path(sys.executable).parent / "dvc")
+
+
+def test_dvc_lock_matches_the_code_of_the_data_stages():
+    """`make run` reruns `dvc repro generate tokenizer`: if dvc.lock lags the code or params
+    those stages depend on, the run rewrites dvc.lock and a fresh clone ends up dirty. Outputs
+    missing in a fresh clone ("deleted", "not in cache") are expected and not checked here."""
+    out = subprocess.run([DVC, "status", "--json", "generate", "tokenizer"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout or "{}")
+    stale = {stage: change for stage, changes in status.items() for change in changes
+             if isinstance(change, dict) and ({"changed deps", "changed params"} & set(change))}
+    assert not stale, f"dvc.lock is stale (run `dvc repro generate tokenizer`): {stale}"
+
+
+def test_dvc_plots_show_renders_the_figures(handed_over, tmp_path):
+    """dvc.yaml's `plots:` (the figures stage's PNGs and the data plots over the tables) as
+    `dvc plots show` reads them, in a copy of the project holding one run's outputs."""
+    import shutil
+
+    from pac.pipeline import output_figures
+
+    cfg, tmp = handed_over["cfg"], handed_over["tmp"]
+    shutil.copy2(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copytree(ROOT / "params", tmp_path / "params")
+    from pac.rlft import _write_tables
+
+    (tmp_path / "runs" / "eval").mkdir(parents=True)
+    _write_tables(tmp_path / "runs" / "rlft", handed_over["rows"], cfg, None)  # as rlft() does
+    shutil.copy2(tmp / "rlft" / "rounds" / "round_1" / "eval" / "results.csv",
+                 tmp_path / "runs" / "eval" / "results.csv")
+    drawn = output_figures(cfg, tmp_path / "runs" / "figures", tmp_path / "runs" / "pretrain",
+                           tmp_path / "runs" / "eval", tmp_path / "runs" / "rlft")
+    assert set(drawn) == {"success", "rlft_rounds"}  # no training run: no learning curves
+    subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    out = subprocess.run([DVC, "plots", "show", "--json"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    shown = json.loads(out.stdout)
+    errors = {e["name"] for e in shown.get("errors", [])}
+    assert errors == {"runs/figures/learning_curves.png"}, shown.get("errors")
+    data = shown["data"]
+    assert data["runs/figures/success.png"] and data["runs/figures/rlft_rounds.png"]
+    assert data["success per task (Wilson 95%)"] and data["RLFT rounds, success %"]
+
+
+def test_line_progress_prints_plain_lines_not_a_redrawn_bar():
+    import io
+
+    from pac.progress import LineProgress
+
+    stream = io.StringIO()
+    bar = LineProgress(4, desc="pac train", unit="update", every_s=3600, stream=stream)
+    for _ in range(3):
+        bar.update(1)
+    bar.set_postfix(loss="1.5000")
+    bar.update(1)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    assert len(lines) == 2  # the start and the end; nothing in between within every_s
+    assert lines[0] == "pac train: 0/4 update (0%)"
+    assert lines[1].startswith("pac train: 4/4 update (100%), ") and lines[1].endswith(
+        "| loss=1.5000")
