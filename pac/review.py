@@ -15,6 +15,7 @@ text contains what is expected, so a check fails with the page text, not a blank
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -184,6 +185,7 @@ class Browser:
         self.profile: str | None = None
         self.page: Page | None = None
         self._origins: set[str] = set()
+        self._stack: contextlib.ExitStack | None = None
 
     def __enter__(self) -> Browser:
         from websockets.sync.client import connect
@@ -204,8 +206,9 @@ class Browser:
         port = int(active.read_text().splitlines()[0])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
             targets = [t for t in json.load(r) if t.get("type") == "page"]
-        self.page = Page(connect(targets[0]["webSocketDebuggerUrl"], max_size=None,
-                                 open_timeout=30))
+        self._stack = contextlib.ExitStack()
+        self.page = Page(self._stack.enter_context(
+            connect(targets[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=30)))
         self.page.call("Page.enable")
         return self
 
@@ -228,8 +231,8 @@ class Browser:
         return self.page
 
     def __exit__(self, *exc: object) -> None:
-        if self.page is not None:
-            self.page.ws.close()
+        if self._stack is not None:
+            self._stack.close()  # the websocket
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:

@@ -331,7 +331,15 @@ def metric_history(cfg: PACConfig, run_id: str, key: str) -> list[tuple[int, flo
 
 
 def list_artifacts(cfg: PACConfig, run_id: str, path: str | None = None) -> list[str]:
-    return [a.path for a in client(cfg).list_artifacts(run_id, path)]
+    """A run's artefact paths under `path`; at the top level also the names of the models it
+    logged (``policy_model``: they live in the model store, ``runs:/<id>/<name>`` finds them)."""
+    mlc = client(cfg)
+    files = [a.path for a in mlc.list_artifacts(run_id, path)]
+    if path is None:
+        run = mlc.get_run(run_id)
+        outputs = run.outputs.model_outputs if run.outputs else []
+        files += sorted({mlc.get_logged_model(o.model_id).name for o in outputs} - set(files))
+    return files
 
 
 @contextlib.contextmanager

@@ -390,3 +390,25 @@ def test_line_progress_prints_plain_lines_not_a_redrawn_bar():
     assert lines[0] == "pac train: 0/4 update (0%)"
     assert lines[1].startswith("pac train: 4/4 update (100%), ") and lines[1].endswith(
         "| loss=1.5000")
+
+
+def test_a_run_lists_its_logged_model_among_its_artifacts(handed_over):
+    from pac.tracking import list_artifacts
+
+    round_run = handed_over["rows"][0].run_id
+    assert "policy_model" in list_artifacts(handed_over["cfg"], round_run)
+
+
+def test_videos_are_upscaled_and_captioned():
+    import numpy as np
+
+    from pac.evaluate import label_frames
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (4, 80, 80, 3), dtype=np.uint8)
+    out = label_frames(frames, "cartpole.balance #0\nreturn 57.2  success")
+    assert out.shape[1] > 160 and out.shape[2] == 160 and out.shape[0] == 4
+    np.testing.assert_array_equal(out[:, :160:2, ::2], frames)  # nearest-neighbour 2x
+    np.testing.assert_array_equal(out[:, 1:160:2, 1::2], frames)
+    caption = out[:, 160:]
+    assert caption.max() > 200 and (caption == caption[0]).all()  # drawn text, every frame
