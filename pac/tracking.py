@@ -366,7 +366,8 @@ def _store(cfg: PACConfig) -> Iterator[None]:
 
 
 def download_artifacts(cfg: PACConfig, uri: str, dst: str | Path) -> Path:
-    """Copy run or model artefacts (``runs:/<id>/policy``, ``models:/<name>@<alias>``) to `dst`."""
+    """Copy run or model artefacts (``runs:/<id>/policy_model``, ``models:/<name>@<alias>``) to
+    `dst`."""
     Path(dst).mkdir(parents=True, exist_ok=True)
     with _store(cfg):
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
