@@ -40,7 +40,7 @@ CHROMIUM_FLAGS = (
 
 ML_VIEW = "workflowType=machine_learning"
 #: The UI's own settings (localStorage) a reviewer sets once: the model-training view, and the
-#: assistant panel closed (it opens by itself on the first visit to a local server).
+#: UI chat panel closed (it opens by itself on the first visit to a local server).
 UI_SETTINGS = {"mlflow.workflowType_v1": "machine_learning",
                "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": True,
                "mlflow.assistant.panelOpen_v1": False}
@@ -107,7 +107,7 @@ class MlflowServer:
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.load(r)
 
-    # MLflow 3 opens every page in its GenAI view unless told otherwise; the query parameter
+    # MLflow 3 opens every page in its LLM-tracing view unless told otherwise; the query parameter
     # (what the sidebar's "Model training" switch sets) selects the model-training view.
 
     def run_url(self, exp_id: str, run_id: str) -> str:

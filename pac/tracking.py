@@ -46,7 +46,7 @@ _BATCH = 100
 _MAX_PARAM_CHARS = 6000
 #: Name of the pyfunc policy logged by a run (load with ``runs:/<run_id>/policy_model``).
 POLICY_MODEL_PATH = "policy_model"
-#: The UI's model-training view (MLflow 3 opens untagged experiments in its GenAI view).
+#: The UI's model-training view (MLflow 3 opens untagged experiments in its LLM-tracing view).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 _PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 #: Markdown shown as a run's description in the UI.
