@@ -14,14 +14,19 @@ Scale out with a preset and Metaflow's own compute decorators (multi-node ZeRO o
         --with kubernetes:gpu=8,memory=400000
 
 Every step calls one library function; MLflow holds a parent run (tag pac_role=flow) with nested
-runs for pretraining, each evaluation and each RLFT round. Metaflow artefacts keep the MLflow
-run ids, and the MLflow run keeps the Metaflow pathspec, so either side finds the other.
+runs `pretrain-<scale>`, `eval-<domain>` and `rlft` (with `rlft-round-<k>`). The parent run is the
+dashboard: the handed-over policy's success and % of expert with their intervals, the per-round
+success, the champion version, a generated description, tables and figures. Metaflow artefacts
+keep the MLflow run ids, and the MLflow run keeps the Metaflow pathspec, so either side finds
+the other. Params are checked before Metaflow starts (one line on a bad value, exit status 2)
+and again in `start`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -40,22 +45,30 @@ class PACFlow(FlowSpec):
         help="';'-separated KEY=VALUE overrides, e.g. 'train.steps=50;eval.episodes_per_task=5'",
     )
     scale = Parameter("scale", default="", help="model scale: tiny, XXS, XS, S, M, L, card15B")
-    alpha = Parameter("alpha", default=-1.0, type=float,
-                      help="override loss.alpha (BC weight, eq. 11); -1 keeps the params value")
-    beta = Parameter("beta", default=-1.0, type=float,
-                     help="override loss.beta (Q loss scale, eq. 11); -1 keeps the params value")
-    rounds = Parameter("rounds", default=-1, type=int,
-                       help="RLFT rounds (§4.3); -1 keeps rlft.rounds from params")
+    alpha = Parameter("alpha", default=None, type=float,
+                      help="override loss.alpha (BC weight, eq. 11); default: the params file's")
+    beta = Parameter("beta", default=None, type=float,
+                     help="override loss.beta (Q loss scale, eq. 11); default: the params file's")
+    rounds = Parameter("rounds", default=None, type=int,
+                       help="RLFT rounds (§4.3); default: rlft.rounds of the params file")
     nodes = Parameter("nodes", default=0, type=int,
                       help="0: pretrain in one local process; N: Metaflow @parallel over N nodes"
                       " (torchrun + DeepSpeed on each; add --with kubernetes or batch)")
     gpus_per_node = Parameter("gpus-per-node", default=1, type=int,
                               help="processes (GPUs) per node when --nodes > 0")
 
+    @card
     @step
     def start(self):
         """Validate params before any compute; open the MLflow parent run."""
-        from pac.pipeline import Settings, flow_overrides, run_workspace_overrides
+        from metaflow.cards import Markdown
+
+        from pac.pipeline import (
+            Settings,
+            flow_overrides,
+            resolved_flow_values,
+            run_workspace_overrides,
+        )
         from pac.tracking import Tracker
 
         overrides = flow_overrides(self.overrides, self.scale, self.alpha, self.beta, self.rounds)
@@ -63,6 +76,10 @@ class PACFlow(FlowSpec):
                                  run_workspace_overrides(overrides, current.run_id))
         cfg = self.settings.config()  # raises ConfigError naming the bad key
         self.config = cfg.to_dict()
+        self.values_used = resolved_flow_values(cfg, self.params_file, self.settings.overrides)
+        current.card.append(Markdown("## Settings used\n\n| setting | value |\n|---|---|\n"
+                                     + "".join(f"| {k} | {v} |\n"
+                                               for k, v in self.values_used.items())))
         self.started = time.time()
         tracker = Tracker(cfg, "pac-flow", tags={
             "pac_role": "flow", "metaflow.pathspec": current.pathspec.rsplit("/", 2)[0],
@@ -82,8 +99,9 @@ class PACFlow(FlowSpec):
 
         self.data_version = version_data(self.settings)
         cfg = self.settings.config()
-        Tracker(cfg, "", run_id=self.mlflow_run_id).log_params(
-            {f"data_version.{k}": v for k, v in self.data_version.items()})
+        parent = Tracker(cfg, "", run_id=self.mlflow_run_id)
+        parent.log_params({f"data_version.{k}": v for k, v in self.data_version.items()})
+        parent.log_datasets(self.data_version)
         self.next({"local": self.pretrain, "distributed": self.pretrain_launch},
                   condition="mode")
 
@@ -91,12 +109,16 @@ class PACFlow(FlowSpec):
     @step
     def pretrain(self):
         """DeepSpeed ZeRO pretraining in one local process (gloo on CPU)."""
+        from pac.tracking import Tracker
         from pac.train import train
 
-        result = train(self.settings.config(), tracking_parent_run=self.mlflow_run_id)
+        cfg = self.settings.config()
+        result = train(cfg, tracking_parent_run=self.mlflow_run_id)
         self.policy_dir = str(result.policy_dir)
         self.pretrain_run_id = result.run_id
         self.train_history = result.history
+        if result.run_id:
+            Tracker.existing(cfg, result.run_id).log_datasets(self.data_version)
         self.next(self.evaluate_split)
 
     @step
@@ -169,6 +191,7 @@ class PACFlow(FlowSpec):
                                               "pretrain_run_id", "train_history", "started",
                                               "data_version"])
         self.eval_run_ids = [i.eval_run_id for i in inputs]
+        self.eval_runs = {f"eval-{i.domain}": i.eval_run_id for i in inputs}
         cfg = self.settings.config()
         merged = merge_evaluations([i.eval_dir for i in inputs], cfg.eval.out_dir, cfg)
         self.eval_table = merged.table
@@ -182,6 +205,7 @@ class PACFlow(FlowSpec):
         current.card.append(Image.from_matplotlib(success_bars(self.eval_rows)))
         if self.train_history:
             current.card.append(Image.from_matplotlib(learning_curves(self.train_history)))
+        tracker.log_table(self.eval_rows, "evaluation/results_table.json")
         self.round = 0
         self.rounds_total = cfg.rlft.rounds
         self.rlft_rows = []
@@ -200,8 +224,13 @@ class PACFlow(FlowSpec):
             # evaluates the pretrained policy as round 0.
             # fresh=True on the first pass sets an earlier run's rollouts group aside (renamed,
             # never deleted) so that this run's rounds start from its own pretrained policy.
+            pretrained_uri = (f"runs:/{self.pretrain_run_id}/policy_model"
+                              if self.pretrain_run_id else None)
             result = rlft(cfg, self.policy_dir, rounds=self.round, resume=self.round > 1,
-                          fresh=self.round == 1, tracking_parent_run=self.mlflow_run_id)
+                          fresh=self.round == 1, tracking_parent_run=self.mlflow_run_id,
+                          checkpoint_model_uri=pretrained_uri, version_tags={
+                              "pac.flow_run": self.mlflow_run_id,
+                              "metaflow.pathspec": f"{current.flow_name}/{current.run_id}"})
             self.rlft_rows = [dataclasses.asdict(r) for r in result.rows]
             self.rlft_policy_dir = str(result.policy)
             self.rlft_run_id = result.run_id
@@ -209,33 +238,53 @@ class PACFlow(FlowSpec):
 
             from pac.plots import rlft_rounds
 
+            best = result.champion
             current.card.append(Markdown((Path(cfg.rlft.out_dir) / "rounds.md").read_text()))
-            current.card.append(Image.from_matplotlib(rlft_rounds(self.rlft_rows)))
+            current.card.append(Image.from_matplotlib(
+                rlft_rounds(self.rlft_rows, best.round if best else None)))
         self.more = "again" if self.round < self.rounds_total else "done"
         self.next({"again": self.rlft, "done": self.end}, condition="more")
 
     @step
     def end(self):
-        """Register the final policy, write its model card, close the MLflow parent run."""
+        """Hand over the best-evaluated policy (the `champion` version), write its model card,
+        make the MLflow parent run the dashboard and close it."""
         from pac.pipeline import finish
 
         cfg = self.settings.config()
         rounds_md = Path(cfg.rlft.out_dir) / "rounds.md"
+        children = {"pretrain": self.pretrain_run_id}
+        children |= dict(sorted(self.eval_runs.items()))
+        children["rlft"] = getattr(self, "rlft_run_id", None)
         summary = finish(
             cfg,
-            policy_dir=getattr(self, "rlft_policy_dir", None) or self.policy_dir,
+            policy_dir=self.policy_dir,
             mlflow_run_id=self.mlflow_run_id,
             started=self.started,
             data_version=self.data_version,
             eval_table=self.eval_table,
+            eval_rows=self.eval_rows,
             rlft_table=rounds_md.read_text() if self.rlft_rows else "",
+            rlft_rows=self.rlft_rows,
+            train_history=self.train_history,
+            policy_model_uri=(f"runs:/{self.pretrain_run_id}/policy_model"
+                              if self.pretrain_run_id else None),
             metaflow_pathspec=f"{current.flow_name}/{current.run_id}",
+            children={k: v for k, v in children.items() if v},
         )
         self.model_card = summary["model_card"]
         self.registered_version = summary["registered_version"]
+        self.champion_round = summary["champion_round"]
+        self.figures = summary["figures"]
         print(summary["text"])
 
 
 if __name__ == "__main__":
     os.environ.setdefault("USERNAME", "pac")
+    from pac.pipeline import check_flow_argv
+
+    problem = check_flow_argv(sys.argv[1:])  # before Metaflow: one line, not a traceback
+    if problem:
+        print(f"pac: invalid params: {problem}", file=sys.stderr)
+        sys.exit(2)
     PACFlow()

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "pac.eval_commands",
     "pac.rlft_commands",
     "pac.scaling_commands",
+    "pac.report_commands",
 ]
 
 

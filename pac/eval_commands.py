@@ -1,7 +1,7 @@
 """`pac eval`: simulation evaluation of a policy (the paper's Tables 1 / 13, :mod:`pac.evaluate`).
 
     pac eval                                    # runs/pretrain/policy on its training tasks
-    pac eval --checkpoint runs:/<run_id>/policy # a checkpoint logged to MLflow
+    pac eval --checkpoint runs:/<run_id>/policy_model  # a policy logged to MLflow
     pac eval --checkpoint models:/pac-policy@champion
     pac eval --policy expert                    # the harness check: the scripted expert
     pac eval --set eval.decode=q_rerank --set eval.episodes_per_task=100
@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint",
         default=None,
-        help="inference checkpoint folder or MLflow URI (runs:/ID/policy, models:/NAME@ALIAS);"
+        help="inference checkpoint folder or MLflow URI (runs:/ID/policy_model,"
+        " models:/NAME@ALIAS);"
         " default: <train.out_dir>/policy",
     )
     p.add_argument(

@@ -141,7 +141,9 @@ def _run_job(job: Job) -> dict[str, Any]:
     start = len(server.latencies) if server else 0
     ep = run_episode(env, policy, job.task, job.max_steps, record_frames=job.video is not None)
     if job.video is not None:
-        _write_gif(Path(job.video), ep.frames)
+        label = (f"{job.task} #{job.episode}\nreturn {ep.total_return:.1f}  "
+                 + ("success" if ep.success else "failure"))
+        _write_gif(Path(job.video), ep.frames, label)
     return {
         "task": job.task,
         "episode": job.episode,
@@ -153,9 +155,32 @@ def _run_job(job: Job) -> dict[str, Any]:
     }
 
 
-def _write_gif(path: Path, frames: np.ndarray) -> None:
+#: Videos are shown at least this wide: the 80x80 renders (what the policy sees, App. C.3)
+#: upscaled 2x with nearest neighbours; rendering at 160 would cost 4x the render time.
+VIDEO_SCALE = 2
+
+
+def label_frames(frames: np.ndarray, label: str, scale: int = VIDEO_SCALE) -> np.ndarray:
+    """Frames upscaled `scale` times with a caption bar (task, return, success) underneath;
+    the label's lines are drawn one under the other."""
+    from PIL import Image, ImageDraw
+
+    big = np.repeat(np.repeat(np.asarray(frames, dtype=np.uint8), scale, 1), scale, 2)
+    t, h, w, _ = big.shape
+    lines = label.splitlines()
+    bar = Image.new("RGB", (w, 12 * len(lines) + 2), (0, 0, 0))
+    draw = ImageDraw.Draw(bar)
+    for i, line in enumerate(lines):
+        draw.text((2, 1 + 12 * i), line, fill=(255, 255, 255))
+    caption = np.broadcast_to(np.asarray(bar), (t, *np.asarray(bar).shape))
+    return np.concatenate([big, caption], axis=1)
+
+
+def _write_gif(path: Path, frames: np.ndarray, label: str = "") -> None:
     import imageio.v3 as iio
 
+    if label:
+        frames = label_frames(frames, label)
     atomic_write(
         path,
         lambda p: iio.imwrite(p, frames, extension=".gif", duration=1000 // VIDEO_FPS, loop=0),
@@ -195,10 +220,18 @@ class Runner:
         else:
             torch.set_num_threads(self._threads)
 
-    def __call__(self, jobs: list[Job]) -> list[dict[str, Any]]:
-        if self._pool is None:
-            return [_run_job(j) for j in jobs]
-        return list(self._pool.map(_run_job, jobs))
+    def __call__(self, jobs: list[Job], desc: str = "") -> list[dict[str, Any]]:
+        """Results in job order; with `desc`, one progress line per ~10 s of episodes."""
+        from pac.progress import progress
+
+        bar = progress(len(jobs), desc=desc, unit="episode", enabled=bool(desc))
+        results = []
+        for result in (map(_run_job, jobs) if self._pool is None
+                       else self._pool.map(_run_job, jobs)):
+            results.append(result)
+            bar.update(1)
+        bar.close()
+        return results
 
 
 # --- references -----------------------------------------------------------------------------------
@@ -487,7 +520,7 @@ def evaluate(
             e.expert_returns,
         )
         start = time.perf_counter()
-        results = run(jobs)
+        results = run(jobs, desc=f"pac eval {','.join(tasks)}")
         wall = time.perf_counter() - start
 
     latencies = [x for r in results for x in r["latencies"]]
@@ -608,22 +641,50 @@ def _flatten(d: dict[str, Any], prefix: str) -> dict[str, float]:
     return out
 
 
+def _row_metrics(row: dict[str, Any]) -> dict[str, float]:
+    """A table row under plain keys (success_rate, success_low, ..., pct_expert, episodes): the
+    same keys on every evaluation run, so MLflow charts and tables compare tasks and rounds."""
+    return {k: float(row[k]) for k in METRIC_KEYS if _finite(row[k]) is not None}
+
+
+def _row_tags(row: dict[str, Any]) -> dict[str, str]:
+    """The intervals as readable run tags (a runs table shows them next to the metrics)."""
+    return {"pac.success": _ci(row["success_rate"], row["success_low"], row["success_high"]),
+            "pac.pct_expert": _ci(row["pct_expert"], row["pct_expert_low"],
+                                  row["pct_expert_high"]),
+            "pac.episodes": str(row["episodes"])}
+
+
 def _log_to_mlflow(
     cfg: PACConfig, result: EvalResult, spec: PolicySpec, source: str, parent: str | None
 ) -> str | None:
-    """One MLflow run: eval params, every table number as a metric, tables and videos."""
+    """One MLflow run ``eval-<domain>`` (its "all" row under plain metric keys, its tables and
+    videos) and, when it covers several tasks, one nested run ``eval-<task>`` per task."""
     from pac.tracking import Tracker
 
-    tracker = Tracker(cfg, "evaluate", parent_run_id=parent, tags={"pac.stage": "evaluate"})
+    tasks = [r for r in result.rows if r["level"] == "task"]
+    domains = sorted({TASKS[r["name"]].domain for r in tasks})
+    name = f"eval-{domains[0]}" if len(domains) == 1 else "eval-all"
+    every = next(r for r in result.rows if r["level"] == "all")
+    tags = {"pac.stage": "evaluate", "pac.domain": ",".join(domains),
+            "pac.tasks": ",".join(r["name"] for r in tasks), "pac.policy": spec.kind}
+    tracker = Tracker(cfg, name, parent_run_id=parent, tags=tags | _row_tags(every))
     tracker.log_params(
         {k: v for k, v in cfg.flat().items() if k.startswith("eval.")}
         | {"eval.policy": spec.kind, "eval.checkpoint": source}
     )
-    tracker.log_metrics(_flatten(result.metrics, "eval"), step=0)
+    tracker.log_metrics(_row_metrics(every) | _flatten(result.metrics["timing"], "timing"),
+                        step=0)
     for name in ("results.md", "results.csv", "metrics.json", "episodes.csv", "references.json"):
         tracker.log_artifact(result.out_dir / name, "eval")
     for video in result.videos:
         tracker.log_artifact(video, "eval/videos")
+    if len(tasks) > 1:
+        for row in tasks:
+            task_run = Tracker(cfg, f"eval-{row['name']}", parent_run_id=tracker.run_id, tags={
+                "pac.stage": "evaluate", "pac.domain": TASKS[row["name"]].domain,
+                "pac.task": row["name"], "pac.section": row["section"]} | _row_tags(row))
+            task_run.log_metrics(_row_metrics(row), step=0)
+            task_run.finish()
     tracker.finish()
     return tracker.run_id
-

@@ -27,8 +27,11 @@ class ModelCardFacts:
     gpu_count: int = 0
     world_size: int = 1
     data_version: dict[str, str] = field(default_factory=dict)
-    eval_markdown: str = ""
+    eval_markdown: str = ""  # this version's own evaluation table
     rlft_markdown: str = ""
+    #: headline rows of this version's evaluation, e.g. {"success % [Wilson 95%]": "40.0 [..]"}
+    headline: dict[str, str] = field(default_factory=dict)
+    eval_title: str = "Evaluation (simulation)"
     mlflow_run_id: str = ""
     metaflow_pathspec: str = ""
     licence: str = "Apache-2.0"
@@ -71,6 +74,7 @@ def render_model_card(cfg: PACConfig, facts: ModelCardFacts) -> str:
         "",
         "| field | value |",
         "|---|---|",
+        *(f"| {k} | {v} |" for k, v in facts.headline.items()),
         f"| parameters (policy + value) | {facts.params:,} ({facts.params / 1e6:.2f}M) |",
         f"| scale | {cfg.model.scale} (D_Z={cfg.model.d_z}, M={cfg.model.num_blocks},"
         f" W={cfg.model.widening}) |",
@@ -104,7 +108,7 @@ def render_model_card(cfg: PACConfig, facts: ModelCardFacts) -> str:
             f"| {g.name} | {', '.join(g.tasks)} | {g.quality} | {g.weight} | {alpha} | {beta} |"
         )
     if facts.eval_markdown:
-        lines += ["", "## Evaluation (simulation)", "", facts.eval_markdown.strip()]
+        lines += ["", f"## {facts.eval_title}", "", facts.eval_markdown.strip()]
     if facts.rlft_markdown:
         lines += ["", "## RL fine-tuning rounds (§4.3)", "", facts.rlft_markdown.strip()]
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ module knows about Metaflow. Paths are relative to the working directory, the re
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -32,19 +33,73 @@ class Settings:
 
 
 def flow_overrides(
-    text: str, scale: str = "", alpha: float = -1.0, beta: float = -1.0, rounds: int = -1
+    text: str, scale: str = "", alpha: float | None = None, beta: float | None = None,
+    rounds: int | None = None,
 ) -> list[str]:
-    """Turn the flow's parameters into `--set` style overrides (';'-separated KEY=VALUE)."""
-    out = [s.strip() for s in text.replace("\n", ";").split(";") if s.strip()]
+    """Turn the flow's parameters into `--set` style overrides (';'-separated KEY=VALUE).
+
+    None means "as in the params file"; any given value, negative ones included, becomes an
+    override, so the params validation rejects it with its one-line message."""
+    out = [s.strip() for s in (text or "").replace("\n", ";").split(";") if s.strip()]
     if scale:
         out.append(f"model.scale={scale}")
-    if alpha >= 0:
-        out.append(f"loss.alpha={alpha}")
-    if beta >= 0:
-        out.append(f"loss.beta={beta}")
-    if rounds >= 0:
-        out.append(f"rlft.rounds={rounds}")
+    for key, value in (("loss.alpha", alpha), ("loss.beta", beta), ("rlft.rounds", rounds)):
+        if value is not None:
+            out.append(f"{key}={value}")
     return out
+
+
+#: The flow's own options (`python flows/pac_flow.py run --OPTION VALUE`) that reach params.
+FLOW_OPTIONS = {"--params-file": str, "--set": str, "--scale": str, "--alpha": float,
+                "--beta": float, "--rounds": int}
+
+
+def check_flow_argv(argv: list[str]) -> str | None:
+    """The one-line problem with a `run` command line's params, or None when they are valid.
+
+    Called before Metaflow parses the command line, so a bad value prints one line (as the
+    `pac` CLI does) instead of a traceback from inside the `start` task.
+    """
+    import argparse
+
+    from pac.config import ConfigError
+
+    if "run" not in argv:
+        return None
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    for option in FLOW_OPTIONS:
+        parser.add_argument(option, dest=option[2:].replace("-", "_"), default=None)
+    try:
+        args, _ = parser.parse_known_args(argv[argv.index("run") + 1:])
+    except argparse.ArgumentError as exc:
+        return str(exc)
+    values = {}
+    for option, kind in FLOW_OPTIONS.items():
+        raw = getattr(args, option[2:].replace("-", "_"))
+        try:
+            values[option] = None if raw is None else kind(raw)
+        except ValueError:
+            return f"{option} {raw!r} is not a valid {kind.__name__}"
+    overrides = flow_overrides(values["--set"] or "", values["--scale"] or "",
+                               values["--alpha"], values["--beta"], values["--rounds"])
+    try:
+        load_config(values["--params-file"] or DEFAULT_PARAMS, overrides)
+    except ConfigError as exc:
+        return str(exc)
+    except (OSError, ValueError) as exc:  # e.g. a params file that does not exist
+        return str(exc)
+    return None
+
+
+def resolved_flow_values(cfg: PACConfig, params_file: str, overrides: list[str]
+                         ) -> dict[str, Any]:
+    """What the flow's parameters resolved to (shown on the `start` card instead of defaults)."""
+    return {
+        "params file": params_file, "overrides": "; ".join(overrides) or "-",
+        "model.scale": cfg.model.scale, "loss.alpha": cfg.loss.alpha, "loss.beta": cfg.loss.beta,
+        "loss.variant": cfg.loss.variant, "rlft.rounds": cfg.rlft.rounds,
+        "train.steps": cfg.train.steps, "eval.episodes_per_task": cfg.eval.episodes_per_task,
+    }
 
 
 #: Output folders a flow run keeps to itself (so a second run never meets the first's state).
@@ -133,6 +188,98 @@ def run_distributed_node(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, env=_env_with_venv())
 
 
+def _eval_all_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The "all training tasks" row of an evaluation table."""
+    return next((r for r in rows if r.get("level") == "all" and r.get("section") == "train"),
+                None)
+
+
+def round_row_from_evaluation(eval_rows: list[dict[str, Any]], policy: str | Path,
+                              data_version: dict[str, Any]):
+    """The pretrained policy's evaluation (all training tasks) as an RLFT round-0 row, so a
+    run without RLFT rounds registers its policy with the same tags and card as a round."""
+    from pac.rlft import RoundRow, success_cell
+
+    tasks = {r["name"]: success_cell(int(r["successes"]), int(r["episodes"]))
+             for r in eval_rows if r.get("level") == "task" and r.get("section") == "train"}
+    every = _eval_all_row(eval_rows)
+    if every is None:
+        raise ValueError("the evaluation has no 'all' row of training tasks")
+    return RoundRow(
+        round=0, episodes_added=0, rollout_episodes=0, collected_success=float("nan"),
+        tasks=tasks, overall=success_cell(int(every["successes"]), int(every["episodes"])),
+        policy=str(policy), mean_return=float(every["mean_return"]), champion=True,
+        data_version=dict(data_version),
+        pct_expert={"rate": every["pct_expert"], "low": every["pct_expert_low"],
+                    "high": every["pct_expert_high"]},
+    )
+
+
+def headline(row) -> dict[str, str]:
+    """The card's and the dashboard's headline cells of one evaluated policy (a RoundRow)."""
+    from pac.rlft import format_cell, format_pct
+
+    return {
+        "success % [Wilson 95%]": f"{format_cell(row.overall)} ({int(row.overall['successes'])}"
+                                  f"/{int(row.overall['episodes'])} episodes)",
+        "% of expert [SE 95% CI]": format_pct(row.pct_expert),
+        "evaluated on": ", ".join(sorted(row.tasks)),
+        "selected as": ("pretrained policy (round 0)" if row.round == 0
+                        else f"RLFT round {row.round}") + ", best success of the run",
+    }
+
+
+def _run_link(exp_id: str, run_id: str | None, name: str) -> str:
+    return f"[{name}](#/experiments/{exp_id}/runs/{run_id})" if run_id else name
+
+
+def dashboard_markdown(
+    cfg: PACConfig, champion, version: str | None, exp_id: str, rows: list, eval_table: str,
+    children: dict[str, str | None], figures: dict[str, Path], wall_clock_s: float,
+) -> str:
+    """The parent run's description: the handed-over policy, the rounds, where to look next."""
+    cells = headline(champion)
+    lines = [
+        f"## PAC flow: {cfg.tracking.registered_model} v{version} is the champion",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in cells.items()),
+        f"| registered as | `models:/{cfg.tracking.registered_model}@champion` (v{version}) |",
+        f"| wall clock | {wall_clock_s / 60:.1f} min |",
+        "",
+    ]
+    if rows:
+        lines += ["### Rounds (success % [Wilson 95%])", "", "| round | success | champion |",
+                  "|---|---|---|"]
+        from pac.rlft import format_cell
+
+        for r in rows:
+            mark = "**yes**" if r.round == champion.round else ""
+            lines.append(f"| {r.label} | {format_cell(r.overall)} | {mark} |")
+        lines.append("")
+    if children:
+        lines += ["### Child runs", "",
+                  " · ".join(_run_link(exp_id, rid, name) for name, rid in children.items()), ""]
+    if figures:
+        lines += ["### Figures (artefacts)", "",
+                  ", ".join(f"`figures/{p.name}`" for p in figures.values()), ""]
+    if eval_table:
+        lines += ["### Pretrained policy, all tasks", "", eval_table.strip(), ""]
+    return "\n".join(lines)
+
+
+def _metric_cells(prefix: str, row) -> dict[str, float]:
+    out = {f"{prefix}success_rate": row.overall["rate"], f"{prefix}success_low": row.overall["low"],
+           f"{prefix}success_high": row.overall["high"]}
+    for key, name in (("rate", "pct_expert"), ("low", "pct_expert_low"),
+                      ("high", "pct_expert_high")):
+        value = (row.pct_expert or {}).get(key)
+        if value is not None:
+            out[f"{prefix}{name}"] = float(value)
+    return out
+
+
 def finish(
     cfg: PACConfig,
     *,
@@ -141,40 +288,173 @@ def finish(
     started: float,
     data_version: dict[str, Any],
     eval_table: str = "",
+    eval_rows: list[dict[str, Any]] | None = None,
     rlft_table: str = "",
+    rlft_rows: list[dict[str, Any]] | None = None,
+    train_history: list[dict[str, float]] | None = None,
     policy_model_uri: str | None = None,
     metaflow_pathspec: str = "",
+    children: dict[str, str | None] | None = None,
     out_dir: str | Path = "runs",
+    figures_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Register the final policy, write its model card, log both and close the parent run."""
+    """Hand over the best-evaluated policy of the run and make the parent run its dashboard.
+
+    The handed-over version is the RLFT champion (every round was registered by
+    :func:`pac.rlft.rlft`, the alias sits on the best); without RLFT rounds the pretrained
+    policy is registered here with its evaluation. Its model card shows *its own* evaluation.
+    The parent run gets the headline metrics, the per-round success, tags, a generated
+    description, the evaluation tables and the figures, then is closed.
+    """
     from pac.checkpoint import load_inference_checkpoint
     from pac.model_card import ModelCardFacts, detect_hardware, write_model_card
-    from pac.tracking import Tracker, register_policy
+    from pac.plots import write_figures
+    from pac.rlft import CHAMPION, RoundRow, champion_row, round_metrics, version_tags_of
+    from pac.tracking import (
+        Tracker,
+        model_version,
+        register_policy,
+        set_model_alias,
+        set_model_description,
+    )
 
-    model, _, _ = load_inference_checkpoint(policy_dir)
-    hardware, gpus = detect_hardware()
+    rows = [RoundRow(**r) for r in (rlft_rows or [])]
     tracker = Tracker(cfg, "", run_id=mlflow_run_id)
-    uri = policy_model_uri or tracker.log_policy(policy_dir)
-    version = register_policy(cfg, uri, tags={"metaflow.pathspec": metaflow_pathspec}) if uri \
-        else None
+    flow_tags = {"pac.flow_run": mlflow_run_id, "metaflow.pathspec": metaflow_pathspec}
+    champion = champion_row(rows)
+    if champion is not None and champion.model_version:
+        version = champion.model_version
+        own_table = (Path(champion.eval_dir) / "results.md").read_text()
+        title = (f"Evaluation of this version ({champion.label}, rlft.tasks:"
+                 f" {', '.join(sorted(champion.tasks))})")
+    else:  # no RLFT rounds: the pretrained policy, evaluated on every task, is handed over
+        champion = round_row_from_evaluation(eval_rows or [], policy_dir, data_version)
+        uri = policy_model_uri or tracker.log_policy(policy_dir)
+        version = register_policy(cfg, uri, version_tags_of(champion) | flow_tags)
+        set_model_alias(cfg, CHAMPION, version)
+        champion.model_version = version
+        own_table, title = eval_table, "Evaluation of this version (pretrained, all tasks)"
+    model, _, _ = load_inference_checkpoint(champion.policy)
+    hardware, gpus = detect_hardware()
+    wall = time.time() - started
     facts = ModelCardFacts(
-        name=f"{cfg.tracking.registered_model} v{version}" if version else "pac-policy",
+        name=f"{cfg.tracking.registered_model} v{version}",
         params=sum(p.numel() for p in model.parameters()),
-        wall_clock_s=time.time() - started,
+        wall_clock_s=wall,
         hardware=hardware,
         gpu_count=gpus,
         world_size=int(os.environ.get("WORLD_SIZE", "1")),
-        data_version={k: str(v) for k, v in data_version.items() if v is not None},
-        eval_markdown=eval_table,
+        data_version={k: str(v) for k, v in champion.data_version.items()
+                      if v is not None and k != "dvc_lock"},
+        eval_markdown=own_table,
+        eval_title=title,
         rlft_markdown=rlft_table,
+        headline=headline(champion),
         mlflow_run_id=mlflow_run_id,
         metaflow_pathspec=metaflow_pathspec,
     )
     card = write_model_card(cfg, facts, Path(out_dir) / "model_card.md")
+    set_model_description(cfg, version, card.read_text())
+
+    # The parent run as the dashboard.
+    figures = write_figures(
+        figures_dir or Path(cfg.rlft.out_dir).parent / "figures", train_history or [],
+        eval_rows or [], [dataclasses.asdict(r) for r in rows],
+        champion.round if rows else None)
+    for path in figures.values():
+        tracker.log_artifact(path, "figures")
     tracker.log_artifact(card)
-    tracker.log_metrics({"flow/wall_clock_s": facts.wall_clock_s}, step=0)
+    if eval_rows:
+        tracker.log_table(eval_rows, "evaluation/results_table.json")
+    if rows:
+        tracker.log_table([{"round": r.round, "iteration": r.label,
+                            "success": r.overall["rate"], "success_low": r.overall["low"],
+                            "success_high": r.overall["high"],
+                            "pct_expert": r.pct_expert.get("rate"),
+                            "episodes_added": r.episodes_added, "mean_return": r.mean_return,
+                            "model_version": r.model_version,
+                            "champion": r.round == champion.round} for r in rows],
+                          "rlft/rounds_table.json")
+    pretrained = _eval_all_row(eval_rows or [])
+    metrics = _metric_cells("", champion) | {
+        "champion_version": float(version), "champion_round": float(champion.round),
+        "wall_clock_s": wall,
+    }
+    if pretrained is not None:
+        metrics |= {f"pretrained_{k}": float(pretrained[k]) for k in (
+            "success_rate", "success_low", "success_high", "pct_expert", "pct_expert_low",
+            "pct_expert_high")}
+    tracker.log_metrics(metrics, step=0)  # first: the UI lists metrics in logging order
+    for r in rows:
+        tracker.log_metrics({f"round_{k}": v for k, v in round_metrics(r).items()
+                             if k != "champion"}, step=r.round)
+    from pac.rlft import format_cell, format_pct
+
+    tracker.set_tags({"pac.champion_version": version, "pac.champion_round": champion.round,
+                      "pac.success": format_cell(champion.overall),
+                      "pac.pct_expert": format_pct(champion.pct_expert)})
+    exp_id = tracker.client.get_run(mlflow_run_id).info.experiment_id
+    tracker.set_description(dashboard_markdown(
+        cfg, champion, version, exp_id, rows, eval_table, children or {}, figures, wall))
     tracker.finish()
-    text = (f"PAC flow finished in {facts.wall_clock_s / 60:.1f} min: policy {policy_dir}"
-            f" ({facts.params:,} parameters), registered {cfg.tracking.registered_model}"
-            f" v{version}, model card {card}, MLflow run {mlflow_run_id}")
-    return {"model_card": str(card), "registered_version": version, "text": text}
+    registered = model_version(cfg, version)
+    text = (f"PAC flow finished in {wall / 60:.1f} min: {cfg.tracking.registered_model}"
+            f" v{version} ({champion.label}, success {format_cell(champion.overall)},"
+            f" {facts.params:,} parameters) holds @{CHAMPION}; model card {card},"
+            f" MLflow run {mlflow_run_id}")
+    return {"model_card": str(card), "registered_version": version, "text": text,
+            "champion_round": champion.round, "champion_policy": champion.policy,
+            "version_tags": registered["tags"], "figures": {k: str(v) for k, v in figures.items()}}
+
+
+def read_results_csv(path: str | Path) -> list[dict[str, Any]]:
+    """An evaluation's results.csv as rows with numbers (the layout `pac.evaluate` writes)."""
+    import csv
+
+    text_columns = ("section", "level", "name")
+    with open(path) as fh:
+        return [{k: (v if k in text_columns else float(v)) for k, v in r.items()}
+                for r in csv.DictReader(fh)]
+
+
+#: Training metrics the learning-curve figure draws (eq. 11 terms, and alpha/beta for shares).
+CURVE_KEYS = ("loss/total", "loss/policy_improvement", "loss/bc", "loss/q", "alpha", "beta")
+
+
+def training_history(cfg: PACConfig, train_dir: str | Path) -> list[dict[str, float]]:
+    """The logged learning curves of the training run in `train_dir` (its MLflow run), one
+    dict per logged update; empty when the folder has no run or the store is unreachable."""
+    import json
+
+    from pac.tracking import metric_history
+
+    run_file = Path(train_dir) / "mlflow_run.json"
+    if not run_file.is_file():
+        return []
+    run_id = json.loads(run_file.read_text()).get("run_id")
+    steps: dict[int, dict[str, float]] = {}
+    for key in CURVE_KEYS:
+        for step, value in metric_history(cfg, run_id, key):
+            steps.setdefault(step, {"step": step})[key] = value
+    return [steps[s] for s in sorted(steps)]
+
+
+def output_figures(cfg: PACConfig, out_dir: str | Path, train_dir: str | Path | None = None,
+                   eval_dir: str | Path | None = None, rlft_dir: str | Path | None = None
+                   ) -> dict[str, Path]:
+    """The figures of the pipeline's output folders (what the DVC `figures` stage draws):
+    learning curves of train.out_dir's run, success of eval.out_dir, the rounds of rlft.out_dir
+    with the champion marked. A figure whose input is missing is left out."""
+    import json
+
+    from pac.plots import write_figures
+    from pac.rlft import STATE_FILE, RoundRow, champion_row
+
+    train_dir = Path(train_dir or cfg.train.out_dir)
+    results = Path(eval_dir or cfg.eval.out_dir) / "results.csv"
+    state = Path(rlft_dir or cfg.rlft.out_dir) / STATE_FILE
+    rows = json.loads(state.read_text())["rows"] if state.is_file() else []
+    best = champion_row([RoundRow(**r) for r in rows])
+    return write_figures(out_dir, training_history(cfg, train_dir),
+                         read_results_csv(results) if results.is_file() else [], rows,
+                         best.round if best else None)

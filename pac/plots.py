@@ -1,9 +1,22 @@
-"""Figures for cards and reports: learning curves, success with CIs, RLFT rounds."""
+"""Figures for cards, MLflow and DVC: learning curves, success with CIs, RLFT rounds.
+
+Each figure function returns a matplotlib Figure; :func:`write_figures` saves the ones a run
+has as PNG files (what ``dvc plots show`` and the MLflow artefact view display).
+
+Learning curves draw one panel per eq. 11 term, each on its own y axis: the total (~180 on the
+default run) and the terms (~5-8) on one linear axis made the terms a flat line. A last panel
+shows each term's weighted share of the total, (1 - alpha) pi-term, alpha BC and beta Q over
+their sum: on the default run beta Q is ~96% of the objective, which the raw curves hide. The
+shares use the logged means of alpha and beta per update (exact for constant alpha, beta; the
+Q term averages over the transitions with a bootstrap target, so the shares are the terms'
+proportions, not an exact decomposition of the logged total).
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -12,55 +25,143 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-LOSS_TERMS = ("loss/total", "loss/policy_improvement", "loss/bc", "loss/q")
+#: (metric key, panel title) of the eq. 11 terms, in the order of the equation.
+LOSS_TERMS = (
+    ("loss/total", "total (eq. 11)"),
+    ("loss/policy_improvement", "policy improvement KL"),
+    ("loss/bc", "BC (-log pi)"),
+    ("loss/q", "Q cross-entropy"),
+)
+#: File names of the figures (stable: DVC `plots:` and MLflow artefact names use them).
+FIGURES = {
+    "learning_curves": "learning_curves.png",
+    "success": "success.png",
+    "rlft_rounds": "rlft_rounds.png",
+}
+
+
+def term_shares(entry: dict[str, float]) -> dict[str, float]:
+    """Weighted share (percent) of each eq. 11 term in their sum for one logged update."""
+    alpha, beta = entry.get("alpha", math.nan), entry.get("beta", math.nan)
+    parts = {
+        "(1-alpha) pi": (1 - alpha) * entry.get("loss/policy_improvement", 0.0),
+        "alpha BC": alpha * entry.get("loss/bc", 0.0),
+        "beta Q": beta * entry.get("loss/q", 0.0),
+    }
+    total = sum(parts.values())
+    if not math.isfinite(total) or total <= 0:
+        return {k: math.nan for k in parts}
+    return {k: 100.0 * v / total for k, v in parts.items()}
 
 
 def learning_curves(history: Sequence[dict[str, float]]) -> Figure:
-    """Total loss and each eq. 11 term against the update step."""
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    """One panel per eq. 11 term against the update step, and the terms' weighted shares."""
     steps = [h.get("step", i) for i, h in enumerate(history)]
-    keys = [k for k in LOSS_TERMS if any(k in h for h in history)]
-    if not keys:  # fall back to whatever loss-like keys the history has
-        keys = sorted({k for h in history for k in h if "loss" in k})
-    for key in keys:
-        ax.plot(steps, [h.get(key, math.nan) for h in history], label=key.split("/")[-1])
-    ax.set_xlabel("update")
-    ax.set_ylabel("loss")
-    ax.set_title("PAC training loss (eq. 11 terms)")
-    ax.legend(fontsize=7)
+    terms = [(k, title) for k, title in LOSS_TERMS if any(k in h for h in history)]
+    if not terms:  # fall back to whatever loss-like keys the history has
+        terms = [(k, k) for k in sorted({k for h in history for k in h if "loss" in k})]
+    shares = "alpha" in (history[0] if history else {}) and "beta" in history[0]
+    panels = len(terms) + int(shares)
+    fig, axes = plt.subplots(1, max(panels, 1), figsize=(3.0 * max(panels, 1), 3.0),
+                             squeeze=False)
+    axes = axes[0]
+    for ax, (key, title) in zip(axes, terms):
+        ax.plot(steps, [h.get(key, math.nan) for h in history], marker=".", lw=1)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("update", fontsize=8)
+        ax.tick_params(labelsize=7)
+    if shares:
+        ax = axes[len(terms)]
+        per_step = [term_shares(h) for h in history]
+        for name in per_step[0]:
+            ax.plot(steps, [s[name] for s in per_step], label=name, lw=1)
+        ax.set_ylim(0, 100)
+        ax.set_title("weighted share of total (%)", fontsize=9)
+        ax.set_xlabel("update", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    fig.suptitle("PAC training loss, eq. 11 terms", fontsize=10)
     fig.tight_layout()
     return fig
 
 
 def success_bars(rows: Sequence[dict[str, Any]]) -> Figure:
-    """Success rate per task with its Wilson 95% interval (error bars)."""
+    """Success rate per task with its Wilson 95% interval and the episode counts."""
     tasks = [r for r in rows if r.get("level") == "task"]
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.6 * len(tasks) + 1.5), 3.4))
     names = [r["name"] for r in tasks]
-    rate = [r["success_rate"] for r in tasks]  # percent
-    low = [r["success_rate"] - r["success_low"] for r in tasks]
-    high = [r["success_high"] - r["success_rate"] for r in tasks]
-    ax.bar(names, rate, yerr=[low, high], capsize=4, color="#4c72b0")
+    rate = [float(r["success_rate"]) for r in tasks]  # percent
+    low = [float(r["success_rate"]) - float(r["success_low"]) for r in tasks]
+    high = [float(r["success_high"]) - float(r["success_rate"]) for r in tasks]
+    bars = ax.bar(names, rate, yerr=[low, high], capsize=4, color="#4c72b0")
+    for bar, r in zip(bars, tasks):
+        successes = int(round(float(r["successes"]))) if "successes" in r else None
+        label = f"{successes}/{int(r['episodes'])}" if successes is not None \
+            else f"n={int(r['episodes'])}"
+        ax.annotate(label, (bar.get_x() + bar.get_width() / 2, 2), ha="center", fontsize=8,
+                    color="white" if bar.get_height() > 10 else "black")
     ax.set_ylim(0, 105)
     ax.set_ylabel("success % (Wilson 95% CI)")
-    ax.set_title("Simulation evaluation")
+    ax.set_title("Simulation evaluation (label: successes/episodes)", fontsize=10)
     ax.tick_params(axis="x", labelrotation=20, labelsize=7)
     fig.tight_layout()
     return fig
 
 
-def rlft_rounds(rows: Sequence[dict[str, Any]]) -> Figure:
-    """Overall success per RLFT round with Wilson intervals (Table 3 as a plot)."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    rounds = [r["round"] for r in rows]
-    rate = [r["overall"]["rate"] for r in rows]  # percent
-    low = [r["overall"]["rate"] - r["overall"]["low"] for r in rows]
-    high = [r["overall"]["high"] - r["overall"]["rate"] for r in rows]
-    ax.errorbar(rounds, rate, yerr=[low, high], marker="o", capsize=4)
-    ax.set_xticks(rounds)
-    ax.set_xlabel("RLFT round")
+def rlft_rounds(rows: Sequence[dict[str, Any]], champion: int | None = None,
+                control: Sequence[dict[str, Any]] | None = None) -> Figure:
+    """Overall success per RLFT round with Wilson intervals (Table 3 as a plot); the champion
+    round is marked with a star, a control arm (same rounds, no rollouts) drawn dashed."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+
+    def draw(these: Sequence[dict[str, Any]], label: str, style: str) -> None:
+        rounds = [r["round"] for r in these]
+        rate = [r["overall"]["rate"] for r in these]  # percent
+        low = [r["overall"]["rate"] - r["overall"]["low"] for r in these]
+        high = [r["overall"]["high"] - r["overall"]["rate"] for r in these]
+        ax.errorbar(rounds, rate, yerr=[low, high], marker="o", capsize=4, ls=style,
+                    label=label)
+
+    draw(rows, "PAC + RLFT", "-")
+    if control:
+        draw(control, "control (no rollouts)", "--")
+    if champion is not None:
+        best = next(r for r in rows if r["round"] == champion)
+        ax.plot([champion], [best["overall"]["rate"]], marker="*", ms=18, color="#dd8452",
+                ls="none", label=f"champion (round {champion})", zorder=5)
+    ax.set_xticks([r["round"] for r in rows])
+    ax.set_xlabel("RLFT round (0 = pretrained)")
     ax.set_ylabel("success % (Wilson 95% CI)")
     ax.set_ylim(0, 105)
     ax.set_title("Self-improvement rounds")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def write_figures(
+    out_dir: str | Path,
+    history: Sequence[dict[str, float]] = (),
+    eval_rows: Sequence[dict[str, Any]] = (),
+    rlft_rows: Sequence[dict[str, Any]] = (),
+    champion: int | None = None,
+) -> dict[str, Path]:
+    """Save the figures the inputs allow as PNGs in `out_dir`; returns name -> path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Figure] = {}
+    if history:
+        figures["learning_curves"] = learning_curves(history)
+    if any(r.get("level") == "task" for r in eval_rows):
+        figures["success"] = success_bars(eval_rows)
+    if rlft_rows:
+        figures["rlft_rounds"] = rlft_rounds(rlft_rows, champion)
+    paths = {}
+    for name, fig in figures.items():
+        path = out / FIGURES[name]
+        tmp = path.with_name(f".{path.name}.tmp.png")  # atomic: a reader never sees half a PNG
+        fig.savefig(tmp, dpi=110)
+        tmp.replace(path)
+        plt.close(fig)
+        paths[name] = path
+    return paths

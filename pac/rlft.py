@@ -19,8 +19,14 @@ Outputs in ``rlft.out_dir``: ``rounds/round_<k>/`` (landing folder, fine-tuning 
 evaluation), ``rounds.csv`` and ``rounds.md`` (Table 3 layout), ``metrics.json`` (for
 ``dvc metrics show``) and ``rounds.json`` (the state a ``--resume`` continues from).
 MLflow: one ``rlft`` run with one nested run per round (the fine-tuning and evaluation runs nest
-under their round); the registry alias ``champion`` moves to a round's model only when its
-success rate beats the current champion's.
+under their round). Every round's policy is registered as a version of
+``tracking.registered_model`` (round 0: the pretrained policy), tagged with its own evaluation
+(success % with Wilson interval, % of expert with its CI), the data version, the git commit and
+the flow run. The alias ``champion`` sits on the best-evaluated policy *of this run*: it moves
+to a round only when that round's success rate is strictly above every earlier round's
+(pretrained included), so a tie keeps the earlier, less fine-tuned policy. Runs are compared
+only with themselves: another run's champion may have been evaluated on other tasks, episodes
+or seeds.
 """
 
 from __future__ import annotations
@@ -229,9 +235,13 @@ class RoundRow:
     overall: dict[str, float]
     policy: str
     mean_return: float = math.nan  # over every evaluation episode
-    champion: bool = False
+    champion: bool = False  # this round became the champion when it was evaluated
     run_id: str | None = None
     data_version: dict[str, Any] = field(default_factory=dict)
+    pct_expert: dict[str, float] = field(default_factory=dict)  # rate, low, high (percent)
+    eval_dir: str = ""  # the round's evaluation folder (results.md is its table)
+    model_uri: str | None = None
+    model_version: str | None = None
 
     @property
     def label(self) -> str:
@@ -327,9 +337,21 @@ class RLFTResult:
     def table(self) -> str:
         return (self.out_dir / "rounds.md").read_text()
 
+    @property
+    def champion(self) -> RoundRow | None:
+        """The best-evaluated round of the run (the one holding the `champion` alias)."""
+        return champion_row(self.rows)
+
+
+def champion_row(rows: list[RoundRow]) -> RoundRow | None:
+    """The round that holds the alias: the last one that beat every round before it."""
+    marked = [r for r in rows if r.champion]
+    return marked[-1] if marked else None
+
 
 def evaluate_success(cfg: PACConfig, policy: Path, out: Path, track: bool, parent: str | None):
-    """Evaluate `policy` on rlft.tasks: (per-task cells, overall cell, mean return)."""
+    """Evaluate `policy` on rlft.tasks: (per-task cells, overall cell, mean return, % of expert
+    cell of all tasks: rate, low, high)."""
     from pac.evaluate import evaluate
 
     result = evaluate(cfg, policy, list(cfg.rlft.tasks), out_dir=out, track=track,
@@ -340,7 +362,10 @@ def evaluate_success(cfg: PACConfig, policy: Path, out: Path, track: bool, paren
     episodes = sum(int(c["episodes"]) for c in tasks.values())
     overall = success_cell(sum(int(c["successes"]) for c in tasks.values()), episodes)
     mean_return = sum(rows[t]["mean_return"] * tasks[t]["episodes"] for t in tasks) / episodes
-    return tasks, overall, mean_return
+    every = next(r for r in result.rows if r["level"] == "all" and r["section"] == "train")
+    pct = {"rate": every["pct_expert"], "low": every["pct_expert_low"],
+           "high": every["pct_expert_high"]}
+    return tasks, overall, mean_return, pct
 
 
 def _check_start(cfg: PACConfig, checkpoint: Path, data_root: Path, resume: bool) -> None:
@@ -385,6 +410,8 @@ def rlft(
     fresh: bool = False,
     track: bool = True,
     tracking_parent_run: str | None = None,
+    checkpoint_model_uri: str | None = None,
+    version_tags: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> RLFTResult:
     """Run `rounds` (default rlft.rounds) self-improvement rounds from `checkpoint`.
@@ -392,6 +419,9 @@ def rlft(
     resume: continue the run in rlft.out_dir after its last completed round.
     fresh: set an earlier run aside first (its out_dir and the store's rollouts group are
         renamed with a time stamp, nothing is deleted) and start again from round 0.
+    checkpoint_model_uri: the MLflow model already logged for `checkpoint` (e.g. by its
+        training run): round 0 registers it instead of logging the same weights again.
+    version_tags: extra tags on every registered version (e.g. the flow run).
     """
     from pac.data import EpisodeStore, dataset_version, store_root
     from pac.rollout import PolicyServer
@@ -431,6 +461,7 @@ def rlft(
             if k == 0:  # Table 3's first row: the size of the pretraining mixture
                 eps = EpisodeStore(store_root(data_root)).episodes
                 added = int(eps["group"].isin([g.name for g in cfg.data.groups]).sum())
+                model_uri = checkpoint_model_uri
             else:
                 landing = work / "landing"
                 if not _round_episodes(data_root, k)[0]:  # a resumed round may have them
@@ -453,20 +484,25 @@ def rlft(
                                tracking_parent_run=run.run_id)
                 policy = result.policy_dir
                 model_uri = f"runs:/{result.run_id}/policy_model" if result.run_id else None
-            tasks, overall, mean_return = evaluate_success(cfg, policy, work / "eval", track,
-                                                    run.run_id)
+            tasks, overall, mean_return, pct = evaluate_success(cfg, policy, work / "eval", track,
+                                                                run.run_id)
             rollouts = EpisodeStore(store_root(data_root)).episodes
             row = RoundRow(
                 round=k, episodes_added=added,
                 rollout_episodes=int((rollouts["group"] == ROLLOUT_GROUP).sum()),
                 collected_success=collected, tasks=tasks, overall=overall, policy=str(policy),
                 mean_return=mean_return, run_id=run.run_id, data_version=dataset_version(data_root),
+                pct_expert=pct, eval_dir=str(work / "eval"), model_uri=model_uri,
             )
             if track:
-                row.champion = _update_champion(cfg, run, policy, model_uri, row)
+                row.champion = _update_champion(cfg, run, policy, model_uri, row, rows,
+                                                version_tags)
+            else:
+                row.champion = beats_all(row, rows)
             rows.append(row)
             _write_tables(out_dir, rows, cfg, tracker.run_id)
             _log_round(run, row, report, time.perf_counter() - start)
+            tracker.log_metrics(round_metrics(row), step=k)  # the rounds as one chart
             run.finish()
             log(f"round {k}: success {format_cell(overall)}"
                 + (" (new champion)" if row.champion else ""))
@@ -511,50 +547,85 @@ def _tracker(cfg: PACConfig, name: str, parent: str | None, enabled: bool,
                    enabled=enabled)
 
 
+def round_metrics(row: RoundRow) -> dict[str, float]:
+    """A round's headline numbers under keys shared by every round (charts across rounds)."""
+    metrics = {"success_rate": row.overall["rate"], "success_low": row.overall["low"],
+               "success_high": row.overall["high"], "mean_return": row.mean_return,
+               "champion": float(row.champion)}
+    if row.pct_expert:
+        metrics |= {"pct_expert": row.pct_expert["rate"], "pct_expert_low": row.pct_expert["low"],
+                    "pct_expert_high": row.pct_expert["high"]}
+    return metrics
+
+
 def _log_round(run, row: RoundRow, report: IngestReport | None, seconds: float) -> None:
-    metrics = {
-        "success_rate": row.overall["rate"], "success_low": row.overall["low"],
-        "success_high": row.overall["high"], "episodes_added": row.episodes_added,
-        "rollout_episodes": row.rollout_episodes, "champion": float(row.champion),
-        "mean_return": row.mean_return,
+    """The round's run: its headline numbers (the same keys in every round; per-task numbers
+    are on the nested evaluation runs), the ingest, and its data version."""
+    metrics = round_metrics(row) | {
+        "episodes_added": row.episodes_added, "rollout_episodes": row.rollout_episodes,
         "round_seconds": seconds,
     }
-    for task, cell in row.tasks.items():
-        metrics |= {f"success/{task}": cell["rate"], f"success_low/{task}": cell["low"],
-                    f"success_high/{task}": cell["high"]}
     if not math.isnan(row.collected_success):
         metrics["collected_success_rate"] = 100 * row.collected_success
     run.log_metrics(metrics, step=row.round)
+    run.set_tags({"pac.success": format_cell(row.overall),
+                  "pac.pct_expert": format_pct(row.pct_expert)})
     if report is not None:
         from pac.ingest import log_ingest
 
         log_ingest(run, report)
     run.log_params({"policy": row.policy} | {f"data_version.{k}": v
                                              for k, v in row.data_version.items()})
+    run.log_datasets(row.data_version)
+
+
+def format_pct(cell: dict[str, float]) -> str:
+    """'% of expert [low, high]' (N/A without an expert reference)."""
+    if not cell or cell.get("rate") is None or math.isnan(cell["rate"]):
+        return "N/A"
+    return format_cell(cell)
+
+
+def beats_all(row: RoundRow, earlier: list[RoundRow]) -> bool:
+    """Strictly better success than every earlier round (a tie keeps the earlier policy)."""
+    return all(row.overall["rate"] > r.overall["rate"] for r in earlier)
+
+
+def version_tags_of(row: RoundRow) -> dict[str, Any]:
+    """The registry tags of a round's version: what it scored, on which data, from which code."""
+    tags: dict[str, Any] = {
+        "success_rate": f"{row.overall['rate']:.4f}",
+        "success": f"{format_cell(row.overall)} ({int(row.overall['successes'])}/"
+                   f"{int(row.overall['episodes'])} episodes, Wilson 95%)",
+        "success_low": f"{row.overall['low']:.4f}", "success_high": f"{row.overall['high']:.4f}",
+        "pct_expert": format_pct(row.pct_expert) + " (SE 95% CI)",
+        "eval_tasks": ",".join(sorted(row.tasks)),
+        "eval_episodes": int(row.overall["episodes"]), "rlft_round": row.round,
+        "mean_return": f"{row.mean_return:.3f}",
+    }
+    fingerprint = row.data_version.get("episodes_fingerprint")
+    if fingerprint:
+        tags["data_version"] = str(fingerprint)
+    for key, value in row.data_version.items():
+        if key not in ("dvc_lock", "episodes_fingerprint") and value:
+            tags[f"data_version.{key}"] = value
+    return tags
 
 
 def _update_champion(cfg: PACConfig, run, policy: Path, model_uri: str | None,
-                     row: RoundRow) -> bool:
-    """Register the round's model; move `champion` to it only if it beats the champion."""
-    from pac.tracking import model_alias, register_policy, set_model_alias
+                     row: RoundRow, earlier: list[RoundRow],
+                     extra_tags: dict[str, Any] | None = None) -> bool:
+    """Register the round's model; move `champion` to it if it beats every earlier round."""
+    from pac.tracking import register_policy, set_model_alias
 
-    if model_uri is None:  # round 0: the pretrained policy is logged with its round
+    if model_uri is None:  # no training run logged this checkpoint: log it with its round
         model_uri = run.log_policy(policy)
-    tasks = ",".join(sorted(row.tasks))
-    version = register_policy(cfg, model_uri, {
-        "success_rate": f"{row.overall['rate']:.4f}", "eval_tasks": tasks,
-        "eval_episodes": int(row.overall["episodes"]), "rlft_round": row.round,
-    })
-    champ = model_alias(cfg, CHAMPION)
-    if champ is None:
-        beats = True
-    elif champ["tags"].get("eval_tasks") != tasks or "success_rate" not in champ["tags"]:
-        beats = False  # not evaluated on the same tasks: no comparison, the alias stays
-    else:
-        beats = row.overall["rate"] > float(champ["tags"]["success_rate"])
+    row.model_uri = model_uri
+    tags = version_tags_of(row) | {"pac.round_run": run.run_id} | dict(extra_tags or {})
+    version = register_policy(cfg, model_uri, tags)
+    row.model_version = version
+    beats = beats_all(row, earlier)
     if beats:
         set_model_alias(cfg, CHAMPION, version)
-        run.set_tags({"pac.champion": "true", "pac.model_version": version})
-        return True
-    run.set_tags({"pac.champion": "false", "pac.model_version": version})
-    return False
+    run.set_tags({"pac.champion": str(beats).lower(), "pac.model_version": version})
+    return beats

@@ -7,18 +7,27 @@ started in. A run records the whole flattened config (every alpha/beta/eta of ev
 group), the metrics of each logging step and the artefacts (resolved config, checkpoints, the
 final policy). Runs may nest under a parent run (the Metaflow flow's run).
 
-The final policy is logged as a pyfunc model *from code*: this very file is the model's code and
-the inference checkpoint (safetensors + config.yaml + tokenizer) its artefact, so loading the
-model never unpickles anything.
+Every run carries the git commit and a dirty flag (``mlflow.source.git.commit``,
+``pac.git_dirty``); params never hold absolute paths inside the project (they are written
+relative to it) and per-group alpha/beta are logged as the values the loss uses. Experiments are
+tagged ``mlflow.experimentKind=custom_model_development`` so the UI opens in its model-training
+view.
+
+The policy is logged once per checkpoint as an MLflow *logged model* (pyfunc, from code): this
+very file is the model's code, the ``pac`` package travels as ``code_paths`` (the model loads in
+an environment without this repository), the inference checkpoint (safetensors + config.yaml +
+tokenizer) is its one artefact, and a signature and input example describe its input. Loading it
+never unpickles anything.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
+import re
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,16 +35,25 @@ from typing import Any
 
 import mlflow
 import numpy as np
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from pydantic import BaseModel
 
 from pac.config import REPO_ROOT, PACConfig
 
 #: MLflow's limits per log_batch call and per param value.
 _BATCH = 100
 _MAX_PARAM_CHARS = 6000
-#: Run-artefact folder of the pyfunc policy (load with ``runs:/<run_id>/policy_model``).
+#: Name of the pyfunc policy logged by a run (load with ``runs:/<run_id>/policy_model``).
 POLICY_MODEL_PATH = "policy_model"
+#: The UI's model-training view (MLflow 3 opens untagged experiments in its LLM-tracing view).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+#: Markdown shown as a run's description in the UI.
+NOTE_TAG = "mlflow.note.content"
+#: What the logged model needs besides the `pac` code it carries (pins of requirements.lock).
+MODEL_REQUIREMENTS = ["torch==2.13.0", "numpy==2.4.6", "safetensors", "pyyaml", "sentencepiece",
+                      "pydantic"]
 
 
 def tracking_uri(cfg: PACConfig) -> str:
@@ -60,22 +78,88 @@ def client(cfg: PACConfig) -> MlflowClient:
 
 
 def experiment_id(mlc: MlflowClient, cfg: PACConfig) -> str:
-    """The id of ``tracking.experiment``, created with an explicit artefact location if new."""
+    """The id of ``tracking.experiment``, created with an explicit artefact location if new and
+    tagged for the UI's model-training view."""
     exp = mlc.get_experiment_by_name(cfg.tracking.experiment)
-    if exp is not None:
-        return exp.experiment_id
-    return mlc.create_experiment(cfg.tracking.experiment, artifact_location=artifact_location(cfg))
+    if exp is None:
+        exp_id = mlc.create_experiment(cfg.tracking.experiment,
+                                       artifact_location=artifact_location(cfg),
+                                       tags=dict([EXPERIMENT_KIND]))
+        return exp_id
+    if exp.tags.get(EXPERIMENT_KIND[0]) is None:  # an experiment made before the tag existed
+        mlc.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+    return exp.experiment_id
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=1)
+def git_state() -> tuple[str, bool]:
+    """(commit, dirty) of the project checkout: ("unknown", False) outside a git work tree.
+
+    Dirty means tracked files differ from the commit (untracked files do not count: outputs
+    such as runs/ and mlruns/ are ignored, and a new untracked file cannot have changed what
+    ran). Read once per process: every run of one process shares the same code.
+    """
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return "unknown", False
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return commit.strip(), bool(status and status.strip())
 
 
 def git_commit() -> str:
     """The commit of the project checkout ("unknown" outside a git work tree)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
+    return git_state()[0]
+
+
+def lineage_tags() -> dict[str, str]:
+    """The tags every run carries: the commit (MLflow's own source tag too) and a dirty flag."""
+    commit, dirty = git_state()
+    return {"mlflow.source.git.commit": commit, "pac.git_commit": commit,
+            "pac.git_dirty": str(dirty).lower()}
+
+
+def portable(value: Any) -> Any:
+    """`value` with absolute paths inside the project (or the working folder) made relative.
+
+    Params and artefact names must read the same on every machine; a path outside both (e.g. a
+    temporary folder) is kept as it is.
+    """
+    if not isinstance(value, str | Path) or not os.path.isabs(str(value)):
+        return value
+    path = Path(value)
+    for base in (Path.cwd().resolve(), REPO_ROOT.resolve()):
+        with contextlib.suppress(ValueError):
+            rel = path.resolve().relative_to(base)
+            return str(rel) if str(rel) != "." else "."
+    return value
+
+
+_GROUP_KEY = re.compile(r"^data\.groups\.(?P<group>[^.]+)\.(?P<key>alpha|beta)$")
+
+
+def resolved_params(cfg: PACConfig, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with each dataset group's unset alpha/beta replaced by the value the loss uses
+    (:func:`pac.config.group_alpha_beta`) and project paths made relative (:func:`portable`)."""
+    from pac.config import group_alpha_beta
+
+    groups = {g.name: g for g in cfg.data.groups}
+    out = {}
+    for key, value in params.items():
+        match = _GROUP_KEY.match(key)
+        if value is None and match and match["group"] in groups:
+            alpha, beta = group_alpha_beta(cfg, groups[match["group"]])
+            value = alpha if match["key"] == "alpha" else beta
+        out[key] = portable(value)
+    return out
 
 
 def _param_value(value: Any) -> str:
@@ -98,6 +182,7 @@ class Tracker:
     ) -> None:
         self.enabled = enabled
         self.run_id: str | None = None
+        self.cfg = cfg
         if not enabled:
             return
         self.client = client(cfg)
@@ -105,7 +190,7 @@ class Tracker:
             self.client.update_run(run_id, status="RUNNING")
             self.run_id = run_id
             return
-        all_tags = dict(tags or {})
+        all_tags = lineage_tags() | dict(tags or {})
         if parent_run_id:
             self.client.get_run(parent_run_id)  # fails clearly if the parent does not exist
             all_tags["mlflow.parentRunId"] = parent_run_id
@@ -113,11 +198,21 @@ class Tracker:
                                      tags=all_tags)
         self.run_id = run.info.run_id
 
+    @classmethod
+    def existing(cls, cfg: PACConfig, run_id: str) -> Tracker:
+        """A handle on a run that leaves its status as it is (e.g. a finished training run
+        that gets its dataset inputs afterwards)."""
+        tracker = cls(cfg, "", enabled=False)
+        tracker.enabled, tracker.client, tracker.run_id = True, client(cfg), run_id
+        return tracker
+
     def log_params(self, params: dict[str, Any]) -> None:
-        """Log params; on a resumed run, keys already present are kept as they were."""
+        """Log params (see :func:`resolved_params`); on a resumed run, keys already present are
+        kept as they were."""
         if not self.enabled:
             return
         existing = self.client.get_run(self.run_id).data.params
+        params = resolved_params(self.cfg, params)
         items = [Param(k, _param_value(v)) for k, v in params.items() if k not in existing]
         for i in range(0, len(items), _BATCH):
             self.client.log_batch(self.run_id, params=items[i : i + _BATCH])
@@ -146,25 +241,70 @@ class Tracker:
         if self.enabled:
             self.client.log_artifacts(self.run_id, str(folder), artifact_path)
 
-    def log_policy(self, checkpoint_dir: str | Path) -> str | None:
-        """Log an inference checkpoint as ``policy/`` files and as a pyfunc model from code.
+    def set_description(self, markdown: str) -> None:
+        """The run's description in the UI (MLflow's ``mlflow.note.content`` tag)."""
+        self.set_tags({NOTE_TAG: markdown})
 
-        Returns the model URI (``runs:/<run_id>/policy_model``).
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        """A matplotlib figure as a PNG artefact (shown inline by the UI's artefact view)."""
+        if self.enabled:
+            self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
+        """Rows as an MLflow table artefact (``.json``; the UI renders it as a table)."""
+        if self.enabled and rows:
+            columns = list(dict.fromkeys(k for r in rows for k in r))
+            data = {c: [_table_value(r.get(c)) for r in rows] for c in columns}
+            self.client.log_table(self.run_id, data, artifact_file)
+
+    def log_datasets(self, version: dict[str, Any], context: str = "training") -> None:
+        """One MLflow dataset input per DVC-tracked data output (its DVC hash as the digest),
+        plus the store fingerprint (covers groups DVC does not track, e.g. RLFT rollouts), so the
+        UI's Datasets panel shows exactly which data a run used."""
+        if not self.enabled:
+            return
+        inputs = []
+        for key, digest in version.items():
+            if key == "dvc_lock" or not digest:
+                continue
+            name = "episodes (all groups)" if key == "episodes_fingerprint" else str(key)
+            source_type = "pac-store" if key == "episodes_fingerprint" else "dvc"
+            source = str(portable(version.get("dvc_lock") or "")) if source_type == "dvc" else ""
+            dataset = Dataset(name=name, digest=str(digest)[:36], source_type=source_type,
+                              source=f"{key}@{source}" if source else str(key))
+            inputs.append(DatasetInput(dataset, [InputTag("mlflow.data.context", context)]))
+        if inputs:
+            self.client.log_inputs(self.run_id, datasets=inputs)
+
+    def log_policy(self, checkpoint_dir: str | Path) -> str | None:
+        """Log an inference checkpoint as a self-contained pyfunc logged model of this run.
+
+        Returns its URI (``models:/m-<id>``; ``runs:/<run_id>/policy_model`` resolves to it).
         """
         if not self.enabled:
             return None
+        from mlflow.models import Model
+
         checkpoint_dir = Path(checkpoint_dir)
-        self.log_artifacts(checkpoint_dir, "policy")
-        with tempfile.TemporaryDirectory() as tmp:
-            target = Path(tmp) / POLICY_MODEL_PATH
-            mlflow.pyfunc.save_model(
-                path=str(target),
+        example = policy_input_example(checkpoint_dir)
+        run = self.client.get_run(self.run_id)
+        # Created here so the model lands in this run's experiment (Model.log alone would
+        # use the process's default experiment and its ./mlruns folder).
+        model = self.client.create_logged_model(
+            run.info.experiment_id, name=POLICY_MODEL_PATH, source_run_id=self.run_id,
+            tags={k: v for k, v in run.data.tags.items() if k.startswith("pac.")},
+        )
+        with _store(self.cfg):
+            info = Model.log(
+                artifact_path=None, name=POLICY_MODEL_PATH, flavor=mlflow.pyfunc,
+                run_id=self.run_id, model_id=model.model_id,
                 python_model=str(Path(__file__).resolve()),
                 artifacts={"checkpoint": str(checkpoint_dir)},
-                pip_requirements=["torch==2.13.0", "safetensors", "pyyaml", "sentencepiece"],
+                code_paths=[str(Path(__file__).resolve().parent)],
+                input_example=example,
+                pip_requirements=MODEL_REQUIREMENTS,
             )
-            self.log_artifacts(target, POLICY_MODEL_PATH)
-        return f"runs:/{self.run_id}/{POLICY_MODEL_PATH}"
+        return info.model_uri
 
     def finish(self, status: str = "FINISHED") -> None:
         if self.enabled:
@@ -191,7 +331,15 @@ def metric_history(cfg: PACConfig, run_id: str, key: str) -> list[tuple[int, flo
 
 
 def list_artifacts(cfg: PACConfig, run_id: str, path: str | None = None) -> list[str]:
-    return [a.path for a in client(cfg).list_artifacts(run_id, path)]
+    """A run's artefact paths under `path`; at the top level also the names of the models it
+    logged (``policy_model``: they live in the model store, ``runs:/<id>/<name>`` finds them)."""
+    mlc = client(cfg)
+    files = [a.path for a in mlc.list_artifacts(run_id, path)]
+    if path is None:
+        run = mlc.get_run(run_id)
+        outputs = run.outputs.model_outputs if run.outputs else []
+        files += sorted({mlc.get_logged_model(o.model_id).name for o in outputs} - set(files))
+    return files
 
 
 @contextlib.contextmanager
@@ -202,6 +350,8 @@ def _store(cfg: PACConfig) -> Iterator[None]:
     would silently redirect every later run of the process (and its children) to this store.
     """
     before = os.environ.get("MLFLOW_TRACKING_URI")
+    bar = os.environ.get(_PROGRESS_BAR)
+    os.environ[_PROGRESS_BAR] = "false"  # one tqdm bar per download floods non-TTY logs
     mlflow.set_tracking_uri(tracking_uri(cfg))
     try:
         yield
@@ -209,10 +359,15 @@ def _store(cfg: PACConfig) -> Iterator[None]:
         mlflow.set_tracking_uri(before)
         if before is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
+        if bar is None:
+            os.environ.pop(_PROGRESS_BAR, None)
+        else:
+            os.environ[_PROGRESS_BAR] = bar
 
 
 def download_artifacts(cfg: PACConfig, uri: str, dst: str | Path) -> Path:
-    """Copy run or model artefacts (``runs:/<id>/policy``, ``models:/<name>@<alias>``) to `dst`."""
+    """Copy run or model artefacts (``runs:/<id>/policy_model``, ``models:/<name>@<alias>``) to
+    `dst`."""
     Path(dst).mkdir(parents=True, exist_ok=True)
     with _store(cfg):
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
@@ -228,14 +383,27 @@ def load_policy_model(cfg: PACConfig, model_uri: str):
 
 
 def register_policy(cfg: PACConfig, model_uri: str, tags: dict[str, Any] | None = None) -> str:
-    """Register `model_uri` (``runs:/<id>/policy_model``) as a new version of
-    ``tracking.registered_model``; returns the version number."""
+    """Register `model_uri` (``models:/m-<id>`` or ``runs:/<id>/policy_model``) as a new version
+    of ``tracking.registered_model``, tagged with `tags` and the lineage tags; returns the
+    version number."""
+    all_tags = {k: str(v) for k, v in (lineage_tags() | (tags or {})).items()}
+    all_tags.pop("mlflow.source.git.commit", None)  # a run tag; versions carry pac.git_commit
     with _store(cfg):
-        version = mlflow.register_model(
-            model_uri, cfg.tracking.registered_model,
-            tags={k: str(v) for k, v in (tags or {}).items()},
-        )
+        version = mlflow.register_model(model_uri, cfg.tracking.registered_model, tags=all_tags)
     return str(version.version)
+
+
+def model_version(cfg: PACConfig, version: str) -> dict[str, Any]:
+    """{"version", "run_id", "source", "tags", "aliases"} of one registered version."""
+    mv = client(cfg).get_model_version(cfg.tracking.registered_model, str(version))
+    return {"version": str(mv.version), "run_id": mv.run_id, "source": mv.source,
+            "tags": dict(mv.tags), "aliases": list(mv.aliases)}
+
+
+def set_model_description(cfg: PACConfig, version: str, markdown: str) -> None:
+    """The version's description in the registry UI (e.g. its model card)."""
+    client(cfg).update_model_version(cfg.tracking.registered_model, str(version),
+                                     description=markdown)
 
 
 def model_alias(cfg: PACConfig, alias: str) -> dict[str, Any] | None:
@@ -254,22 +422,48 @@ def set_model_alias(cfg: PACConfig, alias: str, version: str) -> None:
     client(cfg).set_registered_model_alias(cfg.tracking.registered_model, alias, str(version))
 
 
+def _table_value(value: Any) -> Any:
+    """Table cells MLflow can store: finite floats, or None for NaN/inf."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class PolicyInput(BaseModel):
+    """One observation for the policy: the task's instruction and its flattened proprioception."""
+
+    instruction: str  # task name, e.g. "cartpole.balance"
+    proprio: list[float]
+
+
+def policy_input_example(checkpoint_dir: str | Path) -> list[dict[str, Any]]:
+    """A valid input for the checkpoint: the first training task at a zero observation."""
+    from pac.checkpoint import load_checkpoint_config
+    from pac.tasks import TASKS
+
+    ckpt = load_checkpoint_config(checkpoint_dir)
+    task = next(t for g in ckpt.data.groups for t in g.tasks)
+    return [{"instruction": task, "proprio": [0.0] * TASKS[task].num_proprio}]
+
+
 class PACPolicyModel(mlflow.pyfunc.PythonModel):
     """pyfunc face of an inference checkpoint, served by :class:`pac.rollout.PolicyServer`.
 
-    Input: a DataFrame with columns ``instruction`` (task name, e.g. ``cartpole.balance``) and
-    ``proprio`` (the task's flattened observation). Output: one action list per row (greedy
-    decoding: the most likely bin of every action dimension).
+    Input: rows of ``instruction`` (task name, e.g. ``cartpole.balance``) and ``proprio`` (the
+    task's flattened observation); the type hints give MLflow the signature and validate input.
+    Output: one action list per row (greedy decoding: the most likely bin of every action
+    dimension).
     """
 
-    def load_context(self, context) -> None:
+    def load_context(self, context: Any) -> None:
         from pac.rollout import PolicyServer
 
         self.server = PolicyServer.load(context.artifacts["checkpoint"], decode="argmax")
 
-    def predict(self, context, model_input, params=None) -> list[list[float]]:
-        rows = zip(model_input["instruction"], model_input["proprio"])
-        return [self.server.act(np.asarray(p), task).tolist() for task, p in rows]
+    def predict(self, model_input: list[PolicyInput], params: dict[str, Any] | None = None
+                ) -> list[list[float]]:
+        return [self.server.act(np.asarray(row.proprio, dtype=np.float32), row.instruction)
+                .tolist() for row in model_input]
 
 
 if __name__.startswith("code_model_"):  # executed by MLflow as the logged model's code file

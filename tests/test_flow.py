@@ -70,13 +70,19 @@ def flow_repo(tmp_path_factory) -> dict:
     return {"repo": repo, "first": first, "second": second}
 
 
-def test_bad_params_fail_before_any_compute(tmp_path):
+@pytest.mark.parametrize("args, message", [
+    (("--set", "loss.alpha=2.0"), "loss.alpha=2.0 is outside the allowed range [0, 1]"),
+    (("--alpha", "-0.5"), "loss.alpha=-0.5 is outside the allowed range [0, 1]"),
+    (("--rounds", "-2"), "rlft.rounds=-2 is outside the allowed range [0, inf]"),
+])
+def test_bad_params_fail_before_any_compute_with_one_line(tmp_path, args, message):
     _copy_project(tmp_path)
-    out = _flow(tmp_path, "run", "--set", "loss.alpha=2.0")
-    assert out.returncode != 0
-    assert "loss.alpha=2.0 is outside the allowed range [0, 1]" in out.stdout + out.stderr
+    out = _flow(tmp_path, "run", *args)
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"pac: invalid params: {message}", out.stderr[-2000:]
+    assert "Traceback" not in out.stdout + out.stderr
     assert not (tmp_path / "data" / "episodes" / "expert").exists()
-    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "runs").exists() and not (tmp_path / ".metaflow").exists()
 
 
 def _client(repo: Path, code: str) -> dict:
@@ -116,6 +122,14 @@ def test_late_failure_then_resume_reuses_earlier_steps(flow_repo):
         assert got["steps"][step] == [None], (step, got["steps"])
 
 
+def test_a_fresh_clone_stays_clean_after_the_flow(flow_repo):
+    """dvc.lock matches dvc.yaml and the code: `dvc repro` inside the flow rewrites nothing that
+    git tracks, and every output is ignored (only the test's own blocker folder remains)."""
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=flow_repo["repo"],
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    assert [line for line in status if line != "?? blocked/"] == []
+
+
 def test_metaflow_client_reads_the_artifacts(flow_repo):
     repo = flow_repo["repo"]
     got = _client(repo, (
@@ -130,6 +144,8 @@ def test_metaflow_client_reads_the_artifacts(flow_repo):
     assert "cartpole.balance" in got["table"] and "Wilson" in got["table"]
     assert got["rounds"] == 2  # round 0 (pretrained) and round 1
     card = (repo / got["card"]).read_text()
+    assert card.startswith(f"# Model card: pac-policy v{got['version']}\n")
+    assert "## Evaluation of this version" in card
     for field in ("parameters (policy + value)", "GPU count", "training duration", "licence",
                   "year", "data version", "alpha", "Evaluation", "RL fine-tuning rounds"):
         assert field in card, field
@@ -189,10 +205,19 @@ def test_mlflow_server_shows_parent_nested_runs_params_and_artifacts(flow_repo):
             assert key in params, key
         children = [r for r, t in zip(runs, tags) if t.get("mlflow.parentRunId") == pid]
         names = {r["info"]["run_name"] for r in children}
-        assert "evaluate" in names and "rlft" in names
-        assert any(n.startswith("pretrain") or n.startswith("train") for n in names), names
-        evals = [r for r in children if r["info"]["run_name"] == "evaluate"]
-        assert len(evals) == 3  # one per domain branch
+        assert names == {"pretrain-tiny", "eval-cartpole", "eval-point_mass", "eval-reacher",
+                         "rlft"}, names
+        evals = [r for r in children if r["info"]["run_name"].startswith("eval-")]
+        for run in evals:  # the same metric keys on every evaluation run: chartable together
+            keys = {m["key"] for m in run["data"]["metrics"]}
+            assert {"success_rate", "success_low", "success_high", "pct_expert"} <= keys
+            assert not any("." in k.split("/")[-1] for k in keys), keys  # no task in a key
+        metrics = {m["key"]: m["value"] for m in parent["data"]["metrics"]}
+        for key in ("success_rate", "success_low", "success_high", "pct_expert",
+                    "pct_expert_low", "pct_expert_high", "champion_version",
+                    "round_success_rate"):
+            assert key in metrics, key
+        assert "mlflow.note.content" in ptags and ptags["pac.git_dirty"] in ("true", "false")
         files = _get(api, f"/artifacts/list?run_id={evals[0]['info']['run_id']}&path=eval")
         paths = {f["path"] for f in files.get("files", [])}
         assert {"eval/results.md", "eval/results.csv"} <= paths
@@ -201,7 +226,35 @@ def test_mlflow_server_shows_parent_nested_runs_params_and_artifacts(flow_repo):
         assert videos.get("files"), "no evaluation video logged"
         top = _get(api, f"/artifacts/list?run_id={pid}")
         top_paths = {f["path"] for f in top.get("files", [])}
-        assert "model_card.md" in top_paths and "evaluation" in top_paths
+        assert {"model_card.md", "evaluation", "figures"} <= top_paths
+        figures = _get(api, f"/artifacts/list?run_id={pid}&path=figures")
+        assert {f["path"] for f in figures["files"]} == {
+            "figures/learning_curves.png", "figures/success.png", "figures/rlft_rounds.png"}
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+#: Where the browser test copies its screenshots (git-ignored), besides pytest's tmp folder.
+SCREENSHOTS = ROOT / "runs" / "test-artifacts" / "review"
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_mlflow_ui_in_a_real_browser_shows_the_review(flow_repo, tmp_path):
+    """The parent run page, a figure, the registered model and its champion version, rendered
+    by headless Chromium from a loopback `mlflow server` over the flow's store."""
+    from pac.config import load_config
+    from pac.review import review_screenshots
+
+    repo = flow_repo["repo"]
+    cfg = load_config(overrides=[f"tracking.uri=sqlite:///{repo}/mlruns/mlflow.db",
+                                 f"tracking.artifact_dir={repo}/mlruns/artifacts"])
+    seen = review_screenshots(cfg, tmp_path / "screenshots", cwd=repo)
+    version = _client(repo, "print(json.dumps(Flow('PACFlow').latest_run.data.registered_version))")
+    assert seen["champion_version"] == str(version)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for name, path in seen["screenshots"].items():
+        data = Path(path).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, name  # not blank
+        shutil.copy2(path, SCREENSHOTS / Path(path).name)
+    print(f"\nscreenshots: {SCREENSHOTS}")

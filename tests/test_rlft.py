@@ -164,12 +164,16 @@ def test_champion_alias_moves_only_when_beaten(tmp_path, tiny_policy):
     cfg = load_config(overrides=_tracking(tmp_path))
     run = Tracker(cfg, "rlft-round-0")
     uri = run.log_policy(tiny_policy)
-    moved = [_update_champion(cfg, run, tiny_policy, uri, _row(k, s))
-             for k, s in enumerate([10, 8, 10, 13])]
+    rows, moved = [], []
+    for k, s in enumerate([10, 8, 10, 13]):
+        row = _row(k, s)
+        moved.append(_update_champion(cfg, run, tiny_policy, uri, row, rows))
+        rows.append(row)
     assert moved == [True, False, False, True]  # a tie does not move it
     champ = model_alias(cfg, CHAMPION)
     assert champ["version"] == "4" and champ["tags"]["success_rate"] == "65.0000"
     assert champ["tags"]["rlft_round"] == "3"
+    assert [r.model_version for r in rows] == ["1", "2", "3", "4"]  # every round registered
 
 
 @pytest.mark.slow

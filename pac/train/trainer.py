@@ -254,9 +254,9 @@ def train(
     window_start, window_steps = time.perf_counter(), 0
     ckpt = None
 
-    from tqdm import tqdm
+    from pac.progress import progress
 
-    bar = tqdm(total=t.steps, initial=start, unit="update", disable=rank != 0, dynamic_ncols=True)
+    bar = progress(t.steps, start, "pac train", "update", enabled=rank == 0)
     try:
         for step, batch in zip(range(start, t.steps), batches):
             engine.train()
