@@ -109,16 +109,13 @@ class PACFlow(FlowSpec):
     @step
     def pretrain(self):
         """DeepSpeed ZeRO pretraining in one local process (gloo on CPU)."""
-        from pac.tracking import Tracker
         from pac.train import train
 
         cfg = self.settings.config()
         result = train(cfg, tracking_parent_run=self.mlflow_run_id)
         self.policy_dir = str(result.policy_dir)
         self.pretrain_run_id = result.run_id
-        self.train_history = result.history
-        if result.run_id:
-            Tracker.existing(cfg, result.run_id).log_datasets(self.data_version)
+        self.train_history = result.history  # the run logs its dataset inputs itself
         self.next(self.evaluate_split)
 
     @step

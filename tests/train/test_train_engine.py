@@ -65,9 +65,9 @@ def test_zero0_trains_tracks_and_exports(reference_run):
     info = assert_tracked(cfg, result.run_id, world_size=1, stage=0)
     assert info["metrics"]["alpha"] == cfg.loss.alpha  # variant pac: one alpha for all groups
     assert info["metrics"]["mfu"] > 0 and info["metrics"]["samples_per_s"] > 0
-    # artefacts: resolved config, final checkpoint, final policy (files and pyfunc model)
+    # artefacts: resolved config, final checkpoint, the policy once (as the pyfunc model)
     top = set(list_artifacts(cfg, result.run_id))
-    assert {"config.yaml", "metrics.json", "checkpoints", "policy", "policy_model"} <= top
+    assert {"config.yaml", "metrics.json", "checkpoints", "policy_model"} <= top
     assert list_artifacts(cfg, result.run_id, "checkpoints") == ["checkpoints/step_00000020"]
     # the inference checkpoint equals theta after the last update and serves actions
     model, loaded_cfg, tokenizer = load_inference_checkpoint(result.policy_dir)
