@@ -64,7 +64,10 @@ class ModelConfig:
     num_latents: int = 32  # N_Z
     d_i: int = 32  # D_I, token embedding size (Table 5: 256)
     d_o: int = 0  # N_O / D_O, decoder query width; 0 means "same as d_z"
-    decoder_widening: int = 0  # MLP widening of the policy/Q/V decoder blocks (0 = no MLP)
+    decoder_widening: int = 0  # MLP widening of the policy/V decoder blocks (0 = no MLP)
+    #: MLP widening of the Q decoder block (Perceiver IO's decoder block has one): the MLP is
+    #: where the state summary and the action query interact; without it Q stays action-blind
+    q_decoder_widening: int = 1
     num_gains: int = 8  # N_G, multi-scale normaliser gains 1e-4 ... 1e3 (eq. 15)
     num_action_bins: int = 101  # N_B
     num_value_bins: int = 101  # N_Q
@@ -422,7 +425,8 @@ def validate(cfg: PACConfig) -> None:
                 "num_gains", "num_action_bins", "num_value_bins", "num_proprio",
                 "num_actions", "vocab_size", "image_size"):
         _range(f"model.{key}", getattr(m, key), 1, None)
-    for key in ("num_images", "num_goal_images", "num_text_tokens", "d_o", "decoder_widening"):
+    for key in ("num_images", "num_goal_images", "num_text_tokens", "d_o", "decoder_widening",
+                "q_decoder_widening"):
         _range(f"model.{key}", getattr(m, key), 0, None)
     if m.d_z % m.num_heads or m.decoder_width % m.num_heads:
         raise ConfigError(f"model.num_heads={m.num_heads} must divide d_z={m.d_z} and d_o")

@@ -140,8 +140,11 @@ class ActionEncoder(nn.Module):
     def __init__(self, num_actions: int, num_gains: int, d_o: int) -> None:
         super().__init__()
         self.normalizer = MultiScaleNormalizer(num_gains)
-        self.weight = _embedding(num_actions, num_gains, d_o)
-        self.bias = _embedding(num_actions, num_gains, d_o)
+        # Unit-scale (fan-in 1) init, not the 0.02 of embeddings: the query is the only path of
+        # the action into Q, and at 0.02 it is ~1% of the attention output it is added to, so
+        # the decoder's LayerNorm squashes it (measured with QDecoder's bandit: see there).
+        self.weight = nn.Parameter(torch.randn(num_actions, num_gains, d_o))
+        self.bias = nn.Parameter(torch.randn(num_actions, num_gains, d_o))
         self.pool = nn.Linear(d_o, d_o)
 
     def forward(self, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -51,6 +51,7 @@ def model_info(cfg: ModelConfig) -> dict[str, Any]:
         "num_blocks": cfg.num_blocks,
         "widening": cfg.widening,
         "decoder_widening": cfg.decoder_widening,
+        "q_decoder_widening": cfg.q_decoder_widening,
         "input_tokens": input_tokens(cfg),
         "components": {
             name: sum(p.numel() for p in child.parameters())

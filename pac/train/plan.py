@@ -138,7 +138,7 @@ def forward_flops(m: ModelConfig) -> dict[str, float]:
         )
         + MAF * m.num_actions * d_o * m.num_action_bins,
         "XATTN_Q": attention_block_flops(
-            1, m.num_latents, d_o, m.d_z, d_o, m.num_heads, dec_ffw
+            1, m.num_latents, d_o, m.d_z, d_o, m.num_heads, m.q_decoder_widening * d_o
         )
         + MAF * d_o * m.num_value_bins,
     }
