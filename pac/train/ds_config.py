@@ -157,6 +157,9 @@ def deepspeed_config(t: TrainConfig, world_size: int, device_type: str = "cpu",
                 "weight_decay": t.weight_decay,
                 # torch's AdamW on CPU: no fused_adam JIT build; fused kernels on GPUs.
                 "torch_adam": device_type != "cuda",
+                # ... and torch's fused CPU kernel rather than its per-tensor loop (a tiny-model
+                # step measured ~3x less CPU time: 42 vs 130 ms for 0.97M parameters)
+                **({"fused": True} if device_type != "cuda" else {}),
             },
         },
         "zero_optimization": zero,

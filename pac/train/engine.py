@@ -40,6 +40,24 @@ def device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def extensions_dir() -> str:
+    """torch's JIT-extension cache, one folder per DeepSpeed install path.
+
+    The build files name the op's sources by path: two checkouts whose environments reach the
+    same DeepSpeed by different paths (a linked `.venv`) share torch's default folder and
+    rebuild the op (about 80 s of both cores) every time the other one ran; per-path folders
+    build once each.
+    """
+    import hashlib
+
+    import deepspeed
+    from torch.utils.cpp_extension import get_default_build_root
+
+    where = f"{Path(deepspeed.__file__).parent}|{torch.__version__}|{sys.version}"
+    tag = hashlib.sha256(where.encode()).hexdigest()[:12]
+    return str(Path(get_default_build_root()) / f"deepspeed-{tag}")
+
+
 def init_distributed(backend: str = "auto") -> torch.device:
     """Join (or create) the process group and return this rank's device."""
     import deepspeed
@@ -54,6 +72,7 @@ def init_distributed(backend: str = "auto") -> torch.device:
     bindir = str(Path(sys.executable).parent)
     if (Path(bindir) / "ninja").exists() and not os.environ["PATH"].startswith(bindir):
         os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ['PATH']}"
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", extensions_dir())
     if backend == "auto":
         backend = "nccl" if device_type() == "cuda" else "gloo"
     if not dist.is_initialized():

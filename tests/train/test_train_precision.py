@@ -48,6 +48,7 @@ def test_precision_resolution_and_deepspeed_bf16():
     assert deepspeed_config(t, 1, "cpu")["bf16"]["enabled"] is False
     assert deepspeed_config(t, 1, "cuda")["bf16"]["enabled"] is True
     assert deepspeed_config(t, 1, "cuda", "fp32")["bf16"]["enabled"] is False
+    assert deepspeed_config(t, 1, "cpu")["optimizer"]["params"]["fused"] is True  # CPU kernel
 
 
 def test_bf16_training_tracks_the_fp32_run(reference_run, data_root, mlflow_root, tmp_path):
@@ -76,5 +77,6 @@ def test_bf16_training_tracks_the_fp32_run(reference_run, data_root, mlflow_root
     moments = [v for s in states["optimizer"]["state"].values() for v in s.values()
                if torch.is_tensor(v) and v.dim() > 0]
     assert moments and {m.dtype for m in moments} == {torch.float32}
+    assert states["optimizer"]["param_groups"][0]["fused"] is True  # torch's fused CPU AdamW
     target = load_file(str(result.checkpoint / "target.safetensors"))
     assert {w.dtype for w in target.values()} == {torch.bfloat16}  # theta' in bf16
