@@ -60,6 +60,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def _resolved(precision: str) -> str:
+    return " (the training run's `precision` param: the one used)" if precision == "auto" else ""
+
+
 def render_model_card(cfg: PACConfig, facts: ModelCardFacts) -> str:
     """The card as Markdown."""
     t, lo = cfg.train, cfg.loss
@@ -81,7 +85,7 @@ def render_model_card(cfg: PACConfig, facts: ModelCardFacts) -> str:
         f"| hardware | {gpus} |",
         f"| GPU count | {facts.gpu_count} |",
         f"| world size (processes) | {facts.world_size} |",
-        f"| DeepSpeed | ZeRO stage {t.zero_stage}, {t.precision} |",
+        f"| DeepSpeed | ZeRO stage {t.zero_stage}, {t.precision}{_resolved(t.precision)} |",
         f"| training duration (wall clock, whole flow run) | {_duration(facts.wall_clock_s)} |",
         f"| optimiser | AdamW lr {t.lr_init:g} -> {t.lr_peak:g} -> {t.lr_end:g}, warm-up {warmup},"
         f" cosine; betas ({t.adam_beta1}, {t.adam_beta2}), wd {t.weight_decay:g} |",

@@ -40,6 +40,24 @@ def device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def extensions_dir() -> str:
+    """torch's JIT-extension cache, one folder per DeepSpeed install path.
+
+    The build files name the op's sources by path: two checkouts whose environments reach the
+    same DeepSpeed by different paths (a linked `.venv`) share torch's default folder and
+    rebuild the op (about 80 s of both cores) every time the other one ran; per-path folders
+    build once each.
+    """
+    import hashlib
+
+    import deepspeed
+    from torch.utils.cpp_extension import get_default_build_root
+
+    where = f"{Path(deepspeed.__file__).parent}|{torch.__version__}|{sys.version}"
+    tag = hashlib.sha256(where.encode()).hexdigest()[:12]
+    return str(Path(get_default_build_root()) / f"deepspeed-{tag}")
+
+
 def init_distributed(backend: str = "auto") -> torch.device:
     """Join (or create) the process group and return this rank's device."""
     import deepspeed
@@ -54,6 +72,7 @@ def init_distributed(backend: str = "auto") -> torch.device:
     bindir = str(Path(sys.executable).parent)
     if (Path(bindir) / "ninja").exists() and not os.environ["PATH"].startswith(bindir):
         os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ['PATH']}"
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", extensions_dir())
     if backend == "auto":
         backend = "nccl" if device_type() == "cuda" else "gloo"
     if not dist.is_initialized():
@@ -85,25 +104,38 @@ class PACObjective(nn.Module):
     hooks see every tensor leaving the module. The samples a' ~ pi_theta' come from this rank's
     own generator (checkpointed with the run), so no other consumer of torch's global RNG can
     shift them: resume is exact.
+
+    `precision` "bf16" runs the forward (model and loss) under bf16 autocast on the
+    generator's device: matmuls and attention in bf16, the weights (and, on CPU, the
+    gradients and Adam states) stay fp32; the loss takes its softmaxes and cross-entropies in
+    fp32 (``.float()``). The backward runs outside autocast, as autocast prescribes.
     """
 
-    def __init__(self, model: nn.Module, cfg: PACConfig, generator: torch.Generator) -> None:
+    def __init__(self, model: nn.Module, cfg: PACConfig, generator: torch.Generator,
+                 precision: str = "fp32") -> None:
         super().__init__()
         self.model = model
         self.loss_cfg = cfg.loss
         self.generator = generator
+        self.precision = precision
 
     def forward(
         self, batch: Batch, target: nn.Module, step: int
     ) -> tuple[torch.Tensor, dict[str, float]]:
         from pac.losses import compute_loss
 
-        out = compute_loss(self.model, target, batch, self.loss_cfg, step, self.generator)
-        return out.total, {METRIC_NAMES.get(k, k): v for k, v in out.metrics.items()}
+        with torch.autocast(self.generator.device.type, dtype=torch.bfloat16,
+                            enabled=self.precision == "bf16"):
+            out = compute_loss(self.model, target, batch, self.loss_cfg, step, self.generator)
+        return out.total.float(), {METRIC_NAMES.get(k, k): v for k, v in out.metrics.items()}
 
 
 def build_engine(objective: PACObjective, cfg: PACConfig, world_size: int):
-    """deepspeed.initialize: AdamW from the DeepSpeed config, the Table 12 schedule per update."""
+    """deepspeed.initialize: AdamW from the DeepSpeed config, the Table 12 schedule per update.
+
+    The DeepSpeed config gets the objective's resolved precision, so an `auto` run is never
+    measured twice (and a resumed run keeps the precision it started with).
+    """
     import deepspeed
     from torch.optim.lr_scheduler import LambdaLR
 
@@ -114,7 +146,7 @@ def build_engine(objective: PACObjective, cfg: PACConfig, world_size: int):
     engine, _, _, _ = deepspeed.initialize(
         model=objective,
         model_parameters=[p for p in objective.parameters() if p.requires_grad],
-        config=deepspeed_config(cfg.train, world_size, device_type()),
+        config=deepspeed_config(cfg.train, world_size, device_type(), objective.precision),
         lr_scheduler=lambda optimizer: LambdaLR(optimizer, factor),
     )
     return engine

@@ -164,12 +164,19 @@ def training_flops_per_update(cfg: PACConfig) -> float:
     return update_flops(cfg.model, samples, cfg.loss.target_update_period)["UPDATE"]
 
 
-def measure_matmul_peak(device: str = "cpu", size: int = 1024, seconds: float = 0.5) -> float:
-    """Measured fp32 matmul throughput (FLOP/s) of this machine: the MFU denominator."""
+def measure_matmul_peak(device: str = "cpu", size: int = 1024, seconds: float = 0.5,
+                        dtype: torch.dtype = torch.float32) -> float:
+    """Measured matmul throughput (FLOP/s) of this machine in `dtype`: the MFU denominator.
+
+    MFU is taken against the peak of the precision a run uses (bf16 runs: the bf16 peak), so
+    a bf16 run is not credited with the bf16 speed-up as utilisation.
+    """
     gen = torch.Generator(device=device).manual_seed(0)  # leaves the global RNG untouched
-    a = torch.randn(size, size, device=device, generator=gen)
-    b = torch.randn(size, size, device=device, generator=gen)
+    a = torch.randn(size, size, device=device, generator=gen).to(dtype)
+    b = torch.randn(size, size, device=device, generator=gen).to(dtype)
     torch.matmul(a, b)  # warm-up
+    if device != "cpu":
+        torch.cuda.synchronize()
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         torch.matmul(a, b)

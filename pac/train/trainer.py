@@ -28,10 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pac.config import ConfigError, PACConfig, save_config
+from pac.config import ConfigError, PACConfig, TrainConfig, save_config
 from pac.io import atomic_write_text
 from pac.train import checkpoints
-from pac.train.ds_config import batch_layout, deepspeed_config, effective_precision
+from pac.train.ds_config import (
+    batch_layout,
+    deepspeed_config,
+    effective_precision,
+    precision_dtype,
+)
 from pac.train.engine import device_type, world_from_env
 from pac.train.schedule import learning_rate, lr_factor
 
@@ -49,6 +54,7 @@ class TrainResult:
     metrics: dict[str, float]  # the last logged metrics
     history: list[dict[str, float]] = field(default_factory=list)  # every logged step
     start_step: int = 0  # 0, or the step a resumed run continued from
+    precision: str = "fp32"  # the arithmetic the run used (train.precision with auto resolved)
 
 
 # --- checks before any compute -------------------------------------------------------------------
@@ -127,6 +133,21 @@ def mean_across_ranks(
     return {k: float(v) / world_size for k, v in zip(keys, t.tolist())}
 
 
+def run_precision(t: TrainConfig, device: torch.device, run_state: dict, world_size: int) -> str:
+    """The run's arithmetic: `train.precision` with `auto` resolved by rank 0 and broadcast (a
+    measurement on each rank could differ); a resumed `auto` run keeps the precision it started
+    with, so a measurement cannot flip between the halves of a run and break its exact resume."""
+    resumed = run_state.get("precision") if t.precision == "auto" else None
+    precision = resumed or effective_precision(t, device.type)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        chosen = [precision]
+        dist.broadcast_object_list(chosen, src=0)
+        precision = chosen[0]
+    return precision
+
+
 # --- the loop ------------------------------------------------------------------------------------
 
 
@@ -141,7 +162,7 @@ def train(
     # 1. Everything that can be wrong is checked before the first import of DeepSpeed.
     rank, _, world_size = world_from_env()
     layout = batch_layout(cfg.train, world_size)
-    deepspeed_config(cfg.train, world_size, device_type())
+    deepspeed_config(cfg.train, world_size, device_type(), "fp32")  # checks only: no measuring
     lr_factor(cfg.train)
     root = Path(data_root or cfg.data.root)
     version = check_data(root)
@@ -173,7 +194,9 @@ def train(
     device = init_distributed(cfg.train.backend)
     t = cfg.train
     restore_torch_functions()  # nothing an earlier run in this process patched
-    precision = effective_precision(t, device.type)
+    run_file = out_dir / RUN_FILE
+    run_state = json.loads(run_file.read_text()) if resume and run_file.is_file() else {}
+    precision = run_precision(t, device, run_state, world_size)
     run_env = environment(world_size, precision, device.type)
 
     # 2. Model, engine and theta'. The same seed on every rank: identical initial weights. The
@@ -184,9 +207,9 @@ def train(
     if init_weights is not None:
         model.load_state_dict(init_weights)
     generator = torch.Generator(device=device).manual_seed(t.seed + 1 + 1000 * rank)
-    engine = build_engine(PACObjective(model, cfg, generator), cfg, world_size)
-    dtype = torch.bfloat16 if effective_precision(t, device.type) == "bf16" else torch.float32
-    target = make_target(lambda: PerceiverActorCritic(cfg.model), device, dtype)
+    engine = build_engine(PACObjective(model, cfg, generator, precision), cfg, world_size)
+    target = make_target(lambda: PerceiverActorCritic(cfg.model), device,
+                         precision_dtype(precision))
     refresh_target(engine.module.model, target)  # theta'_0 = theta_0
 
     # 3. Resume: newest complete checkpoint; incomplete or corrupt ones are quarantined.
@@ -201,8 +224,7 @@ def train(
     # 4. Tracking (rank 0): the same MLflow run continues on resume.
     from pac.tracking import Tracker, git_commit
 
-    run_file = out_dir / RUN_FILE
-    run_id = json.loads(run_file.read_text())["run_id"] if resume and run_file.is_file() else None
+    run_id = run_state.get("run_id")
     stage = "finetune" if init_from else "pretrain"
     tracker = Tracker(
         cfg, run_name=f"{stage}-{cfg.model.scale}", parent_run_id=tracking_parent_run,
@@ -211,7 +233,7 @@ def train(
     total_params, _ = parameter_counts(cfg.model)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_file, json.dumps({"run_id": tracker.run_id}))
+        atomic_write_text(run_file, json.dumps({"run_id": tracker.run_id, "precision": precision}))
         save_config(cfg, out_dir / "config.yaml")
         tracker.log_params(
             cfg.flat()
@@ -223,7 +245,7 @@ def train(
                 "world_size": world_size,
                 "micro_batch": layout.micro_batch,
                 "grad_accumulation": layout.accumulation,
-                "precision": effective_precision(t, device.type),
+                "precision": precision,
                 "device": device.type,
                 "git_commit": git_commit(),
                 "init_from": str(init_from or ""),
@@ -248,7 +270,9 @@ def train(
         if rank == 0:
             print(f"pac train: resuming from {found.path} (update {start})")
     flops_per_update = training_flops_per_update(cfg)  # App. E.2, for MFU
-    peak = measure_matmul_peak(device.type) * world_size if rank == 0 else 0.0
+    # MFU against the measured matmul peak of the precision in use (bf16 runs: the bf16 peak)
+    peak = (measure_matmul_peak(device.type, dtype=precision_dtype(precision)) * world_size
+            if rank == 0 else 0.0)
     params = [p for p in engine.module.parameters() if p.requires_grad]
     history: list[dict[str, float]] = []
     sums: dict[str, float] = {}
@@ -327,4 +351,4 @@ def train(
         tracker.log_policy(policy_dir)
         tracker.finish()
     dist.barrier()
-    return TrainResult(out_dir, ckpt, policy_dir, tracker.run_id, last, history, start)
+    return TrainResult(out_dir, ckpt, policy_dir, tracker.run_id, last, history, start, precision)
