@@ -67,6 +67,9 @@ def discounts_from_done(
         return 1.0 - np.asarray(terminated, dtype=np.float32)
     if done is None:
         return None
+    flags = 1.0 - np.asarray(done, dtype=np.float32)
+    if not np.all(np.isfinite(flags)):
+        return flags  # NaN / inf: the episode's validation rejects it as non-finite
     return np.ones(len(done), dtype=np.float32)
 
 
