@@ -13,7 +13,15 @@ intervals, success with Wilson intervals, on the same fixed episode seeds):
 * ``alpha_pac``    the low-quality group at alpha = 0, beta = 1900 (App. C.5's CHEF values).
 
 Public peers (d3rlpy's TD3+BC and IQL on the same transitions, in the benchmark's own
-virtualenv) are not wired in yet.
+environment) run from ``benchmarks/peers_d3rlpy.py`` on the same ``<out>/data``.
+
+Every arm trains the same small Perceiver (``BENCH_MODEL``: D_Z 64, 2 latent blocks, 16 latents,
+about 7 updates/s for BC on one core of the 2-core reference laptop; the tiny default of
+params/default.yaml runs at 1) and PAC arms use eta = 0.02 (``BENCH_ETA``): on point_mass and
+cartpole with this data the spread of Q over the 10 samples is 0.2-0.4, so eta = 0.1 leaves the
+weights near uniform (ESS 7.7 of 10) while eta = 0.02 gives ESS 5-6 (measured, BENCHMARKS.md).
+Arms run ``--jobs`` at a time, one thread each. Per arm, intervals pool every evaluation episode
+of every seed (% of expert: mean +- 1.96 SE; success: Wilson).
 
 The critic's diagnostics are printed next to each PAC arm: the spread of Q over the N sampled
 actions, the weights' effective sample size (N = uniform) and entropy (ln N = uniform).
@@ -38,6 +46,8 @@ ARMS = {
     "alpha_pac": ["loss.variant=alpha_pac"],
 }
 DIAGNOSTICS = ("q_spread", "weight_ess", "weight_entropy", "mean_q")
+BENCH_MODEL = ["model.d_z=64", "model.num_blocks=2", "model.num_latents=16", "model.widening=1"]
+BENCH_ETA = 0.02
 
 
 def group_override(tasks: list[str], quality: float, episodes: int, arm: str) -> str:
@@ -49,34 +59,31 @@ def group_override(tasks: list[str], quality: float, episodes: int, arm: str) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="folder for data, runs and results")
-    ap.add_argument("--tasks", nargs="+", default=["point_mass.easy", "reacher.easy"])
+    ap.add_argument("--tasks", nargs="+", default=["point_mass.easy", "cartpole.balance"])
     ap.add_argument("--quality", type=float, default=0.42)
     ap.add_argument("--episodes", type=int, default=60, help="episodes per task")
     ap.add_argument("--episode-steps", type=int, default=100)
-    ap.add_argument("--updates", type=int, default=2000)
+    ap.add_argument("--updates", type=int, default=1500)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--eval-episodes", type=int, default=30, help="per task and seed")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra params for every arm, e.g. loss.target_update_period=25")
+    ap.add_argument("--jobs", type=int, default=2, help="arms trained side by side")
     ap.add_argument("--quick", action="store_true", help="tiny budget: a smoke run")
     args = ap.parse_args()
     if args.quick:
         args.episodes, args.updates, args.seeds, args.eval_episodes = 6, 20, 1, 2
         args.episode_steps = 30
 
-    import torch
-
     from pac.config import load_config
     from pac.data import TaskTokenizer, store_root, tokenizer_path
     from pac.data.generate import generate_group
-    from pac.evaluate import evaluate
-    from pac.train import train
 
-    torch.set_num_threads(1)  # arms are measured one after another on one core each
     out = args.out.resolve()
     data = out / "data"
     base = [
+        *BENCH_MODEL, f"loss.eta={BENCH_ETA}",
         f"data.episode_steps={args.episode_steps}",
         f"eval.episodes_per_task={args.eval_episodes}", "eval.videos_per_task=0",
         "eval.workers=1", f"train.steps={args.updates}",
@@ -93,41 +100,123 @@ def main() -> None:
                             cfg.data.tokenizer_type, num_tokens=cfg.model.num_text_tokens)
         (data / ".complete").write_text("")
 
-    results = []
-    for arm in args.arms:
-        for seed in range(args.seeds):
-            run = out / "runs" / f"{arm}-seed{seed}"
-            overrides = [*base, group_override(args.tasks, args.quality, args.episodes, arm),
-                         *ARMS[arm], f"train.seed={seed}", f"train.out_dir={run}"]
-            arm_cfg = load_config(overrides=overrides)
-            start = time.perf_counter()
-            if not (run / "policy").is_dir():
-                trained = train(arm_cfg, data_root=data)
-                diag = {k: trained.metrics.get(k, math.nan) for k in DIAGNOSTICS}
-            else:
-                diag = json.loads((run / "metrics.json").read_text())
-                diag = {k: diag.get(k, math.nan) for k in DIAGNOSTICS}
-            train_s = time.perf_counter() - start
-            start = time.perf_counter()
-            result = evaluate(arm_cfg, run / "policy", args.tasks, out_dir=run / "eval",
-                              track=False)
-            overall = next(r for r in result.rows if r["level"] == "all")
-            row = {"arm": arm, "seed": seed, "train_s": round(train_s, 1),
-                   "eval_s": round(time.perf_counter() - start, 1), **overall, **diag}
-            results.append(row)
-            print(f"{arm:12s} seed {seed}: {overall['pct_expert']:6.1f}% of expert"
-                  f" [{overall['pct_expert_low']:.1f}, {overall['pct_expert_high']:.1f}],"
-                  f" success {overall['success_rate']:.1f}%, train {train_s:.0f} s,"
-                  f" q_spread {diag['q_spread']:.3f}, ESS {diag['weight_ess']:.2f}", flush=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
-    print("\n| arm | seeds | % of expert (mean over seeds) | success % | train s / seed |")
-    print("|---|---:|---:|---:|---:|")
-    for arm in args.arms:
+    jobs = [(arm, seed) for seed in range(args.seeds) for arm in args.arms]
+    work = [(out, data, args, base, arm, seed) for arm, seed in jobs]
+    if args.jobs > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
+            results = pool.starmap(run_arm, work, chunksize=1)
+    else:
+        results = [run_arm(*w) for w in work]
+    done = out / "results.json"  # rows of earlier invocations on the same --out are kept
+    earlier = json.loads(done.read_text()) if done.exists() else []
+    results += [r for r in earlier if (r["arm"], r["seed"]) not in set(jobs)]
+    done.write_text(json.dumps(results, indent=1, default=float))
+    print(data_table(data, args.tasks, out))
+    print(arm_table(results, [a for a in ARMS if any(r["arm"] == a for r in results)], out))
+
+
+def run_arm(out: Path, data: Path, args: argparse.Namespace, base: list[str], arm: str,
+            seed: int) -> dict:
+    """Train (or reuse) and evaluate one arm with one seed; one row of results.json."""
+    import torch
+
+    from pac.config import load_config
+    from pac.evaluate import evaluate
+    from pac.train import train
+
+    torch.set_num_threads(1)  # arms run side by side, one core each
+    run = out / "runs" / f"{arm}-seed{seed}"
+    overrides = [*base, group_override(args.tasks, args.quality, args.episodes, arm),
+                 *ARMS[arm], f"train.seed={seed}", f"train.out_dir={run}",
+                 f"tracking.uri=sqlite:///{run / 'mlflow.db'}"]  # one store per concurrent arm
+    run.mkdir(parents=True, exist_ok=True)
+    arm_cfg = load_config(overrides=overrides)
+    start = time.perf_counter()
+    if not (run / "policy").is_dir():
+        metrics = train(arm_cfg, data_root=data).metrics
+    else:
+        metrics = json.loads((run / "metrics.json").read_text())
+    diag = {k: metrics.get(k, math.nan) for k in DIAGNOSTICS}
+    train_s = time.perf_counter() - start
+    start = time.perf_counter()
+    result = evaluate(arm_cfg, run / "policy", args.tasks, out_dir=run / "eval", track=False)
+    overall = next(r for r in result.rows if r["level"] == "all")
+    tasks = {r["name"]: r["pct_expert"] for r in result.rows if r["level"] == "task"}
+    row = {"arm": arm, "seed": seed, "train_s": round(train_s, 1),
+           "eval_s": round(time.perf_counter() - start, 1),
+           "updates_per_s": metrics.get("steps_per_s", math.nan),
+           **overall, **diag, "tasks": tasks, "eval_dir": str(run / "eval")}
+    print(f"{arm:12s} seed {seed}: {overall['pct_expert']:6.1f}% of expert"
+          f" [{overall['pct_expert_low']:.1f}, {overall['pct_expert_high']:.1f}],"
+          f" success {overall['success_rate']:.1f}%, train {train_s:.0f} s,"
+          f" q_spread {diag['q_spread']:.3f}, ESS {diag['weight_ess']:.2f}", flush=True)
+    return row
+
+
+def _references(out: Path) -> dict[str, tuple[float, float]]:
+    """task -> (expert, random) reference returns, from the evaluation's own cache."""
+    refs: dict[str, tuple[float, float]] = {}
+    for path in sorted((out / "runs").glob("*/eval/references.json")):
+        for key, ref in json.loads(path.read_text()).items():
+            refs[key.split("|")[0]] = (ref["expert"], ref["random"])
+    return refs
+
+
+def data_table(data: Path, tasks: list[str], out: Path) -> str:
+    """The dataset's own quality (Table 6's columns): success and % of expert of its episodes."""
+    from pac.data.store import EpisodeStore
+    from pac.stats import mean_ci, percent_of_expert, wilson_interval
+
+    episodes = EpisodeStore(data / "episodes").episodes
+    refs = _references(out)
+    lines = ["| data: task | episodes | % of expert [95% CI] | success % [Wilson 95%] |",
+             "|---|---:|---:|---:|"]
+    for task in tasks:
+        ep = episodes[episodes["task"] == task]
+        pct = "n/a"
+        if task in refs:
+            m, lo, hi = mean_ci(percent_of_expert(ep["return"], *refs[task]))
+            pct = f"{m:.1f} [{lo:.1f}, {hi:.1f}]"
+        k, n = int(ep["success"].sum()), len(ep)
+        lo, hi = wilson_interval(k, n)
+        lines.append(f"| {task} | {n} | {pct} | {100 * k / n:.1f} [{100 * lo:.1f},"
+                     f" {100 * hi:.1f}] |")
+    return "\n".join(lines) + "\n"
+
+
+def arm_table(results: list[dict], arms: list[str], out: Path) -> str:
+    """Per arm: every evaluation episode of every seed pooled (SE interval, Wilson interval)."""
+    import pandas as pd
+
+    from pac.stats import mean_ci, percent_of_expert, wilson_interval
+
+    refs = _references(out)
+    tasks = sorted(refs)
+    head = "| arm | seeds | % of expert [95% CI] | " + " | ".join(f"{t} %" for t in tasks)
+    lines = [head + " | success % [Wilson 95%] | Q spread | ESS | updates/s | train s / seed |",
+             "|---|---:|---:|" + "---:|" * len(tasks) + "---:|---:|---:|---:|---:|"]
+    for arm in arms:
         rows = [r for r in results if r["arm"] == arm]
-        pct = sum(r["pct_expert"] for r in rows) / len(rows)
-        succ = sum(r["success_rate"] for r in rows) / len(rows)
+        if not rows:
+            continue
+        eps = pd.concat([pd.read_csv(Path(r["eval_dir"]) / "episodes.csv") for r in rows])
+        pct = pd.concat([pd.Series(percent_of_expert(g["return"], *refs[t]))
+                         for t, g in eps.groupby("task")])
+        m, lo, hi = mean_ci(pct)
+        per_task = [f"{sum(r['tasks'][t] for r in rows) / len(rows):.1f}"
+                    for t in tasks]
+        k, n = int(eps["success"].sum()), len(eps)
+        s_lo, s_hi = wilson_interval(k, n)
+        diag = [sum(r[key] for r in rows) / len(rows) for key in ("q_spread", "weight_ess")]
+        ups = sum(r["updates_per_s"] for r in rows) / len(rows)
         secs = sum(r["train_s"] for r in rows) / len(rows)
-        print(f"| {arm} | {len(rows)} | {pct:.1f} | {succ:.1f} | {secs:.0f} |")
+        lines.append(f"| {arm} | {len(rows)} | {m:.1f} [{lo:.1f}, {hi:.1f}] | "
+                     + " | ".join(per_task)
+                     + f" | {100 * k / n:.1f} [{100 * s_lo:.1f}, {100 * s_hi:.1f}]"
+                     f" | {diag[0]:.3f} | {diag[1]:.2f} | {ups:.1f} | {secs:.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

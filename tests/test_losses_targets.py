@@ -239,3 +239,38 @@ def test_pac_v_weights_are_exp_advantage_over_eta_unnormalised(reward, weight):
     assert out.metrics["mean_v"] == pytest.approx(10.0, abs=1e-4)
     assert out.metrics["mean_advantage"] == pytest.approx(reward - 1.0, abs=1e-4)
     assert out.metrics["policy_improvement"] == pytest.approx(weight * out.metrics["bc"], rel=1e-4)
+
+
+def test_a_terminal_reward_reaches_q_through_training():
+    """A three-step episode s0 -> s1 -> s2 with one reward r = 1 after the last (terminal) step:
+    trained with eq. 11's Q term and a target network refreshed every 20 updates, Q of the last
+    state-action approaches r and the earlier ones its discounted value, gamma^k * r (the exact
+    fixed point: the episode is deterministic). Fails when the last step never reaches a loss
+    position, when gamma is dropped (Q(s0) -> 1) or when terminal targets bootstrap."""
+    import copy
+
+    from pac.model.distributions import expected_value
+
+    cfg = dataclasses.replace(CFG, num_value_bins=41)
+    loss = dataclasses.replace(LOSS, variant="bc_q", alpha=1.0, beta=1.0, value_max=2.0)
+    torch.manual_seed(0)
+    model = PerceiverActorCritic(cfg)
+    target = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    # s0, s1, s2 then one padded step after the terminal one (the sampler's layout)
+    batch = batch_of([0.0, 0.5, 1.0, 0.0], [0.0, 0.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0],
+                     [True, True, True, False])
+    for step in range(200):
+        if step % 20 == 0:
+            target.load_state_dict(model.state_dict())
+        out = compute_loss(model, target, batch, loss, step, g)
+        opt.zero_grad()
+        out.total.backward()
+        opt.step()
+    with torch.no_grad():
+        z = model.encode(batch.observation(slice(0, 3)))
+        q_logits = model.q_logits(z, batch.actions[:, :3].reshape(-1, 1, 1))[:, 0]
+        q = expected_value(q_logits, 0.0, 2.0)
+    expected = torch.tensor([loss.gamma**2, loss.gamma, 1.0])
+    assert torch.allclose(q, expected, atol=0.05), q.tolist()
