@@ -3,7 +3,7 @@
 For each task, one low-quality dataset is generated with the project's own graded behaviour
 policy (``--quality``, default 0.42: about 28% success, the CHEF:sim analogue of Table 6). Every
 arm trains on exactly the same episodes, with the same number of updates, batch and seeds, and
-is evaluated with one protocol (``pac.evaluate``: % of expert return with standard-error 95%
+is evaluated with one protocol (``pac.evaluation``: % of expert return with standard-error 95%
 intervals, success with Wilson intervals, on the same fixed episode seeds):
 
 * ``bc``           alpha = 1, beta = 0: behaviour cloning on all data;
@@ -70,7 +70,7 @@ def main() -> None:
     from pac.config import load_config
     from pac.data import TaskTokenizer, store_root, tokenizer_path
     from pac.data.generate import generate_group
-    from pac.evaluate import evaluate
+    from pac.evaluation.evaluator import evaluate
     from pac.train import train
 
     torch.set_num_threads(1)  # arms are measured one after another on one core each
