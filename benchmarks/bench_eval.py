@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/bench_eval.py                 # both parts, prints Markdown
     .venv/bin/python benchmarks/bench_eval.py --part inference --scales tiny XXS L
 
-* Episodes/s: ``pac.evaluate.evaluate`` on the default tasks (params/default.yaml, tiny scale,
-  argmax decoding, no videos) with ``eval.workers`` 1 and 2; the rate covers the evaluated
-  policy's episodes in a warm pool (the reference episodes run first in the same pool).
+* Episodes/s: ``pac.evaluation.evaluator.evaluate`` on the default tasks (params/default.yaml,
+  tiny scale, argmax decoding, no videos) with ``eval.workers`` 1 and 2; the rate covers the
+  evaluated policy's episodes in a warm pool (the reference episodes run first in the same pool).
 * Inference rate: ``PolicyServer.act`` at batch 1 with the paper's full input format (Table 5,
   params/presets/L.yaml: 223 proprio, 5 camera images 80x80, 3 goal-image slots, 50 text tokens,
   38 actions, 32000-token vocabulary) for each scale of Table 4; random weights (speed does not
@@ -29,9 +29,9 @@ import torch
 from pac.checkpoint import save_inference_checkpoint
 from pac.config import REPO_ROOT, load_config
 from pac.data.tokenizer import TaskTokenizer
-from pac.evaluate import evaluate
+from pac.evaluation.evaluator import evaluate
+from pac.evaluation.rollout import PolicyServer
 from pac.model import PerceiverActorCritic
-from pac.rollout import PolicyServer
 
 L_PRESET = REPO_ROOT / "params" / "presets" / "L.yaml"
 

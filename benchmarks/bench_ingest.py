@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_ingest.py --episodes 500 --steps 100
 
 Writes `--episodes` valid rollout files of point_mass.easy plus 10% malformed ones into a fresh
-landing folder, then times `pac.ingest.ingest` (parse + validate + hash + quarantine + one
+landing folder, then times `pac.rlft.ingest.ingest` (parse + validate + hash + quarantine + one
 atomic commit + moves, under the landing and store locks) and a second ingest of re-delivered
 copies (all found in the ledger). Wall time and this process's CPU time are both printed: on a
 shared machine the CPU time is the steadier figure.
@@ -18,11 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "rlft" / "ingest"))
 
 from ingest_corpus import make_episode  # noqa: E402
 
-from pac.ingest import PROCESSED, ingest, write_rollout  # noqa: E402
+from pac.rlft.ingest import PROCESSED, ingest, write_rollout  # noqa: E402
 
 
 def main() -> None:

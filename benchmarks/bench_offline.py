@@ -3,7 +3,7 @@
 For each task, one low-quality dataset is generated with the project's own graded behaviour
 policy (``--quality``, default 0.42: about 28% success, the CHEF:sim analogue of Table 6). Every
 arm trains on exactly the same episodes, with the same number of updates, batch and seeds, and
-is evaluated with one protocol (``pac.evaluate``: % of expert return with standard-error 95%
+is evaluated with one protocol (``pac.evaluation``: % of expert return with standard-error 95%
 intervals, success with Wilson intervals, on the same fixed episode seeds):
 
 * ``bc``           alpha = 1, beta = 0: behaviour cloning on all data;
@@ -123,7 +123,7 @@ def run_arm(out: Path, data: Path, args: argparse.Namespace, base: list[str], ar
     import torch
 
     from pac.config import load_config
-    from pac.evaluate import evaluate
+    from pac.evaluation.evaluator import evaluate
     from pac.train import train
 
     torch.set_num_threads(1)  # arms run side by side, one core each
@@ -167,7 +167,7 @@ def _references(out: Path) -> dict[str, tuple[float, float]]:
 def data_table(data: Path, tasks: list[str], out: Path) -> str:
     """The dataset's own quality (Table 6's columns): success and % of expert of its episodes."""
     from pac.data.store import EpisodeStore
-    from pac.stats import mean_ci, percent_of_expert, wilson_interval
+    from pac.evaluation.stats import mean_ci, percent_of_expert, wilson_interval
 
     episodes = EpisodeStore(data / "episodes").episodes
     refs = _references(out)
@@ -190,7 +190,7 @@ def arm_table(results: list[dict], arms: list[str], out: Path) -> str:
     """Per arm: every evaluation episode of every seed pooled (SE interval, Wilson interval)."""
     import pandas as pd
 
-    from pac.stats import mean_ci, percent_of_expert, wilson_interval
+    from pac.evaluation.stats import mean_ci, percent_of_expert, wilson_interval
 
     refs = _references(out)
     tasks = sorted(refs)

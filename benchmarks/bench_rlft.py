@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from pac.config import load_config
-from pac.ingest import ROLLOUT_GROUP
-from pac.rlft import evaluate_success, finetune_config, format_cell, rlft
+from pac.rlft.ingest import ROLLOUT_GROUP
+from pac.rlft.rounds import evaluate_success, finetune_config, format_cell, rlft
 
 
 def control_arm(cfg, checkpoint: Path, rounds: int, data_root: Path, out: Path) -> list[str]:

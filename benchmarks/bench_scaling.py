@@ -2,7 +2,7 @@
 
     python benchmarks/bench_scaling.py [--seeds 4]
 
-For ladders of 12, 6 and 5 model sizes (pac.scaling.synthetic_ladder: a = 0.920, b = 0.266,
+For ladders of 12, 6 and 5 model sizes (pac.scaling.laws.synthetic_ladder: a = 0.920, b = 0.266,
 12 or, as in App. E.1, 6 evaluations per run, noise sd 0.005 or 0.01) and each seed: a from
 the 100 envelope points with the default window, a through the envelope's step edges, and b;
 then the wall time of the whole fit
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from pac.scaling import fit_scaling, synthetic_ladder
+from pac.scaling.laws import fit_scaling, synthetic_ladder
 
 #: (sizes, size ratio, evaluations per run, noise sd); 6 evaluations per run as in App. E.1
 LADDERS = [(12, 1.35, 12, 0.005), (6, 2.0, 12, 0.005), (5, 2.2, 12, 0.005),

@@ -149,7 +149,7 @@ class PACFlow(FlowSpec):
     @step
     def evaluate_split(self):
         """One evaluation branch per domain (cartpole, point_mass, ...)."""
-        from pac.evaluate import default_tasks
+        from pac.evaluation.evaluator import default_tasks
 
         tasks = default_tasks(self.settings.config())
         domains: dict[str, list[str]] = {}
@@ -162,7 +162,7 @@ class PACFlow(FlowSpec):
     @step
     def evaluate(self):
         """dm_control rollouts of the pretrained policy for one domain (nested MLflow run)."""
-        from pac.evaluate import evaluate
+        from pac.evaluation.evaluator import evaluate
 
         self.domain, tasks = self.input
         cfg = self.settings.config()
@@ -180,7 +180,7 @@ class PACFlow(FlowSpec):
     @step
     def evaluate_join(self, inputs):
         """The evaluation table over all domains (paper layout), plots, MLflow artefacts."""
-        from pac.evaluate import merge_evaluations
+        from pac.evaluation.evaluator import merge_evaluations
         from pac.plots import learning_curves, success_bars
         from pac.tracking import Tracker
 
@@ -213,7 +213,7 @@ class PACFlow(FlowSpec):
     def rlft(self):
         """One RL fine-tuning round per pass (collect, ingest, fine-tune, evaluate); loops."""
         if self.round < self.rounds_total:
-            from pac.rlft import rlft
+            from pac.rlft.rounds import rlft
 
             self.round += 1
             cfg = self.settings.config()

@@ -11,37 +11,19 @@ import importlib
 import json
 import sys
 
-from pac.config import ConfigError, load_config
+from pac.cli_args import add_config_args, config_from_args
+from pac.config import ConfigError
 
 #: Modules that add sub-commands, in the order of the pipeline.
 COMMAND_MODULES = [
     "pac.data.commands",
     "pac.model.commands",
     "pac.train.commands",
-    "pac.eval_commands",
-    "pac.rlft_commands",
-    "pac.scaling_commands",
-    "pac.report_commands",
+    "pac.evaluation.commands",
+    "pac.rlft.commands",
+    "pac.scaling.commands",
+    "pac.review.commands",
 ]
-
-
-def add_config_args(parser: argparse.ArgumentParser) -> None:
-    """The common `--params FILE` and `--set KEY=VALUE` options of every sub-command."""
-    parser.add_argument(
-        "--params", default=None, help="params YAML file (default: params/default.yaml)"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting, e.g. --set loss.alpha=1.0 (repeatable)",
-    )
-
-
-def config_from_args(args: argparse.Namespace):
-    return load_config(args.params, args.overrides)
 
 
 def _cmd_config(args: argparse.Namespace) -> int:

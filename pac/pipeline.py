@@ -198,7 +198,7 @@ def round_row_from_evaluation(eval_rows: list[dict[str, Any]], policy: str | Pat
                               data_version: dict[str, Any]):
     """The pretrained policy's evaluation (all training tasks) as an RLFT round-0 row, so a
     run without RLFT rounds registers its policy with the same tags and card as a round."""
-    from pac.rlft import RoundRow, success_cell
+    from pac.rlft.rounds import RoundRow, success_cell
 
     tasks = {r["name"]: success_cell(int(r["successes"]), int(r["episodes"]))
              for r in eval_rows if r.get("level") == "task" and r.get("section") == "train"}
@@ -217,7 +217,7 @@ def round_row_from_evaluation(eval_rows: list[dict[str, Any]], policy: str | Pat
 
 def headline(row) -> dict[str, str]:
     """The card's and the dashboard's headline cells of one evaluated policy (a RoundRow)."""
-    from pac.rlft import format_cell, format_pct
+    from pac.rlft.rounds import format_cell, format_pct
 
     return {
         "success % [Wilson 95%]": f"{format_cell(row.overall)} ({int(row.overall['successes'])}"
@@ -252,7 +252,7 @@ def dashboard_markdown(
     if rows:
         lines += ["### Rounds (success % [Wilson 95%])", "", "| round | success | champion |",
                   "|---|---|---|"]
-        from pac.rlft import format_cell
+        from pac.rlft.rounds import format_cell
 
         for r in rows:
             mark = "**yes**" if r.round == champion.round else ""
@@ -301,15 +301,15 @@ def finish(
     """Hand over the best-evaluated policy of the run and make the parent run its dashboard.
 
     The handed-over version is the RLFT champion (every round was registered by
-    :func:`pac.rlft.rlft`, the alias sits on the best); without RLFT rounds the pretrained
+    :func:`pac.rlft.rounds.rlft`, the alias sits on the best); without RLFT rounds the pretrained
     policy is registered here with its evaluation. Its model card shows *its own* evaluation.
     The parent run gets the headline metrics, the per-round success, tags, a generated
     description, the evaluation tables and the figures, then is closed.
     """
     from pac.checkpoint import load_inference_checkpoint
-    from pac.model_card import ModelCardFacts, detect_hardware, write_model_card
     from pac.plots import write_figures
-    from pac.rlft import CHAMPION, RoundRow, champion_row, round_metrics, version_tags_of
+    from pac.review.model_card import ModelCardFacts, detect_hardware, write_model_card
+    from pac.rlft.rounds import CHAMPION, RoundRow, champion_row, round_metrics, version_tags_of
     from pac.tracking import (
         Tracker,
         model_version,
@@ -388,7 +388,7 @@ def finish(
     for r in rows:
         tracker.log_metrics({f"round_{k}": v for k, v in round_metrics(r).items()
                              if k != "champion"}, step=r.round)
-    from pac.rlft import format_cell, format_pct
+    from pac.rlft.rounds import format_cell, format_pct
 
     tracker.set_tags({"pac.champion_version": version, "pac.champion_round": champion.round,
                       "pac.success": format_cell(champion.overall),
@@ -408,7 +408,7 @@ def finish(
 
 
 def read_results_csv(path: str | Path) -> list[dict[str, Any]]:
-    """An evaluation's results.csv as rows with numbers (the layout `pac.evaluate` writes)."""
+    """An evaluation's results.csv as rows with numbers (the layout `pac.evaluation` writes)."""
     import csv
 
     text_columns = ("section", "level", "name")
@@ -448,7 +448,7 @@ def output_figures(cfg: PACConfig, out_dir: str | Path, train_dir: str | Path | 
     import json
 
     from pac.plots import write_figures
-    from pac.rlft import STATE_FILE, RoundRow, champion_row
+    from pac.rlft.rounds import STATE_FILE, RoundRow, champion_row
 
     train_dir = Path(train_dir or cfg.train.out_dir)
     results = Path(eval_dir or cfg.eval.out_dir) / "results.csv"

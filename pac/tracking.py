@@ -447,7 +447,8 @@ def policy_input_example(checkpoint_dir: str | Path) -> list[dict[str, Any]]:
 
 
 class PACPolicyModel(mlflow.pyfunc.PythonModel):
-    """pyfunc face of an inference checkpoint, served by :class:`pac.rollout.PolicyServer`.
+    """pyfunc face of an inference checkpoint, served by
+    :class:`pac.evaluation.rollout.PolicyServer`.
 
     Input: rows of ``instruction`` (task name, e.g. ``cartpole.balance``) and ``proprio`` (the
     task's flattened observation); the type hints give MLflow the signature and validate input.
@@ -456,7 +457,7 @@ class PACPolicyModel(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context: Any) -> None:
-        from pac.rollout import PolicyServer
+        from pac.evaluation.rollout import PolicyServer
 
         self.server = PolicyServer.load(context.artifacts["checkpoint"], decode="argmax")
 

@@ -244,7 +244,7 @@ def test_mlflow_ui_in_a_real_browser_shows_the_review(flow_repo, tmp_path):
     """The parent run page, a figure, the registered model and its champion version, rendered
     by headless Chromium from a loopback `mlflow server` over the flow's store."""
     from pac.config import load_config
-    from pac.review import review_screenshots
+    from pac.review.browser import review_screenshots
 
     repo = flow_repo["repo"]
     cfg = load_config(overrides=[f"tracking.uri=sqlite:///{repo}/mlruns/mlflow.db",

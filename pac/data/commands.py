@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from pac.cli import add_config_args, config_from_args
+from pac.cli_args import add_config_args, config_from_args
 
 
 def _root(args: argparse.Namespace, cfg) -> str:

@@ -7,7 +7,7 @@ import json
 
 
 def _cmd_model_info(args: argparse.Namespace) -> int:
-    from pac.cli import config_from_args
+    from pac.cli_args import config_from_args
     from pac.config import SCALES, ConfigError
     from pac.model.info import format_table, model_info, scale_config
 
@@ -30,7 +30,7 @@ def _cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from pac.cli import add_config_args
+    from pac.cli_args import add_config_args
 
     p = sub.add_parser(
         "model-info",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pac.cli import add_config_args, config_from_args
+from pac.cli_args import add_config_args, config_from_args
 from pac.config import ConfigError
 
 

@@ -99,7 +99,7 @@ def resnet_flops(m: ModelConfig) -> float:
     convolutions each; 80x80 -> 10x10 after three stages. ``num_kernels`` is read as
     c_in x c_out, the number of w1 x w2 kernels a convolution applies (App. E.2 leaves it
     open). Measured: this is exactly the convolution FLOPs torch's ``FlopCounterMode`` counts
-    for the real encoder (tests/test_scaling.py), 3.65e8 per 80x80 image; counting c_out
+    for the real encoder (tests/scaling/test_scaling.py), 3.65e8 per 80x80 image; counting c_out
     kernels only gave 1.2e7, and Table 17's scale-independent share (about 3.6e9 of the XXS
     forward pass) only fits the c_in x c_out reading.
     """

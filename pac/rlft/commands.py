@@ -13,14 +13,14 @@ import json
 import sys
 from pathlib import Path
 
-from pac.cli import add_config_args, config_from_args
+from pac.cli_args import add_config_args, config_from_args
 from pac.config import DECODES, ConfigError
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    from pac.rlft import SimRobot, collect
-    from pac.rollout import PolicyServer
+    from pac.evaluation.rollout import PolicyServer
+    from pac.rlft.robot import SimRobot, collect
 
     checkpoint = args.checkpoint or str(Path(cfg.train.out_dir) / "policy")
     tasks = args.tasks.split(",") if args.tasks else list(cfg.rlft.tasks)
@@ -43,7 +43,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    from pac.ingest import dvc_track, ingest, log_ingest
+    from pac.rlft.ingest import dvc_track, ingest, log_ingest
 
     try:
         report = ingest(args.landing, args.data_root or cfg.data.root, group=args.group,
@@ -73,7 +73,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 def _cmd_rlft(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    from pac.rlft import rlft
+    from pac.rlft.rounds import rlft
 
     checkpoint = args.checkpoint or str(Path(cfg.train.out_dir) / "policy")
     try:

@@ -1,4 +1,4 @@
-"""pac.rollout: episodes in real dm_control, and a real checkpoint served at batch 1."""
+"""pac.evaluation.rollout: episodes in real dm_control, and a real checkpoint served at batch 1."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,8 @@ import torch
 from eval_helpers import tiny_checkpoint
 
 from pac.envs import make_env
+from pac.evaluation.rollout import PolicyServer, expert_policy, random_policy, run_episode
 from pac.model.distributions import expected_value, mode, sample
-from pac.rollout import PolicyServer, expert_policy, random_policy, run_episode
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

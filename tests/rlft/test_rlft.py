@@ -14,19 +14,17 @@ import torch
 from pac.config import load_config
 from pac.data import EpisodeStore, store_root
 from pac.data.store import Episode
-from pac.ingest import ingest, read_rollout
-from pac.rlft import (
+from pac.evaluation.stats import wilson_interval
+from pac.rlft.ingest import ingest, read_rollout
+from pac.rlft.robot import SimRobot, collect, rollout_seed
+from pac.rlft.rounds import (
     CHAMPION,
     RoundRow,
-    SimRobot,
-    collect,
     finetune_config,
-    rollout_seed,
     success_cell,
     table_csv,
     table_markdown,
 )
-from pac.stats import wilson_interval
 
 TASK = "point_mass.easy"
 
@@ -61,7 +59,7 @@ def _own_tracking(monkeypatch):
 
 def test_sim_robot_rollouts_land_as_valid_files_and_ingest(tmp_path, tiny_policy):
     from pac.envs import flatten_observation, make_env
-    from pac.rollout import PolicyServer
+    from pac.evaluation.rollout import PolicyServer
 
     server = PolicyServer.load(tiny_policy)
     got = collect(server, SimRobot(episode_steps=20), [TASK], 3, tmp_path / "landing", round_k=2)
@@ -104,7 +102,7 @@ class ScriptedArm:
 
 
 def test_a_robot_plugs_in_through_the_robot_client_seam(tmp_path, tiny_policy):
-    from pac.rollout import PolicyServer
+    from pac.evaluation.rollout import PolicyServer
 
     arm = ScriptedArm()
     got = collect(PolicyServer.load(tiny_policy), arm, [TASK], 2, tmp_path / "landing")
@@ -158,7 +156,7 @@ def test_round_table_has_wilson_intervals_in_table3_layout():
 
 
 def test_champion_alias_moves_only_when_beaten(tmp_path, tiny_policy):
-    from pac.rlft import _update_champion
+    from pac.rlft.rounds import _update_champion
     from pac.tracking import Tracker, model_alias
 
     cfg = load_config(overrides=_tracking(tmp_path))
@@ -183,7 +181,7 @@ def test_rlft_rounds_end_to_end_with_resume(tmp_path):
     from pac.data import TaskTokenizer, tokenizer_path
     from pac.data.generate import generate_group
     from pac.model import PerceiverActorCritic
-    from pac.rlft import rlft
+    from pac.rlft.rounds import rlft
     from pac.tracking import client, experiment_id, model_alias
 
     data = tmp_path / "data"

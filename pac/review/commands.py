@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pac.cli import add_config_args, config_from_args
+from pac.cli_args import add_config_args, config_from_args
 
 
 def _cmd_figures(args: argparse.Namespace) -> int:
@@ -28,7 +28,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
 
 def _cmd_review(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    from pac.review import review_screenshots
+    from pac.review.browser import review_screenshots
 
     try:
         seen = review_screenshots(cfg, args.out)

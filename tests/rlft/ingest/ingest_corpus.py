@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from pac.data.store import Episode
 from pac.envs import _control_timestep
-from pac.ingest import FORMAT, VERSION, validate_episode, write_rollout
+from pac.rlft.ingest import FORMAT, VERSION, validate_episode, write_rollout
 
 TASK = "point_mass.easy"  # N^P = 4, N^A = 2
 

@@ -22,7 +22,8 @@ from typing import IO, Any
 import numpy as np
 
 from pac.data.store import Episode
-from pac.ingest.checks import (
+from pac.io import atomic_write
+from pac.rlft.ingest.checks import (
     ARRAYS,
     MAX_JSON_BYTES,
     Rejected,
@@ -31,7 +32,6 @@ from pac.ingest.checks import (
     quote,
     validate_episode,
 )
-from pac.io import atomic_write
 
 FORMAT = "pac-rollout"
 VERSION = 1

@@ -3,7 +3,7 @@
 ``evaluate(cfg, checkpoint_dir)`` runs ``eval.episodes_per_task`` dm_control episodes per task in
 worker processes (each loads the checkpoint once) and reports, per task, per domain and over all
 tasks: mean return, % of expert return with a standard-error 95% CI, and the success rate with a
-Wilson score interval (alpha_W = 0.05, :mod:`pac.stats`). Held-out ("unseen") tasks,
+Wilson score interval (alpha_W = 0.05, :mod:`pac.evaluation.stats`). Held-out ("unseen") tasks,
 ``eval.held_out_tasks``, are reported in their own section.
 
 % of expert follows Reed et al. (2022), the paper's footnote 3:
@@ -16,13 +16,16 @@ Outputs in ``out_dir``: ``results.csv``, ``results.md`` (paper layout), ``metric
 ``dvc metrics show``), ``episodes.csv``, ``references.json`` and ``videos/*.gif`` of the first
 episodes per task. The same seed gives the same tables (episodes are seeded by task and index,
 never by worker; every worker and the in-process path run torch on one thread).
+
+This module runs the episodes and writes the outputs; the rows and tables are
+:mod:`pac.evaluation.tables`, the videos :mod:`pac.evaluation.videos`, the episode loop and the
+policies :mod:`pac.evaluation.rollout`.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import math
 import os
@@ -36,13 +39,21 @@ from typing import Any
 import numpy as np
 
 from pac.config import PACConfig
-from pac.io import atomic_write, atomic_write_text
-from pac.stats import Summary, percent_of_expert, summarise
+from pac.evaluation.tables import (
+    METRIC_KEYS,
+    _ci,
+    _csv,
+    _finite,
+    markdown_table,
+    metrics_dict,
+    summarise_results,
+)
+from pac.evaluation.videos import _write_gif
+from pac.io import atomic_write_text
 from pac.tasks import TASKS
 
 POLICIES = ("checkpoint", "expert", "random")
 REFERENCE_SEED_OFFSET = 7_919  # reference episodes never share seeds with evaluated ones
-VIDEO_FPS = 25
 
 
 @dataclass(frozen=True)
@@ -100,7 +111,7 @@ def _init_worker() -> None:
 
 def _policy(spec: PolicySpec, task: str, seed: int):
     from pac.checkpoint import WEIGHTS
-    from pac.rollout import PolicyServer, expert_policy, random_policy
+    from pac.evaluation.rollout import PolicyServer, expert_policy, random_policy
 
     if spec.kind == "expert":
         return expert_policy(task, seed), None
@@ -134,7 +145,7 @@ def episode_env(task: str, seed: int, max_steps: int) -> Any:
 
 def _run_job(job: Job) -> dict[str, Any]:
     """One episode (in a worker process or in-process): its numbers and optional video."""
-    from pac.rollout import run_episode
+    from pac.evaluation.rollout import run_episode
 
     policy, server = _policy(job.policy, job.task, job.seed)
     env = episode_env(job.task, job.seed, job.max_steps)
@@ -153,38 +164,6 @@ def _run_job(job: Job) -> dict[str, Any]:
         "steps": ep.length,
         "latencies": server.latencies[start:] if server else [],
     }
-
-
-#: Videos are shown at least this wide: the 80x80 renders (what the policy sees, App. C.3)
-#: upscaled 2x with nearest neighbours; rendering at 160 would cost 4x the render time.
-VIDEO_SCALE = 2
-
-
-def label_frames(frames: np.ndarray, label: str, scale: int = VIDEO_SCALE) -> np.ndarray:
-    """Frames upscaled `scale` times with a caption bar (task, return, success) underneath;
-    the label's lines are drawn one under the other."""
-    from PIL import Image, ImageDraw
-
-    big = np.repeat(np.repeat(np.asarray(frames, dtype=np.uint8), scale, 1), scale, 2)
-    t, h, w, _ = big.shape
-    lines = label.splitlines()
-    bar = Image.new("RGB", (w, 12 * len(lines) + 2), (0, 0, 0))
-    draw = ImageDraw.Draw(bar)
-    for i, line in enumerate(lines):
-        draw.text((2, 1 + 12 * i), line, fill=(255, 255, 255))
-    caption = np.broadcast_to(np.asarray(bar), (t, *np.asarray(bar).shape))
-    return np.concatenate([big, caption], axis=1)
-
-
-def _write_gif(path: Path, frames: np.ndarray, label: str = "") -> None:
-    import imageio.v3 as iio
-
-    if label:
-        frames = label_frames(frames, label)
-    atomic_write(
-        path,
-        lambda p: iio.imwrite(p, frames, extension=".gif", duration=1000 // VIDEO_FPS, loop=0),
-    )
 
 
 class Runner:
@@ -301,131 +280,6 @@ def reference_returns(
     for task in tasks:
         if task in given:
             out[task].update(expert=float(given[task]), expert_source="params")
-    return out
-
-
-# --- tables ---------------------------------------------------------------------------------------
-
-
-def _row(section: str, level: str, summary: Summary, refs: dict[str, Any] | None) -> dict[str, Any]:
-    row = {"section": section, "level": level, **summary.as_dict()}
-    expert = refs["expert"] if refs else None
-    row["expert_return"] = math.nan if expert is None else float(expert)
-    row["random_return"] = float(refs["random"]) if refs else math.nan
-    return row
-
-
-def summarise_results(
-    results: list[dict[str, Any]], refs: dict[str, dict[str, Any]], held_out: Iterable[str]
-) -> list[dict[str, Any]]:
-    """Rows of the table: per section (train / held_out), tasks, then domains, then 'all'."""
-    held_out = set(held_out)
-    by_task: dict[str, list[dict[str, Any]]] = {}
-    for r in results:
-        by_task.setdefault(r["task"], []).append(r)
-
-    def pct(task: str) -> np.ndarray | None:
-        ref = refs[task]
-        if ref["expert"] is None or ref["expert"] <= ref["random"]:
-            return None
-        return percent_of_expert([r["return"] for r in by_task[task]], ref["expert"], ref["random"])
-
-    def pooled(name: str, tasks: list[str]) -> Summary:
-        pcts = [pct(t) for t in tasks]
-        return summarise(
-            name,
-            [r["return"] for t in tasks for r in by_task[t]],
-            None if any(p is None for p in pcts) else np.concatenate(pcts),
-            [r["success"] for t in tasks for r in by_task[t]],
-            num_tasks=len(tasks),
-        )
-
-    rows = []
-    for section in ("train", "held_out"):
-        tasks = sorted(t for t in by_task if (t in held_out) == (section == "held_out"))
-        if not tasks:
-            continue
-        for t in tasks:
-            rows.append(_row(section, "task", pooled(t, [t]), refs[t]))
-        domains: dict[str, list[str]] = {}
-        for t in tasks:
-            domains.setdefault(TASKS[t].domain, []).append(t)
-        for domain, dtasks in sorted(domains.items()):
-            rows.append(_row(section, "domain", pooled(domain, dtasks), None))
-        rows.append(_row(section, "all", pooled("all", tasks), None))
-    return rows
-
-
-def _ci(mean: float, low: float, high: float) -> str:
-    if math.isnan(mean):
-        return "N/A"
-    if math.isnan(low):
-        return f"{mean:.1f}"
-    return f"{mean:.1f} [{low:.1f}, {high:.1f}]"
-
-
-def markdown_table(rows: list[dict[str, Any]], header: str) -> str:
-    """Tables in the layout of the paper's Tables 1 / 13: domains first, then tasks."""
-    lines = [header, ""]
-    cols = "| {} | #(T) | Episodes | Mean return | % of expert [95% CI] | Success % [Wilson 95%] |"
-    for section, title in (("train", "Training tasks"), ("held_out", "Held-out tasks")):
-        srows = [r for r in rows if r["section"] == section]
-        if not srows:
-            continue
-        for level, name in (("domain", "Domain"), ("task", "Task")):
-            lines += [f"### {title}: per {name.lower()}", "", cols.format(name),
-                      "|---|---:|---:|---:|---:|---:|"]
-            chosen = [r for r in srows if r["level"] == level]
-            if level == "domain":
-                chosen += [r for r in srows if r["level"] == "all"]
-            for r in chosen:
-                label = "**All**" if r["level"] == "all" else r["name"]
-                lines.append(
-                    f"| {label} | {r['num_tasks']} | {r['episodes']} | {r['mean_return']:.1f} | "
-                    f"{_ci(r['pct_expert'], r['pct_expert_low'], r['pct_expert_high'])} | "
-                    f"{_ci(r['success_rate'], r['success_low'], r['success_high'])} |"
-                )
-            lines.append("")
-    lines += [
-        "% of expert = 100 (R - R_random) / (R_expert - R_random) (Reed et al., 2022), mean over",
-        "episodes with a standard-error 95% CI; success rates with Wilson score intervals",
-        "(alpha_W = 0.05). N/A: no expert reference for the task (or it is not above random).",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN: non-finite numbers become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-METRIC_KEYS = ("mean_return", "pct_expert", "pct_expert_low", "pct_expert_high",
-               "success_rate", "success_low", "success_high", "episodes")
-
-
-def metrics_dict(rows: list[dict[str, Any]], timing: dict[str, float]) -> dict[str, Any]:
-    """metrics.json: nested {section: {all, domains, tasks}} (what `dvc metrics show` reads)."""
-    out: dict[str, Any] = {}
-    for r in rows:
-        values = {k: _finite(r[k]) for k in METRIC_KEYS}
-        section = out.setdefault(r["section"], {})
-        if r["level"] == "all":
-            section["all"] = values
-        else:
-            section.setdefault(f"{r['level']}s", {})[r["name"]] = values
-    out["timing"] = {k: _finite(v) for k, v in timing.items()}
     return out
 
 

@@ -11,9 +11,10 @@ The loop of Lampe et al. (2023) that the paper follows on the real robot:
         fine-tune rlft.finetune_steps updates from the previous round's checkpoint
         evaluate; record a row: episodes added, success with Wilson CI per task and overall
 
-The "robot" is a :class:`RobotClient`. :class:`SimRobot` stands in for one with dm_control; a
-real robot implements the same one method and plugs in unchanged. Either way the policy side is
-:class:`pac.rollout.PolicyServer` (the model loaded once, batch 1), the code a robot would call.
+The "robot" is a :class:`pac.rlft.robot.RobotClient`. :class:`pac.rlft.robot.SimRobot` stands in
+for one with dm_control; a real robot implements the same one method and plugs in unchanged.
+Either way the policy side is :class:`pac.evaluation.rollout.PolicyServer` (the model loaded
+once, batch 1), the code a robot would call.
 
 Outputs in ``rlft.out_dir``: ``rounds/round_<k>/`` (landing folder, fine-tuning run,
 evaluation), ``rounds.csv`` and ``rounds.md`` (Table 3 layout), ``metrics.json`` (for
@@ -40,142 +41,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import numpy as np
+from typing import Any
 
 from pac.config import ConfigError, GroupConfig, PACConfig
-from pac.data.store import Episode
-from pac.ingest import ROLLOUT_GROUP, IngestReport, ingest, write_rollout
+from pac.evaluation.stats import wilson_interval
 from pac.io import atomic_write_text
-from pac.stats import wilson_interval
+from pac.rlft.ingest import ROLLOUT_GROUP, IngestReport, ingest
+from pac.rlft.robot import RobotClient, SimRobot, collect
 
-#: the robot's call into the policy: (proprio [N^P_task], camera images or None) -> action
-ActFn = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
-ROLLOUT_SEED_BASE = 50_000  # rollout episodes never share seeds with evaluation episodes
 CHAMPION = "champion"
 STATE_FILE = "rounds.json"
-
-
-# --- the robot seam ------------------------------------------------------------------------------
-
-
-class RobotClient(Protocol):
-    """What the rollout loop needs from a robot.
-
-    ``run_episode`` resets the robot to a start state, then at its control rate reads the
-    proprioception (and cameras), calls ``act`` and applies the action, until the episode ends;
-    it returns the T recorded steps (o_t, a_t, r_t, d_t). A robot without a reward signal
-    returns its success label instead (see docs/rollout_format.md: rewards are computable).
-    """
-
-    name: str
-
-    def run_episode(self, task: str, act: ActFn, seed: int) -> Episode: ...
-
-
-@dataclass
-class SimRobot:
-    """The dm_control stand-in for a robot (the one hardware substitute of the pipeline)."""
-
-    episode_steps: int
-    cameras: int = 0  # 80x80 camera images per step handed to the policy (and recorded)
-    realtime: bool = False  # hold the control rate: sleep out each control period
-    name: str = "dm_control"
-
-    def run_episode(self, task: str, act: ActFn, seed: int) -> Episode:
-        from pac.envs import flatten_observation, render
-        from pac.evaluate import episode_env
-        from pac.rollout import run_episode
-
-        env = episode_env(task, seed, self.episode_steps)
-        period = float(env.control_timestep())
-        images: list[np.ndarray] = []
-        tick = time.perf_counter()
-
-        def policy(env, time_step) -> np.ndarray:
-            nonlocal tick
-            frames = None
-            if self.cameras:
-                frames = np.stack([render(env, 80, c) for c in range(self.cameras)])
-                images.append(frames)
-            action = act(flatten_observation(time_step.observation), frames)
-            if self.realtime:
-                tick += period
-                time.sleep(max(0.0, tick - time.perf_counter()))
-            return action
-
-        ep = run_episode(env, policy, task, self.episode_steps)
-        return Episode(
-            task=task,
-            proprio=ep.observations[:-1],  # o_0 .. o_{T-1}: the states the actions were taken in
-            actions=ep.actions,
-            rewards=ep.rewards,
-            discounts=ep.discounts,
-            success=ep.success,
-            source="rollout",
-            images=np.stack(images) if images else None,
-        )
-
-
-@dataclass
-class CollectReport:
-    files: list[Path]
-    successes: dict[str, int]  # per task
-    episodes: dict[str, int]
-    policy_hz: float  # policy steps per second at batch 1
-    seconds: float
-
-    @property
-    def success_rate(self) -> float:
-        n = sum(self.episodes.values())
-        return sum(self.successes.values()) / n if n else math.nan
-
-
-def rollout_seed(round_k: int, task: str, index: int, base: int = 0) -> int:
-    from pac.evaluate import episode_seed
-
-    return episode_seed(ROLLOUT_SEED_BASE + base + 1_000 * round_k, task, index)
-
-
-def collect(
-    server: Any,
-    robot: RobotClient,
-    tasks: list[str],
-    episodes_per_task: int,
-    landing: str | Path,
-    round_k: int = 0,
-    seed: int = 0,
-) -> CollectReport:
-    """Run `episodes_per_task` episodes per task with `server` (a PolicyServer) on `robot` and
-    write one rollout file per episode into `landing`, as a robot delivers them."""
-    import torch
-
-    from pac.envs import is_success
-
-    landing = Path(landing)
-    landing.mkdir(parents=True, exist_ok=True)
-    files, successes, counts = [], dict.fromkeys(tasks, 0), dict.fromkeys(tasks, 0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # batch 1: one thread is fastest and leaves the other core free
-    start, first_latency = time.perf_counter(), len(server.latencies)
-    try:
-        for task in tasks:
-            for i in range(episodes_per_task):
-                s = rollout_seed(round_k, task, i, seed)
-                ep = robot.run_episode(task, lambda p, im, t=task: server.act(p, t, im), s)
-                ep.success = is_success(task, ep.rewards)  # the one success definition
-                meta = {"robot": robot.name, "round": round_k, "seed": s, "episode": i,
-                        "decode": server.decode, "recorded": time.strftime("%Y-%m-%dT%H:%M:%S")}
-                name = f"r{round_k:02d}-{task}-{i:04d}-{s}.npz"
-                files.append(write_rollout(landing / name, ep, meta))
-                successes[task] += bool(ep.success)
-                counts[task] += 1
-    finally:
-        torch.set_num_threads(threads)
-    latencies = server.latencies[first_latency:]
-    hz = len(latencies) / float(np.sum(latencies)) if latencies else math.nan
-    return CollectReport(files, successes, counts, hz, time.perf_counter() - start)
 
 
 # --- one round's config --------------------------------------------------------------------------
@@ -352,7 +227,7 @@ def champion_row(rows: list[RoundRow]) -> RoundRow | None:
 def evaluate_success(cfg: PACConfig, policy: Path, out: Path, track: bool, parent: str | None):
     """Evaluate `policy` on rlft.tasks: (per-task cells, overall cell, mean return, % of expert
     cell of all tasks: rate, low, high)."""
-    from pac.evaluate import evaluate
+    from pac.evaluation.evaluator import evaluate
 
     result = evaluate(cfg, policy, list(cfg.rlft.tasks), out_dir=out, track=track,
                       tracking_parent_run=parent)
@@ -424,7 +299,7 @@ def rlft(
     version_tags: extra tags on every registered version (e.g. the flow run).
     """
     from pac.data import EpisodeStore, dataset_version, store_root
-    from pac.rollout import PolicyServer
+    from pac.evaluation.rollout import PolicyServer
 
     rounds = cfg.rlft.rounds if rounds is None else rounds
     if rounds < 0:
@@ -571,7 +446,7 @@ def _log_round(run, row: RoundRow, report: IngestReport | None, seconds: float) 
     run.set_tags({"pac.success": format_cell(row.overall),
                   "pac.pct_expert": format_pct(row.pct_expert)})
     if report is not None:
-        from pac.ingest import log_ingest
+        from pac.rlft.ingest import log_ingest
 
         log_ingest(run, report)
     run.log_params({"policy": row.policy} | {f"data_version.{k}": v

@@ -1,4 +1,4 @@
-"""pac.evaluate: the harness itself (expert ~100%, random ~0%), tables, DVC metrics, bad input."""
+"""pac.evaluation: the harness itself (expert ~100%, random ~0%), tables, DVC metrics, bad input."""
 
 import csv
 import json
@@ -12,7 +12,7 @@ import pytest
 from eval_helpers import tiny_checkpoint
 
 from pac.config import load_config
-from pac.evaluate import Runner, evaluate, reference_returns
+from pac.evaluation.evaluator import Runner, evaluate, reference_returns
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -237,8 +237,8 @@ def test_reused_environment_replays_a_fresh_one_and_new_weights_reload(tmp_path)
     import numpy as np
 
     from pac.envs import make_env
-    from pac.evaluate import Job, PolicySpec, _run_job, episode_env
-    from pac.rollout import random_policy, run_episode
+    from pac.evaluation.evaluator import Job, PolicySpec, _run_job, episode_env
+    from pac.evaluation.rollout import random_policy, run_episode
 
     for task in ("point_mass.easy", "reacher.easy"):
         for seed in (3, 4, 3):
@@ -267,7 +267,7 @@ def test_reused_environment_replays_a_fresh_one_and_new_weights_reload(tmp_path)
 
 
 def test_merged_domain_folders_equal_one_joint_evaluation(tmp_path):
-    from pac.evaluate import merge_evaluations
+    from pac.evaluation.evaluator import merge_evaluations
 
     cfg = _cfg(tmp_path, "eval.episodes_per_task=3")
     tasks = ["cartpole.balance", "point_mass.easy"]

@@ -1,4 +1,4 @@
-"""pac.stats against scipy references and the paper's own Table 1 intervals."""
+"""pac.evaluation.stats against scipy references and the paper's own Table 1 intervals."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from pac.stats import mean_ci, percent_of_expert, summarise, wilson_interval, z_value
+from pac.evaluation.stats import mean_ci, percent_of_expert, summarise, wilson_interval, z_value
 
 COUNTS = [(0, 10), (1, 10), (5, 10), (10, 10), (28, 100), (87, 100), (399, 400), (3, 7)]
 

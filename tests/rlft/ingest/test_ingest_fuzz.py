@@ -1,9 +1,9 @@
 """Every defect of the fuzz corpus, delivered beside a good file: `pac ingest` isolates it.
 
-One case per defect (tests/ingest_corpus.py: rollout files and LeRobotDataset v3.0 folders). For
-each, through the `pac ingest` command: the reason code, the bytes kept in quarantine/ (the item
-itself, or a copy of a partly bad dataset), the store holding exactly the good episodes, exit
-code 1, and the good file of the same batch ingested.
+One case per defect (tests/rlft/ingest/ingest_corpus.py: rollout files and LeRobotDataset v3.0
+folders). For each, through the `pac ingest` command: the reason code, the bytes kept in
+quarantine/ (the item itself, or a copy of a partly bad dataset), the store holding exactly the
+good episodes, exit code 1, and the good file of the same batch ingested.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from ingest_corpus import lerobot_cases, rollout_cases, tree_digest
 
 from pac.data import EpisodeStore, store_root
-from pac.ingest import PROCESSED, QUARANTINE
+from pac.rlft.ingest import PROCESSED, QUARANTINE
 
 CASES = {**rollout_cases(), **lerobot_cases()}
 DEFECTS = sorted(name for name, case in CASES.items() if case.code)

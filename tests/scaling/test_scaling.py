@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pac.cli import main
-from pac.scaling import (
+from pac.scaling.laws import (
     Run,
     ScalingInputError,
     fit_profile,
@@ -24,7 +24,7 @@ A_TRUE, B_TRUE = 0.92, 0.266
 
 
 def _eq18(n, a, k, n0, b):
-    """Eq. 18 written out here, independently of pac.scaling.logistic."""
+    """Eq. 18 written out here, independently of pac.scaling.laws.logistic."""
     return a / (1.0 + np.exp(-k * (np.asarray(n, float) - n0))) + b
 
 

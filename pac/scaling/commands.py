@@ -12,11 +12,11 @@ import argparse
 import json
 import sys
 
-from pac.cli import add_config_args, config_from_args
+from pac.cli_args import add_config_args, config_from_args
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from pac.scaling import ScalingInputError, fit_scaling, load_points, write_outputs
+    from pac.scaling.laws import ScalingInputError, fit_scaling, load_points, write_outputs
 
     window = None
     if (args.flops_min is None) != (args.flops_max is None):
@@ -49,7 +49,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         written = write_outputs(result, args.out, figures=not args.no_figures)
         summary["written"] = [str(p) for p in written]
     if args.track:
-        from pac.scaling import log_fit
+        from pac.scaling.laws import log_fit
         from pac.tracking import Tracker
 
         tracker = Tracker(config_from_args(args), "scaling-fit", parent_run_id=args.parent_run,
@@ -115,7 +115,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     import csv
 
     from pac.io import atomic_write
-    from pac.scaling import rows_from_runs, synthetic_ladder
+    from pac.scaling.laws import rows_from_runs, synthetic_ladder
 
     runs, window = [], None
     for i, (family, a) in enumerate(zip(args.family, args.a)):
@@ -197,7 +197,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "synth",
         help="write evaluation points of a synthetic ladder with known exponents (CSV)",
         description="Runs whose compute-optimal size follows N_0 C^a and D_0 C^b exactly"
-        " (pac.scaling.synthetic_ladder): eq. 18 profiles with seeded noise, one ladder per"
+        " (pac.scaling.laws.synthetic_ladder): eq. 18 profiles with seeded noise, one ladder per"
         " --family/--a pair, for trying `pac scaling fit`.",
     )
     sy.add_argument("output", help="CSV file to write")

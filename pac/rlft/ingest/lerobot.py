@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from pac.data.store import Episode
-from pac.ingest.checks import (
+from pac.rlft.ingest.checks import (
     MAX_JSON_BYTES,
     Rejected,
     describe,
@@ -33,7 +33,7 @@ from pac.ingest.checks import (
     task_spec,
     validate_episode,
 )
-from pac.ingest.rollout_file import open_regular
+from pac.rlft.ingest.rollout_file import open_regular
 
 LEROBOT_COLUMNS = ("observation.state", "action", "episode_index", "frame_index", "task_index")
 INTEGER_COLUMNS = ("episode_index", "frame_index", "task_index")

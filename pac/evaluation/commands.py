@@ -1,4 +1,4 @@
-"""`pac eval`: simulation evaluation of a policy (the paper's Tables 1 / 13, :mod:`pac.evaluate`).
+"""`pac eval`: simulation evaluation of a policy (the paper's Tables 1 / 13, :mod:`pac.evaluation`).
 
     pac eval                                    # runs/pretrain/policy on its training tasks
     pac eval --checkpoint runs:/<run_id>/policy_model  # a policy logged to MLflow
@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pac.cli import add_config_args, config_from_args
+from pac.cli_args import add_config_args, config_from_args
 
 MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
 
@@ -66,7 +66,7 @@ def find_checkpoint(folder: Path) -> Path:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    from pac.evaluate import evaluate
+    from pac.evaluation.evaluator import evaluate
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     checkpoint = args.checkpoint or str(Path(cfg.train.out_dir) / "policy")

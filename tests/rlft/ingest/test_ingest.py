@@ -16,7 +16,7 @@ import pytest
 from ingest_corpus import make_episode, write_corpus
 
 from pac.data import EpisodeStore, store_root
-from pac.ingest import (
+from pac.rlft.ingest import (
     PAUSE_ENV,
     PROCESSED,
     QUARANTINE,
@@ -28,7 +28,7 @@ from pac.ingest import (
     write_rollout,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -120,12 +120,13 @@ def test_bad_landing_folder_fails_clearly(tmp_path):
         ingest(tmp_path / "landing", tmp_path / "data", group="../x")
     assert (tmp_path / "landing" / "a.npz").is_file()  # checked before anything moved
     with pytest.raises(Rejected, match="unknown-task: task 'humanoid.fly' is not one of"):
-        from pac.ingest import validate_episode
+        from pac.rlft.ingest import validate_episode
 
         validate_episode("humanoid.fly", np.zeros((3, 4)), np.zeros((3, 2)), np.zeros(3))
 
 
-_INGEST = "from pac.ingest import ingest; import sys; ingest(sys.argv[1], sys.argv[2], round_k=1)"
+_INGEST = ("from pac.rlft.ingest import ingest; import sys;"
+           " ingest(sys.argv[1], sys.argv[2], round_k=1)")
 
 
 @pytest.mark.parametrize("stage", ["before_commit", "after_commit"])

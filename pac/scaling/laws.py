@@ -329,7 +329,7 @@ def step_window(profiles: Sequence[Profile], num: int = ENVELOPE_POINTS) -> tupl
 
     The envelope is a staircase of a few sizes, and a least-squares line through it depends on
     how the window cuts its first and last steps. Measured on the 12-size synthetic ladder of
-    tests/test_scaling.py (true a = 0.92): the overlap window (``overlap_window``) gives
+    tests/scaling/test_scaling.py (true a = 0.92): the overlap window (``overlap_window``) gives
     a = 0.72, because the smallest and largest models fill its two ends; this window, whole
     steps only, gives 0.92 like a hand-aligned one. With fewer than two size changes it is the
     overlap window.
@@ -468,7 +468,7 @@ def crossings(env: Envelope) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]
 
     A second estimate of eq. 4, not in the paper. The 100 envelope points form a staircase of a
     few sizes, and a least-squares line through a staircase depends on where the FLOP window
-    cuts its first and last steps: on the 12-size synthetic ladder of tests/test_scaling.py
+    cuts its first and last steps: on the 12-size synthetic ladder of tests/scaling/test_scaling.py
     (true a = 0.92) the default window gives a = 0.72 and a window aligned with whole steps
     0.92, while the line through the step edges gives 0.92-0.94 with either window.
     """
@@ -661,7 +661,7 @@ def synthetic_ladder(a: float = 0.92, b: float = 0.266, sizes: int = 12, ratio: 
                      ) -> tuple[list[Run], tuple[float, float]]:
     """Runs whose compute-optimal size follows N_opt = N_0 C^a and D_opt = D_0 C^b exactly.
 
-    For checking the fit (tests/test_scaling.py, benchmarks/bench_scaling.py) and for trying
+    For checking the fit (tests/scaling/test_scaling.py, benchmarks/bench_scaling.py) and for trying
     ``pac scaling fit`` without a sweep. Model i (N_i = 1e6 ratio^i) costs f_i = 1e12
     (N_i / 1e6)^gamma FLOPs per update with gamma = (1 - b) / a, so that the tokens it has
     consumed at budget C, D = C tau / f_i, grow as C^(1 - gamma a) = C^b along the envelope. Its

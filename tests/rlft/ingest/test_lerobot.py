@@ -12,7 +12,7 @@ from ingest_corpus import make_episode, write_lerobot
 
 from pac.data import EpisodeStore, store_root
 from pac.data.store import Episode
-from pac.ingest import PROCESSED, QUARANTINE, ingest, read_lerobot
+from pac.rlft.ingest import PROCESSED, QUARANTINE, ingest, read_lerobot
 
 
 def sim_episodes(task: str, count: int, steps: int = 16, quality: float = 0.6) -> list[Episode]:
@@ -168,7 +168,7 @@ def test_done_is_a_time_limit_and_only_terminated_ends_in_a_terminal_state():
     last step keeps discount 1); next.terminated gives discount 0 exactly where it is set."""
     import numpy as np
 
-    from pac.ingest.lerobot import discounts_from_done
+    from pac.rlft.ingest.lerobot import discounts_from_done
 
     done = np.array([False, False, True])
     assert discounts_from_done(done).tolist() == [1.0, 1.0, 1.0]

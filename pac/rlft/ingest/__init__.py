@@ -6,13 +6,14 @@ without executing code (no pickle, no symlink followed, bounded reads), validate
 against its task's spec, drops duplicates by content hash, quarantines what is rejected with its
 reason and commits the rest atomically. The seams, one module each:
 
-* :mod:`pac.ingest.checks`: episode validation and the reason codes (every format);
-* :mod:`pac.ingest.rollout_file`: the project's per-episode rollout file (docs/rollout_format.md);
-* :mod:`pac.ingest.lerobot`: the LeRobotDataset v3.0 reader;
-* :mod:`pac.ingest.landing`: the landing-folder guard, lock, ledger, quarantine and commit.
+* :mod:`pac.rlft.ingest.checks`: episode validation and the reason codes (every format);
+* :mod:`pac.rlft.ingest.rollout_file`: the project's per-episode rollout file
+  (docs/rollout_format.md);
+* :mod:`pac.rlft.ingest.lerobot`: the LeRobotDataset v3.0 reader;
+* :mod:`pac.rlft.ingest.landing`: the landing-folder guard, lock, ledger, quarantine and commit.
 """
 
-from pac.ingest.checks import (
+from pac.rlft.ingest.checks import (
     ACTION_TOLERANCE,
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
@@ -23,7 +24,7 @@ from pac.ingest.checks import (
     sparse_rewards,
     validate_episode,
 )
-from pac.ingest.landing import (
+from pac.rlft.ingest.landing import (
     LOCK_WAIT_S,
     PAUSE_ENV,
     PROCESSED,
@@ -40,8 +41,8 @@ from pac.ingest.landing import (
     quarantine,
     read_ledger,
 )
-from pac.ingest.lerobot import discounts_from_done, is_lerobot_dir, read_lerobot
-from pac.ingest.rollout_file import (
+from pac.rlft.ingest.lerobot import discounts_from_done, is_lerobot_dir, read_lerobot
+from pac.rlft.ingest.rollout_file import (
     FORMAT,
     MAX_MEMBER_BYTES,
     SUFFIX,

@@ -33,7 +33,8 @@ ROUND_BINS = (0, 2, 4)  # a = -1, 0, +1 in rounds 0, 1, 2
 
 
 def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Closed-form Wilson score interval (percent), written out independently of pac.stats."""
+    """Closed-form Wilson score interval (percent), written out independently of
+    pac.evaluation.stats."""
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
@@ -55,7 +56,7 @@ def _constant_policy(root: Path, base: Path, action_bin: int) -> Path:
 def handed_over(tmp_path_factory):
     """Three evaluated, registered rounds and the flow's `end` over them."""
     from pac.pipeline import finish
-    from pac.rlft import RoundRow, _update_champion, evaluate_success, table_markdown
+    from pac.rlft.rounds import RoundRow, _update_champion, evaluate_success, table_markdown
     from pac.tracking import Tracker
 
     tmp = tmp_path_factory.mktemp("review")
@@ -226,7 +227,7 @@ print(json.dumps({{"pac": pac.__file__, "action": model.predict(
                          capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    repo = str(Path(__file__).resolve().parent.parent)
+    repo = str(Path(__file__).resolve().parents[2])
     assert not got["pac"].startswith(repo) and "/code/pac/" in got["pac"]
     assert got["action"] == [[0.0]]  # the middle of 5 bins on [-1, 1]: a = 0
     assert "instruction" in got["inputs"] and "proprio" in got["inputs"]
@@ -325,7 +326,7 @@ def test_flow_argv_without_problems_passes():
     assert flow_overrides("a=1; b=2") == ["a=1", "b=2"]  # None: as in the params file
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DVC = str(Path(sys.executable).parent / "dvc")
 
 
@@ -352,7 +353,7 @@ def test_dvc_plots_show_renders_the_figures(handed_over, tmp_path):
     cfg, tmp = handed_over["cfg"], handed_over["tmp"]
     shutil.copy2(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     shutil.copytree(ROOT / "params", tmp_path / "params")
-    from pac.rlft import _write_tables
+    from pac.rlft.rounds import _write_tables
 
     (tmp_path / "runs" / "eval").mkdir(parents=True)
     _write_tables(tmp_path / "runs" / "rlft", handed_over["rows"], cfg, None)  # as rlft() does
@@ -402,7 +403,7 @@ def test_a_run_lists_its_logged_model_among_its_artifacts(handed_over):
 def test_videos_are_upscaled_and_captioned():
     import numpy as np
 
-    from pac.evaluate import label_frames
+    from pac.evaluation.videos import label_frames
 
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, (4, 80, 80, 3), dtype=np.uint8)

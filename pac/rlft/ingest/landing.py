@@ -43,10 +43,10 @@ from pathlib import Path
 from typing import Any
 
 from pac.data.store import SOURCES, Episode, EpisodeStore, is_group_name
-from pac.ingest.checks import Rejected, content_hash, describe
-from pac.ingest.lerobot import Parsed, is_lerobot_dir, read_lerobot
-from pac.ingest.rollout_file import read_rollout
 from pac.io import atomic_write_text
+from pac.rlft.ingest.checks import Rejected, content_hash, describe
+from pac.rlft.ingest.lerobot import Parsed, is_lerobot_dir, read_lerobot
+from pac.rlft.ingest.rollout_file import read_rollout
 
 ROLLOUT_GROUP = "rollouts"  # the default store group of ingested robot episodes
 QUARANTINE = "quarantine"

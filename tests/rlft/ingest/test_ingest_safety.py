@@ -13,9 +13,9 @@ import pytest
 from ingest_corpus import lying_zip, make_episode, members_of, tree_digest, write_lerobot
 
 from pac.data import EpisodeStore, store_root
-from pac.ingest import PAUSE_ENV, PROCESSED, QUARANTINE, REASON_CODES, ingest, write_rollout
+from pac.rlft.ingest import PAUSE_ENV, PROCESSED, QUARANTINE, REASON_CODES, ingest, write_rollout
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _pac_ingest(*args: str) -> int:
@@ -185,7 +185,7 @@ def test_two_concurrent_ingests_add_the_delivery_once(tmp_path):
 
 _MEASURE = """
 import json, resource, sys
-from pac.ingest import ingest
+from pac.rlft.ingest import ingest
 report = ingest(sys.argv[1], sys.argv[2])
 peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"peak_mb": peak_mb, "accepted": report.accepted, "rejected": report.rejected}))
@@ -226,7 +226,7 @@ def test_documented_reason_codes_are_the_codes_in_the_code():
     doc = (REPO / "docs" / "rollout_format.md").read_text()
     table = re.findall(r"^\| `([a-z-]+)` \|", doc, flags=re.M)
     assert table == list(REASON_CODES)
-    source = "".join(p.read_text() for p in (REPO / "pac" / "ingest").glob("*.py"))
+    source = "".join(p.read_text() for p in (REPO / "pac" / "rlft" / "ingest").glob("*.py"))
     raised = set(re.findall(r'Rejected\(\s*"([a-z-]+)"', source))
     assert raised == set(REASON_CODES)  # every documented code is raised, none undocumented
 
@@ -264,7 +264,7 @@ def test_reasons_quote_where_the_item_is_now(tmp_path):
 def test_an_item_vanishing_mid_batch_does_not_stop_it(tmp_path, monkeypatch):
     """A robot deletes a file between the listing and its parsing: that item is reported,
     the rest of the batch is committed."""
-    import pac.ingest.landing as landing_module
+    import pac.rlft.ingest.landing as landing_module
 
     landing = tmp_path / "landing"
     _deliver(landing)
