@@ -174,14 +174,21 @@ def make_algo(d3rlpy: Any, algo: str, updates: int) -> Any:
     return config.create(device=False)
 
 
-def train_peer(d3rlpy: Any, algo: str, data: PeerDataset, updates: int, seed: int) -> Any:
-    """`updates` gradient updates of `algo` on `data`, seeded by `seed`; returns the agent."""
+def check_task(task: str) -> None:
+    """A known task whose actions lie in [-1, 1], the range both peers' policies squash to."""
     from pac.tasks import TASKS
 
-    spec = TASKS[data.task]
-    if (spec.action_low, spec.action_high) != (-1.0, 1.0):  # both policies squash to [-1, 1]
-        raise ValueError(f"{data.task}: actions in [{spec.action_low}, {spec.action_high}],"
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
+    spec = TASKS[task]
+    if (spec.action_low, spec.action_high) != (-1.0, 1.0):
+        raise ValueError(f"{task}: actions in [{spec.action_low}, {spec.action_high}],"
                          " the peers assume [-1, 1]")
+
+
+def train_peer(d3rlpy: Any, algo: str, data: PeerDataset, updates: int, seed: int) -> Any:
+    """`updates` gradient updates of `algo` on `data`, seeded by `seed`; returns the agent."""
+    check_task(data.task)
     d3rlpy.seed(seed)
     dataset = d3rlpy.dataset.MDPDataset(
         observations=data.observations, actions=data.actions, rewards=data.rewards,
@@ -238,6 +245,8 @@ def peer_row(
 
     if algo not in ALGOS:
         raise ValueError(f"unknown peer {algo!r}; known: {', '.join(ALGOS)}")
+    for task in tasks:
+        check_task(task)
     store = EpisodeStore(store_root(data_root))
     datasets = [task_dataset(store, t) for t in tasks]  # validated before any training
     d3rlpy = import_d3rlpy()
