@@ -28,11 +28,12 @@ o_L appended as one extra row marked as a timeout, so its last transition bootst
 o_L loses its last step, which has no next observation. d3rlpy has no per-step discount, so any
 discount other than 1 before the last step is rejected.
 
-**Evaluation.** The tasks, episode seeds (``pac.evaluate.episode_seed`` of ``eval.seed``), number
-of episodes, environments (``episode_env``), episode driver (``pac.rollout.run_episode``),
+**Evaluation.** The tasks, episode seeds (``pac.evaluation.episode_seed`` of ``eval.seed``), number
+of episodes, environments (``episode_env``), episode driver
+(``pac.evaluation.rollout.run_episode``),
 scripted-expert and random references (``reference_returns``) and statistics
 (``summarise_results``: % of expert with standard-error 95% CIs, success with Wilson intervals)
-are the ones ``pac.evaluate.evaluate`` uses; only the policy differs (d3rlpy's greedy action).
+are the ones ``pac.evaluation.evaluate`` uses; only the policy differs (d3rlpy's greedy action).
 
 d3rlpy is not in the project's pinned set: it lives in the benchmark's own folder,
 
@@ -202,14 +203,15 @@ def train_peer(d3rlpy: Any, algo: str, data: PeerDataset, updates: int, seed: in
     return agent
 
 
-# --- evaluation: pac.evaluate's protocol with a d3rlpy policy -------------------------------------
+# --- evaluation: the evaluation room's protocol with a d3rlpy policy ------------------------------
 
 
 def evaluate_agents(cfg: Any, agents: dict[str, Any], cache: Path) -> list[dict[str, Any]]:
-    """Rows of pac.evaluate's table for one agent per task (same seeds, references, statistics)."""
+    """Rows of pac.evaluation's table, one agent per task (same seeds, references, statistics)."""
     from pac.envs import flatten_observation
-    from pac.evaluate import Runner, episode_env, episode_seed, reference_returns, summarise_results
-    from pac.rollout import run_episode
+    from pac.evaluation.evaluator import Runner, episode_env, episode_seed, reference_returns
+    from pac.evaluation.rollout import run_episode
+    from pac.evaluation.tables import summarise_results
 
     e = cfg.eval
     tasks = list(agents)
@@ -236,11 +238,11 @@ def peer_row(
 ) -> dict[str, Any]:
     """Train `algo` (one agent per task) on the store under `data_root` and evaluate it with
     ``cfg.eval``; returns a bench_offline row (arm, seed, train_s, eval_s, the "all" row) and
-    writes ``out_dir/results.md`` (pac.evaluate's table layout) and ``out_dir/row.json``."""
+    writes ``out_dir/results.md`` (pac.evaluation's table layout) and ``out_dir/row.json``."""
     import torch
 
     from pac.data import EpisodeStore, store_root
-    from pac.evaluate import markdown_table
+    from pac.evaluation.tables import markdown_table
     from pac.io import atomic_write_text
 
     if algo not in ALGOS:
