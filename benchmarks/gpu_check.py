@@ -573,7 +573,7 @@ class Check:
                 engine.step()
             synchronize(self.s.device)
             times.append(time.perf_counter() - start)
-            if not math.isfinite(float(loss)):
+            if not math.isfinite(float(loss.detach())):
                 raise FloatingPointError(f"non-finite ZeRO-3 loss at update {step}: {loss}")
             if step == 0 and self.s.device == "cuda":
                 states = torch.cuda.memory_allocated() - base
@@ -606,7 +606,7 @@ class Check:
         prec = self.s.precision
         self.part(Row("train", f"{scale} train, {prec}, ZeRO-2, 1 rank, {backend}",
                       target="MFU >= 35%; memory within 15% of plan"), self.train, skip)
-        self.part(Row("parity", f"first-update loss, {dev} bf16 vs CPU fp32 (pac train)",
+        self.part(Row("parity", f"first-update loss, {dev} {prec} vs CPU fp32 (pac train)",
                       target=f"within {100 * PARITY_RTOL:g}%"), self.parity, skip,
                   needs="train")
         self.part(Row("train2", f"{scale} train, {prec}, ZeRO-2, 2 ranks (torchrun), {backend}"),
