@@ -411,9 +411,12 @@ class Check:
         spec = self.s.out / "train2.json"
         spec.write_text(json.dumps({"params": self.s.params, "overrides": self.overrides("train2"),
                                     "data_root": str(self.data_root), "out": str(spec)}))
-        torchrun = Path(sys.executable).parent / "torchrun"
-        args = [str(torchrun) if torchrun.exists() else "torchrun", "--standalone",
+        # torchrun, as `python -m torch.distributed.run`: the ranks run this interpreter (the
+        # `torchrun` script's shebang may name another path to the environment, and DeepSpeed's
+        # JIT-op cache is kept per path: a cold rebuild on CPU)
+        args = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 "--nproc_per_node", "2", str(Path(__file__).resolve()), "--worker", str(spec)]
+        reset_peak(self.s.device)  # hand this process's cached GPU memory back first
         log = self.s.out / "train2.log"
         with open(log, "w") as f:
             proc = subprocess.run(args, env=clean_env(), cwd=ROOT, stdout=f,
@@ -425,6 +428,9 @@ class Check:
         self.throughput_row(row, cfg, ranks[0]["history"], max(r["peak"] for r in ranks), 2,
                             ranks[0]["precision"])
         row.values["peak_per_rank"] = [r["peak"] for r in ranks]
+        if self.train_result is not None:  # the same data and initial weights as one rank
+            one = self.train_result.history[0]["loss/total"]
+            row.result += f"; first loss {row.values['losses'][0]:.5f} (1 rank: {one:.5f})"
         shutil.rmtree(cfg.train.out_dir, ignore_errors=True)
 
     # 3 -------------------------------------------------------------------------------------
