@@ -4,8 +4,8 @@ What it guards: the script keeps running on machines without a GPU, writes its t
 part, and its checks hold on the CPU: the resumed run is bit-identical to the uninterrupted one,
 the first-update loss of the in-process run equals the one `pac train` computes in a second
 process (an independent run from the same params), memory is measured, the inference rows give
-finite rates. About 40 s on an idle 2-core machine (most of it MLflow's store creation and
-DeepSpeed's imports, twice), so it is marked slow.
+finite rates. 130-190 s on the shared 2-core machine at load average 5-8 (most of it MLflow's
+store creation and DeepSpeed's imports, in two processes), so it is marked slow.
 """
 
 from __future__ import annotations
