@@ -28,7 +28,8 @@ table and writes it as ``gpu_check.md`` and ``gpu_check.json``. The parts:
 
 Each part fails soft: its error goes into its table row and the check goes on; the exit code is
 1 when any part failed. ``--skip`` leaves parts out. ``--dry-run`` hides every GPU and runs the
-same code on the CPU with gloo and the tiny model (the inference rows use the tiny model too).
+same code on the CPU with gloo, in fp32 (bf16 autocast at batch 1 measured 4x slower than fp32
+on the shared 2-core host) and with the tiny model (the inference rows use it too).
 
 Choices the issue leaves open, and why:
 
