@@ -285,23 +285,25 @@ class PolicyServer:
 
         start = time.perf_counter()
         inp = self._task_input(task)
-        obs = self.observation(proprio, task, images)
+        device = next(self.model.parameters()).device  # inputs follow the model (CPU or CUDA)
+        obs = self.observation(proprio, task, images).to(device)
+        action_mask = inp.action_mask.to(device)
         with self._autocast():
             z = self.model.encode(obs)  # z_M, computed once
             logits = self.model.policy_logits(z).float()
         if self.decode == "argmax":
-            action = mode(logits, inp.action_mask)
+            action = mode(logits, action_mask)
         elif self.decode == "mean":
-            action = mean_action(logits, inp.action_mask)
+            action = mean_action(logits, action_mask)
         elif self.decode == "sample":
-            action = sample(logits, inp.action_mask, 1, generator=generator)[:, 0]
+            action = sample(logits, action_mask, 1, generator=generator)[:, 0]
         else:
-            candidates = sample(logits, inp.action_mask, self.num_candidates, generator=generator)
+            candidates = sample(logits, action_mask, self.num_candidates, generator=generator)
             with self._autocast():
-                q_logits = self.model.q_logits(z, candidates, inp.action_mask)  # [1, K, N_Q]
+                q_logits = self.model.q_logits(z, candidates, action_mask)  # [1, K, N_Q]
             q = expected_value(q_logits.float(), self.cfg.loss.value_min, self.cfg.loss.value_max)
             action = candidates[0, q[0].argmax()].unsqueeze(0)
-        a = action[0, : inp.spec.num_actions].float().numpy()
+        a = action[0, : inp.spec.num_actions].float().cpu().numpy()
         # bins live in [-1, 1]; map to the task's action range (identity for dm_control tasks)
         low, high = inp.spec.action_low, inp.spec.action_high
         a = low + (np.clip(a, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
@@ -318,7 +320,8 @@ class PolicyServer:
         takes images. `seed` seeds the sampling of ``sample`` / ``q_rerank`` decoding."""
         from pac.envs import render
 
-        generator = torch.Generator().manual_seed(int(seed))
+        device = next(self.model.parameters()).device
+        generator = torch.Generator(device).manual_seed(int(seed))
         m = self.cfg.model
         n_cams = min(m.num_images, self.cfg.data.cameras if cameras is None else cameras)
 
