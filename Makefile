@@ -24,4 +24,4 @@ lint: install
 	$(VENV)/bin/ruff check pac flows tests benchmarks
 
 test: install lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
