@@ -136,10 +136,11 @@ def run_arm(out: Path, data: Path, args: argparse.Namespace, base: list[str], ar
     start = time.perf_counter()
     if not (run / "policy").is_dir():
         metrics = train(arm_cfg, data_root=data).metrics
-    else:
+        train_s = time.perf_counter() - start
+    else:  # a finished run is reused: its update time from its own measured rate
         metrics = json.loads((run / "metrics.json").read_text())
+        train_s = args.updates / metrics.get("steps_per_s", math.nan)
     diag = {k: metrics.get(k, math.nan) for k in DIAGNOSTICS}
-    train_s = time.perf_counter() - start
     start = time.perf_counter()
     result = evaluate(arm_cfg, run / "policy", args.tasks, out_dir=run / "eval", track=False)
     overall = next(r for r in result.rows if r["level"] == "all")
