@@ -175,12 +175,22 @@ def test_improvement_weights_are_constants_from_the_target_q():
     assert abs(_pi_only(model, TwoActions(q_scale=0.0), batch).item() - loss.item()) > 1e-3
 
 
+def _critic_setup(cfg: ModelConfig):
+    """A seeded online network, its frozen copy as theta', Adam 3e-3 and a sampling generator."""
+    import copy
+
+    torch.manual_seed(0)
+    model = PerceiverActorCritic(cfg)
+    target = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    return model, target, opt, torch.Generator().manual_seed(0)
+
+
 def test_the_critic_ranks_actions_in_a_contextual_bandit():
     """After training on uniformly random actions in two contexts with r = 1 - |a - a*(s)| / 2
     and a*(s) = +-0.8, the critic prefers a* to its mirror image -a* in both contexts, and its Q
     follows the reward across actions (rank correlation within each context). Fails without the
     Q decoder's MLP: Q then learns the action marginal (spread 0.000 against a true 0.9)."""
-    import copy
 
     from scipy.stats import spearmanr
 
@@ -188,11 +198,7 @@ def test_the_critic_ranks_actions_in_a_contextual_bandit():
 
     cfg = dataclasses.replace(CFG, num_proprio=1, d_z=32, num_latents=4, num_value_bins=21)
     loss = dataclasses.replace(LOSS, variant="bc_q", alpha=1.0, beta=1.0, value_max=2.0)
-    torch.manual_seed(0)
-    model = PerceiverActorCritic(cfg)
-    target = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
+    model, target, opt, g = _critic_setup(cfg)
 
     def bandit(n: int) -> Batch:
         s = torch.where(torch.rand(n, generator=g) < 0.5, -0.5, 0.5)
@@ -247,17 +253,11 @@ def test_a_terminal_reward_reaches_q_through_training():
     state-action approaches r and the earlier ones its discounted value, gamma^k * r (the exact
     fixed point: the episode is deterministic). Fails when the last step never reaches a loss
     position, when gamma is dropped (Q(s0) -> 1) or when terminal targets bootstrap."""
-    import copy
-
     from pac.model.distributions import expected_value
 
     cfg = dataclasses.replace(CFG, num_value_bins=41)
     loss = dataclasses.replace(LOSS, variant="bc_q", alpha=1.0, beta=1.0, value_max=2.0)
-    torch.manual_seed(0)
-    model = PerceiverActorCritic(cfg)
-    target = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
+    model, target, opt, g = _critic_setup(cfg)
     # s0, s1, s2 then one padded step after the terminal one (the sampler's layout)
     batch = batch_of([0.0, 0.5, 1.0, 0.0], [0.0, 0.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0],
                      [True, True, True, False])
