@@ -251,7 +251,7 @@ def peer_row(
     writes ``out_dir/results.md`` (pac.evaluation's table layout) and ``out_dir/row.json``."""
     import torch
 
-    from pac.data import EpisodeStore, store_root
+    from pac.data import EpisodeStore, store_root, task_horizons
     from pac.evaluation.tables import markdown_table
     from pac.io import atomic_write_text
 
@@ -273,7 +273,7 @@ def peer_row(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        rows = evaluate_agents(cfg, agents, out / "references.json", store.task_horizons())
+        rows = evaluate_agents(cfg, agents, out / "references.json", task_horizons(store))
         eval_s = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)

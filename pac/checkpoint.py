@@ -39,7 +39,7 @@ def save_inference_checkpoint(
     horizons: dict[str, int] | None = None,
 ) -> Path:
     """Write weights + resolved config (+ tokenizer, + the training data's per-task horizons,
-    :meth:`pac.data.store.EpisodeStore.task_horizons`) to `out_dir`, replacing it atomically."""
+    :func:`pac.data.version.task_horizons`) to `out_dir`, replacing it atomically."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))

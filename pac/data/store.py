@@ -486,21 +486,6 @@ class EpisodeStore:
             table["P_eff"] = (table["lambda"] / total / per_group).round(3) if total else np.nan
         return table
 
-    def task_horizons(self, groups: Iterable[str] | None = None) -> dict[str, int]:
-        """{task: the longest episode of that task} over the shards of `groups` (default: all).
-
-        The horizon a policy trained on this data acts over: episodes are cut by their time
-        limit (generated ones at ``data.episode_steps``, ingested ones at their recording's
-        length), so the longest episode of a task is its time limit; an episode that terminates
-        early is shorter and does not lower it (hence the maximum, not the mode or mean).
-        """
-        wanted = None if groups is None else set(groups)
-        out: dict[str, int] = {}
-        for s in self.shards:
-            if (wanted is None or s.group in wanted) and len(s.index):
-                out[s.task] = max(out.get(s.task, 0), int(s.index["length"].max()))
-        return dict(sorted(out.items()))
-
     def num_transitions(self) -> int:
         return int(sum(s.rewards.shape[0] for s in self.shards))
 

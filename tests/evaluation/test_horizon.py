@@ -18,6 +18,7 @@ from eval_helpers import tiny_checkpoint
 
 from pac.cli import main
 from pac.config import ConfigError, load_config
+from pac.data import task_horizons
 from pac.data.store import Episode, EpisodeStore
 from pac.envs import make_env
 from pac.evaluation.evaluator import REFERENCE_SEED_OFFSET, episode_seed, evaluate
@@ -46,7 +47,7 @@ def recorded(tmp_path_factory) -> tuple[Path, EpisodeStore]:
     ``pac train`` does."""
     root = tmp_path_factory.mktemp("horizon")
     store = _store(root / "episodes")
-    return tiny_checkpoint(root, horizons=store.task_horizons()), store
+    return tiny_checkpoint(root, horizons=task_horizons(store)), store
 
 
 def _cfg(out: Path, *extra: str):
@@ -74,9 +75,9 @@ def _random_return(task: str, seed: int, episodes: int, steps: int) -> float:
 def test_store_horizon_is_the_longest_episode_per_task(recorded):
     _, store = recorded
     assert sorted(store.episodes["length"]) == sorted([23, 30, 30, 33, 40, 40])
-    assert store.task_horizons() == LENGTHS  # the early-cut episode does not lower it
-    assert store.task_horizons(["recorded"]) == LENGTHS
-    assert store.task_horizons(["other"]) == {}
+    assert task_horizons(store) == LENGTHS  # the early-cut episode does not lower it
+    assert task_horizons(store, ["recorded"]) == LENGTHS
+    assert task_horizons(store, ["other"]) == {}
 
 
 def test_policy_is_evaluated_over_its_data_horizon_and_mlflow_records_it(recorded, tmp_path):
