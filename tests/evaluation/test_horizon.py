@@ -141,3 +141,15 @@ def test_a_corrupt_horizons_file_is_a_one_line_error(recorded, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "horizons.json" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "eval").exists()
+
+
+def test_rlft_rollouts_run_over_the_same_horizon(recorded, tmp_path):
+    from pac.rlft.robot import sim_robot
+
+    ckpt, _ = recorded
+    robot = sim_robot(_cfg(tmp_path), ckpt, list(LENGTHS))
+    for task, length in LENGTHS.items():
+        zero = np.zeros(1 if task.startswith("cartpole") else 2)
+        assert len(robot.run_episode(task, lambda p, im, z=zero: z, seed=0).rewards) == length
+    override = sim_robot(_cfg(tmp_path, "eval.max_steps=5"), ckpt, ["point_mass.easy"])
+    assert len(override.run_episode("point_mass.easy", lambda p, im: np.zeros(2), 0).rewards) == 5
