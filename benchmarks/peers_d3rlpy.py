@@ -206,28 +206,38 @@ def train_peer(d3rlpy: Any, algo: str, data: PeerDataset, updates: int, seed: in
 # --- evaluation: the evaluation room's protocol with a d3rlpy policy ------------------------------
 
 
-def evaluate_agents(cfg: Any, agents: dict[str, Any], cache: Path) -> list[dict[str, Any]]:
-    """Rows of pac.evaluation's table, one agent per task (same seeds, references, statistics)."""
+def evaluate_agents(
+    cfg: Any, agents: dict[str, Any], cache: Path, recorded: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
+    """Rows of pac.evaluation's table, one agent per task (same seeds, references, statistics,
+    and horizon: `recorded`, the training store's episode length per task, as for PAC)."""
     from pac.envs import flatten_observation
-    from pac.evaluation.evaluator import Runner, episode_env, episode_seed, reference_returns
+    from pac.evaluation.evaluator import (
+        Runner,
+        episode_env,
+        episode_seed,
+        eval_horizons,
+        reference_returns,
+    )
     from pac.evaluation.rollout import run_episode
     from pac.evaluation.tables import summarise_results
 
     e = cfg.eval
     tasks = list(agents)
-    max_steps = e.max_steps or cfg.data.episode_steps
+    horizons = {t: n for t, (n, _) in eval_horizons(cfg, tasks, recorded).items()}
     results = []
     for task, agent in agents.items():
         def policy(env: Any, time_step: Any, agent: Any = agent) -> np.ndarray:
             return agent.predict(flatten_observation(time_step.observation)[None])[0]
 
+        steps = horizons[task]
         for i in range(e.episodes_per_task):
             seed = episode_seed(e.seed, task, i)
-            ep = run_episode(episode_env(task, seed, max_steps), policy, task, max_steps)
+            ep = run_episode(episode_env(task, seed, steps), policy, task, steps)
             results.append({"task": task, "episode": i, "seed": seed, "return": ep.total_return,
-                            "success": ep.success, "steps": ep.length})
+                            "success": ep.success, "steps": ep.length, "horizon": steps})
     with Runner(1) as run:
-        refs = reference_returns(tasks, e.episodes_per_task, max_steps, e.seed, run, cache,
+        refs = reference_returns(tasks, e.episodes_per_task, horizons, e.seed, run, cache,
                                  e.expert_returns)
     return summarise_results(results, refs, e.held_out_tasks)
 
@@ -241,7 +251,7 @@ def peer_row(
     writes ``out_dir/results.md`` (pac.evaluation's table layout) and ``out_dir/row.json``."""
     import torch
 
-    from pac.data import EpisodeStore, store_root
+    from pac.data import EpisodeStore, store_root, task_horizons
     from pac.evaluation.tables import markdown_table
     from pac.io import atomic_write_text
 
@@ -263,7 +273,7 @@ def peer_row(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        rows = evaluate_agents(cfg, agents, out / "references.json")
+        rows = evaluate_agents(cfg, agents, out / "references.json", task_horizons(store))
         eval_s = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)

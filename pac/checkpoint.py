@@ -5,6 +5,8 @@ Layout of a checkpoint directory::
     model.safetensors   # PerceiverActorCritic weights (safetensors: no code is executed on load)
     config.yaml         # the resolved PACConfig the model was trained with
     tokenizer.model     # the SentencePiece model of the task instructions (optional)
+    horizons.json       # {task: episode length} of the training data (optional): the horizon
+                        # evaluation runs each task over (docs/rollout_format.md)
 
 The directory is written next to its final place and renamed into it, so a reader never sees a
 half-written checkpoint.
@@ -12,6 +14,7 @@ half-written checkpoint.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,6 +28,7 @@ from pac.config import PACConfig, _build, validate
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
 TOKENIZER = "tokenizer.model"
+HORIZONS = "horizons.json"
 
 
 def save_inference_checkpoint(
@@ -32,8 +36,10 @@ def save_inference_checkpoint(
     cfg: PACConfig,
     out_dir: str | Path,
     tokenizer_path: str | Path | None = None,
+    horizons: dict[str, int] | None = None,
 ) -> Path:
-    """Write weights + resolved config (+ tokenizer) to `out_dir`, replacing it atomically."""
+    """Write weights + resolved config (+ tokenizer, + the training data's per-task horizons,
+    :func:`pac.data.version.task_horizons`) to `out_dir`, replacing it atomically."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -43,6 +49,9 @@ def save_inference_checkpoint(
         (tmp / CONFIG).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         if tokenizer_path is not None:
             shutil.copyfile(tokenizer_path, tmp / TOKENIZER)
+        if horizons is not None:
+            _check_horizons(horizons, tmp / HORIZONS)
+            (tmp / HORIZONS).write_text(json.dumps(dict(sorted(horizons.items())), indent=1))
         old = out_dir.with_name(f".{out_dir.name}.old")
         if out_dir.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -63,6 +72,28 @@ def load_checkpoint_config(ckpt_dir: str | Path) -> PACConfig:
     cfg = _build(PACConfig, yaml.safe_load(path.read_text()) or {})
     validate(cfg)
     return cfg
+
+
+def _check_horizons(horizons: object, where: Path) -> dict[str, int]:
+    if not isinstance(horizons, dict) or not all(
+        isinstance(t, str) and isinstance(n, int) and not isinstance(n, bool) and n >= 1
+        for t, n in horizons.items()
+    ):
+        raise ValueError(f"{where}: expected {{task: episode steps >= 1}}, got {horizons!r:.200}")
+    return horizons
+
+
+def load_checkpoint_horizons(ckpt_dir: str | Path) -> dict[str, int]:
+    """{task: episode length} of the data the checkpoint was trained on ({} when not recorded,
+    e.g. a checkpoint written before horizons were recorded)."""
+    path = Path(ckpt_dir) / HORIZONS
+    if not path.is_file():
+        return {}
+    try:
+        horizons = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a JSON file ({exc})") from exc
+    return _check_horizons(horizons, path)
 
 
 def load_inference_checkpoint(

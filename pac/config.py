@@ -179,7 +179,10 @@ class EvalConfig:
     #: inference arithmetic: fp32, or bf16 autocast (the paper's precision; AMX-BF16 CPUs and
     #: GPUs run it 2-3x faster, actions agree with fp32 up to near-ties)
     precision: str = "fp32"
-    max_steps: int = 0  # 0 = data.episode_steps
+    #: control steps per evaluated episode; 0 = from the data: each task runs over the episode
+    #: length of the data the policy was trained on (the checkpoint's horizons.json), else
+    #: data.episode_steps (docs/rollout_format.md, "Control rate and horizon")
+    max_steps: int = 0
     videos_per_task: int = 1
     held_out_tasks: list[str] = field(default_factory=list)
     seed: int = 1000

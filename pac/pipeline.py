@@ -411,7 +411,7 @@ def read_results_csv(path: str | Path) -> list[dict[str, Any]]:
     """An evaluation's results.csv as rows with numbers (the layout `pac.evaluation` writes)."""
     import csv
 
-    text_columns = ("section", "level", "name")
+    text_columns = ("section", "level", "name", "horizon")  # horizon: "100" or "100-1000"
     with open(path) as fh:
         return [{k: (v if k in text_columns else float(v)) for k, v in r.items()}
                 for r in csv.DictReader(fh)]

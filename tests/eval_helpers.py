@@ -20,8 +20,9 @@ TINY = [
 ]
 
 
-def tiny_checkpoint(root: Path, *overrides: str) -> Path:
-    """A randomly initialised tiny PAC model saved as a real inference checkpoint."""
+def tiny_checkpoint(root: Path, *overrides: str, horizons: dict[str, int] | None = None) -> Path:
+    """A randomly initialised tiny PAC model saved as a real inference checkpoint (with the
+    training data's per-task `horizons` when given, as `pac train` records them)."""
     cfg = load_config(overrides=[*TINY, *overrides])
     torch.manual_seed(0)
     model = PerceiverActorCritic(cfg.model)
@@ -29,4 +30,4 @@ def tiny_checkpoint(root: Path, *overrides: str) -> Path:
         if ".head." in name:
             p.data.add_(0.1 * torch.randn_like(p))
     TaskTokenizer.train(root / "spm.model", cfg.data.tokenizer_vocab)
-    return save_inference_checkpoint(model, cfg, root / "policy", root / "spm.model")
+    return save_inference_checkpoint(model, cfg, root / "policy", root / "spm.model", horizons)

@@ -16,6 +16,7 @@ _WHERE = {
     "TrajectorySampler": "pac.data.sampler",
     "make_dataloader": "pac.data.sampler",
     "dataset_version": "pac.data.version",
+    "task_horizons": "pac.data.version",
 }
 __all__ = [*_WHERE, "store_root", "tokenizer_path"]
 

@@ -1,7 +1,9 @@
-"""`dataset_version(root)`: which data trained a model (DVC output hashes, for MLflow/Metaflow)."""
+"""Which data trained a model: `dataset_version(root)` (DVC output hashes, for MLflow/Metaflow)
+and `task_horizons(store)` (the episode length per task, recorded with the checkpoint)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,4 +43,21 @@ def dataset_version(root: str | Path = "data") -> dict[str, Any]:
     else:
         out["dvc_lock"] = None
     out["episodes_fingerprint"] = EpisodeStore(root / "episodes").fingerprint()
+    return dict(sorted(out.items()))
+
+
+def task_horizons(store: Any, groups: Iterable[str] | None = None) -> dict[str, int]:
+    """{task: its longest episode} over the shards of `groups` (default: all) of `store` (an
+    :class:`pac.data.store.EpisodeStore`).
+
+    The horizon a policy trained on this data acts over: episodes are cut by their time limit
+    (generated ones at ``data.episode_steps``, ingested ones at their recording's length), so
+    the longest episode of a task is its time limit; an episode that terminates early is
+    shorter and does not lower it (hence the maximum, not the mode or the mean).
+    """
+    wanted = None if groups is None else set(groups)
+    out: dict[str, int] = {}
+    for shard in store.shards:
+        if (wanted is None or shard.group in wanted) and len(shard.index):
+            out[shard.task] = max(out.get(shard.task, 0), int(shard.index["length"].max()))
     return dict(sorted(out.items()))

@@ -12,6 +12,11 @@ given, else measured with the scripted expert behaviour policy through this same
 R_random is measured with the uniform random policy. Reference episodes use their own seeds
 (independent of the evaluated episodes) and are cached in ``references.json``.
 
+Horizon: each task runs over the episode length of the data the policy was trained on
+(:func:`eval_horizons`: ``eval.max_steps`` when set, else the checkpoint's ``horizons.json``,
+else ``data.episode_steps``); its references run over the same horizon (part of their cache
+key), and the tables, ``metrics.json`` and the MLflow params record it.
+
 Outputs in ``out_dir``: ``results.csv``, ``results.md`` (paper layout), ``metrics.json`` (for
 ``dvc metrics show``), ``episodes.csv``, ``references.json`` and ``videos/*.gif`` of the first
 episodes per task. The same seed gives the same tables (episodes are seeded by task and index,
@@ -44,6 +49,7 @@ from pac.evaluation.tables import (
     _ci,
     _csv,
     _finite,
+    horizon_label,
     markdown_table,
     metrics_dict,
     summarise_results,
@@ -90,6 +96,26 @@ class EvalResult:
     @property
     def table(self) -> str:
         return (self.out_dir / "results.md").read_text()
+
+
+def eval_horizons(
+    cfg: PACConfig, tasks: list[str], recorded: dict[str, int] | None = None
+) -> dict[str, tuple[int, str]]:
+    """{task: (control steps per evaluated episode, where that number comes from)}.
+
+    ``eval.max_steps`` > 0 overrides every task ("eval.max_steps"); else a task's horizon is
+    `recorded[task]`: the longest episode of that task in the store the policy was trained on
+    (a checkpoint's ``horizons.json``, :func:`pac.checkpoint.load_checkpoint_horizons`)
+    ("data"); else (scripted policies, held-out tasks the data lacks, checkpoints without the
+    file) ``data.episode_steps`` ("data.episode_steps"). A policy trained on 1000-step
+    recordings is thus scored over 1000 steps, not over the 100 of the generated data.
+    ``eval.expert_returns`` are taken as given: they must be returns at the horizon in use.
+    """
+    if cfg.eval.max_steps:
+        return {t: (cfg.eval.max_steps, "eval.max_steps") for t in tasks}
+    recorded = recorded or {}
+    return {t: (recorded[t], "data") if t in recorded
+            else (cfg.data.episode_steps, "data.episode_steps") for t in tasks}
 
 
 def episode_seed(base: int, task: str, episode: int) -> int:
@@ -162,6 +188,7 @@ def _run_job(job: Job) -> dict[str, Any]:
         "return": ep.total_return,
         "success": ep.success,
         "steps": ep.length,
+        "horizon": job.max_steps,
         "latencies": server.latencies[start:] if server else [],
     }
 
@@ -238,7 +265,7 @@ def _read_cache(path: Path) -> dict[str, Any]:
 def reference_returns(
     tasks: list[str],
     episodes: int,
-    max_steps: int,
+    max_steps: int | dict[str, int],
     seed: int,
     run: Runner,
     cache: Path,
@@ -247,15 +274,17 @@ def reference_returns(
     """{task: {"random": R_random, "expert": R_expert or None, "expert_source": ...}}.
 
     R_random: the uniform random policy; R_expert: `given` (params) or the scripted expert, both
-    measured through this harness over `episodes` episodes with their own seeds, cached in
-    `cache` (keyed by task, episodes, steps, seed and the pac.envs source).
+    measured through this harness over `episodes` episodes of `max_steps` steps (one number, or
+    one per task: the evaluated policy's horizon) with their own seeds, cached in `cache`
+    (keyed by task, episodes, steps, seed and the pac.envs source: each horizon has its own).
     """
     given = given or {}
+    steps = max_steps if isinstance(max_steps, dict) else dict.fromkeys(tasks, max_steps)
     stored = _read_cache(cache)
     ref_seed = seed + REFERENCE_SEED_OFFSET
-    keys = {t: _reference_key(t, episodes, max_steps, ref_seed) for t in tasks}
+    keys = {t: _reference_key(t, episodes, steps[t], ref_seed) for t in tasks}
     jobs = [
-        Job(PolicySpec(kind), task, i, episode_seed(ref_seed, task, i), max_steps)
+        Job(PolicySpec(kind), task, i, episode_seed(ref_seed, task, i), steps[task])
         for task in tasks
         if keys[task] not in stored
         for kind in ("random", "expert")
@@ -321,11 +350,12 @@ def evaluate(
     """Evaluate a checkpoint (or the scripted `expert` / `random` policy) on `tasks`.
 
     Settings come from ``cfg.eval`` (episodes, workers, decode, seed, videos, held-out tasks);
-    the model and its training tasks from the checkpoint. Everything is checked before the
-    first episode runs. `source` names where the checkpoint came from (e.g. an MLflow URI) in
-    the MLflow params; default: `checkpoint_dir`.
+    the model and its training tasks from the checkpoint, the horizon per task from
+    :func:`eval_horizons`. Everything is checked before the first episode runs. `source`
+    names where the checkpoint came from (e.g. an MLflow URI) in the MLflow params; default:
+    `checkpoint_dir`.
     """
-    from pac.checkpoint import TOKENIZER, load_checkpoint_config
+    from pac.checkpoint import TOKENIZER, load_checkpoint_config, load_checkpoint_horizons
 
     e = cfg.eval
     if policy not in POLICIES:
@@ -348,7 +378,10 @@ def evaluate(
         missing = [t for t in tasks if not TASKS[t].scripted_expert]
         if missing:
             raise ValueError(f"no scripted expert for {missing}")
-    max_steps = e.max_steps or cfg.data.episode_steps
+    chosen = eval_horizons(
+        cfg, tasks, load_checkpoint_horizons(checkpoint_dir) if policy == "checkpoint" else None
+    )
+    max_steps = {t: n for t, (n, _) in chosen.items()}
     out = Path(out_dir or e.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if e.videos_per_task or (ckpt_cfg and ckpt_cfg.model.num_images):
@@ -363,7 +396,7 @@ def evaluate(
     for stale in videos_dir.glob("*.gif"):  # videos of an earlier evaluation in this folder
         stale.unlink()
     jobs = [
-        Job(spec, task, i, episode_seed(e.seed, task, i), max_steps,
+        Job(spec, task, i, episode_seed(e.seed, task, i), max_steps[task],
             str(videos_dir / f"{task}_{i}.gif") if i < e.videos_per_task else None)
         for task in tasks
         for i in range(e.episodes_per_task)
@@ -398,7 +431,10 @@ def evaluate(
     )
     if track:
         source = source or spec.checkpoint_dir or ""
-        result.mlflow_run_id = _log_to_mlflow(cfg, result, spec, source, tracking_parent_run)
+        result.mlflow_run_id = _log_to_mlflow(
+            cfg, result, spec, source, tracking_parent_run,
+            ",".join(sorted({src for _, src in chosen.values()})),
+        )
     return result
 
 
@@ -414,9 +450,11 @@ def _write_outputs(
     e = cfg.eval
     rows = summarise_results(results, refs, e.held_out_tasks)
     metrics = metrics_dict(rows, timing)
+    horizons = {r["task"]: int(r["horizon"]) for r in results}
+    metrics["horizon"] = dict(sorted(horizons.items()))
     header = (
         f"## PAC evaluation: {title} ({e.episodes_per_task} episodes per task,"
-        f" {e.max_steps or cfg.data.episode_steps} steps, decode={e.decode}, {e.precision},"
+        f" horizon {horizon_label(horizons)} steps, decode={e.decode}, {e.precision},"
         f" seed={e.seed})"
     )
     atomic_write_text(out / "results.md", markdown_table(rows, header))
@@ -456,7 +494,7 @@ def merge_evaluations(
             these = [
                 {"task": r["task"], "episode": int(r["episode"]), "seed": int(r["seed"]),
                  "return": float(r["return"]), "success": r["success"] == "True",
-                 "steps": int(r["steps"])}
+                 "steps": int(r["steps"]), "horizon": int(r["horizon"])}
                 for r in csv.DictReader(fh)
             ]
         results += these
@@ -510,10 +548,12 @@ def _row_tags(row: dict[str, Any]) -> dict[str, str]:
 
 
 def _log_to_mlflow(
-    cfg: PACConfig, result: EvalResult, spec: PolicySpec, source: str, parent: str | None
+    cfg: PACConfig, result: EvalResult, spec: PolicySpec, source: str, parent: str | None,
+    horizon_source: str,
 ) -> str | None:
     """One MLflow run ``eval-<domain>`` (its "all" row under plain metric keys, its tables and
-    videos) and, when it covers several tasks, one nested run ``eval-<task>`` per task."""
+    videos) and, when it covers several tasks, one nested run ``eval-<task>`` per task. The
+    horizon used is a param of both (``eval.horizon``, ``eval.horizon_source``)."""
     from pac.tracking import Tracker
 
     tasks = [r for r in result.rows if r["level"] == "task"]
@@ -525,7 +565,9 @@ def _log_to_mlflow(
     tracker = Tracker(cfg, name, parent_run_id=parent, tags=tags | _row_tags(every))
     tracker.log_params(
         {k: v for k, v in cfg.flat().items() if k.startswith("eval.")}
-        | {"eval.policy": spec.kind, "eval.checkpoint": source}
+        | {"eval.policy": spec.kind, "eval.checkpoint": source,
+           "eval.horizon": horizon_label(result.metrics["horizon"]),
+           "eval.horizon_source": horizon_source}
     )
     tracker.log_metrics(_row_metrics(every) | _flatten(result.metrics["timing"], "timing"),
                         step=0)
@@ -538,6 +580,7 @@ def _log_to_mlflow(
             task_run = Tracker(cfg, f"eval-{row['name']}", parent_run_id=tracker.run_id, tags={
                 "pac.stage": "evaluate", "pac.domain": TASKS[row["name"]].domain,
                 "pac.task": row["name"], "pac.section": row["section"]} | _row_tags(row))
+            task_run.log_params({"eval.horizon": str(row["horizon"])})
             task_run.log_metrics(_row_metrics(row), step=0)
             task_run.finish()
     tracker.finish()

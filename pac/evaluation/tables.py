@@ -15,8 +15,21 @@ from pac.evaluation.stats import Summary, percent_of_expert, summarise
 from pac.tasks import TASKS
 
 
-def _row(section: str, level: str, summary: Summary, refs: dict[str, Any] | None) -> dict[str, Any]:
-    row = {"section": section, "level": level, **summary.as_dict()}
+def horizon_label(horizons: dict[str, int]) -> str:
+    """The horizon in one string: ``100`` when every task has it, else ``task=steps,...``."""
+    if len(set(horizons.values())) == 1:
+        return str(next(iter(horizons.values())))
+    return ",".join(f"{t}={n}" for t, n in sorted(horizons.items()))
+
+
+def _span(steps: set[int]) -> int | str:
+    """A row's horizon: the steps of its tasks' episodes, ``low-high`` when they differ."""
+    return next(iter(steps)) if len(steps) == 1 else f"{min(steps)}-{max(steps)}"
+
+
+def _row(section: str, level: str, summary: Summary, refs: dict[str, Any] | None,
+         horizon: int | str) -> dict[str, Any]:
+    row = {"section": section, "level": level, **summary.as_dict(), "horizon": horizon}
     expert = refs["expert"] if refs else None
     row["expert_return"] = math.nan if expert is None else float(expert)
     row["random_return"] = float(refs["random"]) if refs else math.nan
@@ -26,7 +39,8 @@ def _row(section: str, level: str, summary: Summary, refs: dict[str, Any] | None
 def summarise_results(
     results: list[dict[str, Any]], refs: dict[str, dict[str, Any]], held_out: Iterable[str]
 ) -> list[dict[str, Any]]:
-    """Rows of the table: per section (train / held_out), tasks, then domains, then 'all'."""
+    """Rows of the table: per section (train / held_out), tasks, then domains, then 'all';
+    each with the horizon (control steps per episode) its episodes ran over."""
     held_out = set(held_out)
     by_task: dict[str, list[dict[str, Any]]] = {}
     for r in results:
@@ -48,19 +62,22 @@ def summarise_results(
             num_tasks=len(tasks),
         )
 
+    def horizon(tasks: list[str]) -> int | str:
+        return _span({int(r["horizon"]) for t in tasks for r in by_task[t]})
+
     rows = []
     for section in ("train", "held_out"):
         tasks = sorted(t for t in by_task if (t in held_out) == (section == "held_out"))
         if not tasks:
             continue
         for t in tasks:
-            rows.append(_row(section, "task", pooled(t, [t]), refs[t]))
+            rows.append(_row(section, "task", pooled(t, [t]), refs[t], horizon([t])))
         domains: dict[str, list[str]] = {}
         for t in tasks:
             domains.setdefault(TASKS[t].domain, []).append(t)
         for domain, dtasks in sorted(domains.items()):
-            rows.append(_row(section, "domain", pooled(domain, dtasks), None))
-        rows.append(_row(section, "all", pooled("all", tasks), None))
+            rows.append(_row(section, "domain", pooled(domain, dtasks), None, horizon(dtasks)))
+        rows.append(_row(section, "all", pooled("all", tasks), None, horizon(tasks)))
     return rows
 
 
@@ -75,21 +92,23 @@ def _ci(mean: float, low: float, high: float) -> str:
 def markdown_table(rows: list[dict[str, Any]], header: str) -> str:
     """Tables in the layout of the paper's Tables 1 / 13: domains first, then tasks."""
     lines = [header, ""]
-    cols = "| {} | #(T) | Episodes | Mean return | % of expert [95% CI] | Success % [Wilson 95%] |"
+    cols = ("| {} | #(T) | Episodes | Horizon | Mean return | % of expert [95% CI] |"
+            " Success % [Wilson 95%] |")
     for section, title in (("train", "Training tasks"), ("held_out", "Held-out tasks")):
         srows = [r for r in rows if r["section"] == section]
         if not srows:
             continue
         for level, name in (("domain", "Domain"), ("task", "Task")):
             lines += [f"### {title}: per {name.lower()}", "", cols.format(name),
-                      "|---|---:|---:|---:|---:|---:|"]
+                      "|---|---:|---:|---:|---:|---:|---:|"]
             chosen = [r for r in srows if r["level"] == level]
             if level == "domain":
                 chosen += [r for r in srows if r["level"] == "all"]
             for r in chosen:
                 label = "**All**" if r["level"] == "all" else r["name"]
                 lines.append(
-                    f"| {label} | {r['num_tasks']} | {r['episodes']} | {r['mean_return']:.1f} | "
+                    f"| {label} | {r['num_tasks']} | {r['episodes']} | {r['horizon']} |"
+                    f" {r['mean_return']:.1f} | "
                     f"{_ci(r['pct_expert'], r['pct_expert_low'], r['pct_expert_high'])} | "
                     f"{_ci(r['success_rate'], r['success_low'], r['success_high'])} |"
                 )
@@ -98,6 +117,8 @@ def markdown_table(rows: list[dict[str, Any]], header: str) -> str:
         "% of expert = 100 (R - R_random) / (R_expert - R_random) (Reed et al., 2022), mean over",
         "episodes with a standard-error 95% CI; success rates with Wilson score intervals",
         "(alpha_W = 0.05). N/A: no expert reference for the task (or it is not above random).",
+        "Horizon: control steps per episode (the training data's episode length, or",
+        "eval.max_steps); the expert and random references run over the same horizon.",
         "",
     ]
     return "\n".join(lines)

@@ -20,16 +20,14 @@ from pac.config import DECODES, ConfigError
 def _cmd_rollout(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     from pac.evaluation.rollout import PolicyServer
-    from pac.rlft.robot import SimRobot, collect
+    from pac.rlft.robot import collect, sim_robot
 
     checkpoint = args.checkpoint or str(Path(cfg.train.out_dir) / "policy")
     tasks = args.tasks.split(",") if args.tasks else list(cfg.rlft.tasks)
     try:
         server = PolicyServer.load(checkpoint, args.decode or cfg.rlft.decode,
                                    cfg.eval.num_candidates, precision=cfg.eval.precision)
-        robot = SimRobot(cfg.eval.max_steps or cfg.data.episode_steps,
-                         cameras=min(cfg.model.num_images, cfg.data.cameras),
-                         realtime=args.realtime)
+        robot = sim_robot(cfg, checkpoint, tasks, realtime=args.realtime)
         got = collect(server, robot, tasks, args.episodes or cfg.rlft.episodes_per_task,
                       args.landing or cfg.rlft.landing_dir, args.round, cfg.data.seed)
     except (FileNotFoundError, ValueError) as exc:

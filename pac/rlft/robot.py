@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,21 +40,40 @@ class RobotClient(Protocol):
     def run_episode(self, task: str, act: ActFn, seed: int) -> Episode: ...
 
 
+def sim_robot(cfg: Any, checkpoint: str | Path, tasks: list[str], **kwargs: Any) -> SimRobot:
+    """The SimRobot that collects `tasks` with `checkpoint` over the evaluation's horizons
+    (:func:`pac.evaluation.evaluator.eval_horizons`: eval.max_steps, else the checkpoint's
+    training data, else data.episode_steps), with ``cfg.data.cameras`` cameras the model reads."""
+    from pac.checkpoint import load_checkpoint_horizons
+    from pac.evaluation.evaluator import eval_horizons
+
+    chosen = eval_horizons(cfg, list(tasks), load_checkpoint_horizons(checkpoint))
+    return SimRobot(cfg.eval.max_steps or cfg.data.episode_steps,
+                    cameras=min(cfg.model.num_images, cfg.data.cameras),
+                    horizons={t: n for t, (n, _) in chosen.items()}, **kwargs)
+
+
 @dataclass
 class SimRobot:
-    """The dm_control stand-in for a robot (the one hardware substitute of the pipeline)."""
+    """The dm_control stand-in for a robot (the one hardware substitute of the pipeline).
+
+    Episodes of a task run over ``horizons[task]`` control steps when given (the evaluation's
+    horizon, :func:`sim_robot`), else over `episode_steps`.
+    """
 
     episode_steps: int
     cameras: int = 0  # 80x80 camera images per step handed to the policy (and recorded)
     realtime: bool = False  # hold the control rate: sleep out each control period
     name: str = "dm_control"
+    horizons: dict[str, int] = field(default_factory=dict)
 
     def run_episode(self, task: str, act: ActFn, seed: int) -> Episode:
         from pac.envs import flatten_observation, render
         from pac.evaluation.evaluator import episode_env
         from pac.evaluation.rollout import run_episode
 
-        env = episode_env(task, seed, self.episode_steps)
+        steps = self.horizons.get(task, self.episode_steps)
+        env = episode_env(task, seed, steps)
         period = float(env.control_timestep())
         images: list[np.ndarray] = []
         tick = time.perf_counter()
@@ -71,7 +90,7 @@ class SimRobot:
                 time.sleep(max(0.0, tick - time.perf_counter()))
             return action
 
-        ep = run_episode(env, policy, task, self.episode_steps)
+        ep = run_episode(env, policy, task, steps)
         return Episode(
             task=task,
             proprio=ep.observations[:-1],  # o_0 .. o_{T-1}: the states the actions were taken in

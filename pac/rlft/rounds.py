@@ -47,7 +47,7 @@ from pac.config import ConfigError, GroupConfig, PACConfig
 from pac.evaluation.stats import wilson_interval
 from pac.io import atomic_write_text
 from pac.rlft.ingest import ROLLOUT_GROUP, IngestReport, ingest
-from pac.rlft.robot import RobotClient, SimRobot, collect
+from pac.rlft.robot import RobotClient, collect, sim_robot
 
 CHAMPION = "champion"
 STATE_FILE = "rounds.json"
@@ -314,8 +314,7 @@ def rlft(
         raise ConfigError(f"{out_dir} holds an earlier RLFT run: pass --resume or another"
                           " rlft.out_dir")
     _check_start(cfg, checkpoint, data_root, resume)
-    robot = robot or SimRobot(cfg.eval.max_steps or cfg.data.episode_steps,
-                              cameras=min(cfg.model.num_images, cfg.data.cameras))
+    robot = robot or sim_robot(cfg, checkpoint, list(cfg.rlft.tasks))
     if decode is not None:  # the table and MLflow params then show what collected
         cfg = copy.deepcopy(cfg)
         cfg.rlft.decode = decode

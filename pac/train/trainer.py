@@ -183,6 +183,7 @@ def train(
         TrajectorySampler,
         make_dataloader,
         store_root,
+        task_horizons,
         tokenizer_path,
     )
     from pac.model import PerceiverActorCritic
@@ -344,7 +345,8 @@ def train(
     policy_dir = out_dir / POLICY_DIR
     refresh_target(engine.module.model, target)  # training is over: theta' <- final theta
     if rank == 0:
-        save_inference_checkpoint(target.float(), cfg, policy_dir, tokenizer)
+        horizons = task_horizons(sampler.store, (g.name for g in cfg.data.groups))
+        save_inference_checkpoint(target.float(), cfg, policy_dir, tokenizer, horizons)
         atomic_write_text(out_dir / METRICS_FILE, json.dumps(last, indent=1, sort_keys=True))
         tracker.log_artifact(out_dir / METRICS_FILE)
         tracker.log_artifacts(ckpt, f"checkpoints/{ckpt.name}")

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pac.checkpoint import load_inference_checkpoint
+from pac.checkpoint import load_checkpoint_horizons, load_inference_checkpoint
 from pac.config import ConfigError
 from pac.tracking import get_run, list_artifacts, load_policy_model, metric_history
 from pac.train import train
@@ -72,6 +72,9 @@ def test_zero0_trains_tracks_and_exports(reference_run):
     # the inference checkpoint equals theta after the last update and serves actions
     model, loaded_cfg, tokenizer = load_inference_checkpoint(result.policy_dir)
     assert loaded_cfg.model == cfg.model and tokenizer is not None
+    # the horizon of the training data travels with it: the generated episodes' time limit
+    assert load_checkpoint_horizons(result.policy_dir) == {
+        "cartpole.balance": cfg.data.episode_steps, "point_mass.easy": cfg.data.episode_steps}
     pyfunc = load_policy_model(cfg, f"runs:/{result.run_id}/policy_model")
     actions = pyfunc.predict(pd.DataFrame({
         "instruction": ["point_mass.easy", "cartpole.balance"],
