@@ -406,6 +406,11 @@ def rlft(
                     policy = result.policy_dir
                     model_uri = (f"runs:/{result.run_id}/policy_model" if result.run_id
                                  else None)
+                    if track and result.run_id:  # one a killed attempt opened, unrecorded
+                        from pac.tracking import end_stale_runs
+
+                        end_stale_runs(cfg, run.run_id, f"finetune-{cfg.model.scale}",
+                                       result.run_id)
                     _mark(work, stages, "finetuned", {"policy": str(policy),
                                                       "model_uri": model_uri})
             tasks, overall, mean_return, pct = evaluate_success(cfg, policy, work / "eval", track,

@@ -126,3 +126,93 @@ def test_sigkill_inside_pretrain_then_resume_equals_an_uninterrupted_run(tmp_pat
     diff = max((expected[k] - final[k]).abs().max().item() for k in expected)
     print(f"resumed from update {start}; max |theta_resumed - theta_uninterrupted| = {diff}")
     assert all(torch.equal(expected[k], final[k]) for k in expected)
+
+
+@pytest.mark.slow
+def test_rlft_round_killed_after_ingest_neither_collects_nor_ingests_again(tmp_path):
+    """SIGKILL `pac rlft` once its round has ingested its rollouts (during the fine-tuning),
+    then resume: the robot runs no episode, nothing is ingested a second time, the round's
+    MLflow run is continued and no run is left RUNNING."""
+    from dataclasses import dataclass
+
+    from pac.checkpoint import save_inference_checkpoint
+    from pac.config import load_config
+    from pac.data import EpisodeStore, TaskTokenizer, store_root, tokenizer_path
+    from pac.data.generate import generate_group
+    from pac.model import PerceiverActorCritic
+    from pac.rlft.ingest import PROCESSED
+    from pac.rlft.robot import SimRobot
+    from pac.rlft.rounds import STAGES_FILE, STATE_FILE, rlft, round_dir
+    from pac.tracking import client, experiment_id
+
+    @dataclass
+    class CountingRobot(SimRobot):
+        """dm_control's robot that counts the episodes it is asked for."""
+
+        episodes: int = 0
+
+        def run_episode(self, task, act, seed):
+            self.episodes += 1
+            return super().run_episode(task, act, seed)
+
+    data, out = tmp_path / "data", tmp_path / "rlft"
+    overrides = [
+        f"data.root={data}", "data.episode_steps=20",
+        "data.groups=[{name: expert, tasks: [point_mass.easy], quality: 1.0,"
+        " episodes_per_task: 4}]",
+        "data.trajectory_length=3", "train.global_batch=4", "loss.num_action_samples=2",
+        "rlft.episodes_per_task=3", "rlft.finetune_steps=2", f"rlft.out_dir={out}",
+        "eval.episodes_per_task=1", "eval.workers=1", "eval.videos_per_task=0",
+        f"eval.out_dir={tmp_path / 'eval'}", f"tracking.uri=sqlite:///{tmp_path / 'ml.db'}",
+        f"tracking.artifact_dir={tmp_path / 'artifacts'}",
+    ]
+    cfg = load_config(overrides=overrides)
+    generate_group(cfg, "expert", store_root(data), workers=1, progress=False)
+    TaskTokenizer.train(tokenizer_path(data), cfg.data.tokenizer_vocab, cfg.data.tokenizer_type)
+    pretrained = save_inference_checkpoint(PerceiverActorCritic(cfg.model), cfg,
+                                           tmp_path / "pretrained", tokenizer_path(data))
+
+    work = round_dir(out, 1)
+    args = [sys.executable, "-m", "pac.cli", "rlft", "--rounds", "1", "--checkpoint",
+            str(pretrained)]
+    for o in overrides:
+        args += ["--set", o]
+    log = tmp_path / "rlft.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(args, env=flow_env(Path.cwd()), stdout=fh,
+                                stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while "ingested" not in _stages(work / STAGES_FILE):
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.01)
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    killed = _stages(work / STAGES_FILE)
+    assert "finetuned" not in killed, "the round ended before the kill"
+    rlft_run = json.loads((out / STATE_FILE).read_text())["mlflow_run_id"]
+
+    robot = CountingRobot(cfg.data.episode_steps)
+    result = rlft(cfg, pretrained, rounds=1, resume=True, robot=robot)
+    assert robot.episodes == 0  # nothing collected again
+    assert [r.round for r in result.rows] == [0, 1] and result.rows[1].episodes_added == 3
+    assert len(list((work / "landing" / PROCESSED).glob("ingest-*.json"))) == 1  # one ingest
+    eps = EpisodeStore(store_root(data), verify=True).episodes
+    rollouts = eps[eps["group"] == "rollouts"]
+    assert len(rollouts) == 3 and rollouts["content_hash"].is_unique
+    assert result.run_id == rlft_run and result.rows[1].run_id == killed["run"]
+    mlc = client(cfg)
+    every = mlc.search_runs([experiment_id(mlc, cfg)])
+    names = [r.info.run_name for r in every if r.info.status != "KILLED"]
+    assert sorted(n for n in names if n.startswith("rlft")) == [
+        "rlft", "rlft-round-0", "rlft-round-1"]
+    assert "RUNNING" not in {r.info.status for r in every}, [
+        (r.info.run_name, r.info.status) for r in every]
+
+
+def _stages(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
