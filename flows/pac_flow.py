@@ -20,6 +20,11 @@ success, the champion version, a generated description, tables and figures. Meta
 keep the MLflow run ids, and the MLflow run keeps the Metaflow pathspec, so either side finds
 the other. Params are checked before Metaflow starts (one line on a bad value, exit status 2)
 and again in `start`.
+
+Fault tolerance (README § Resuming a killed flow run): a retried or resumed `pretrain` continues
+from the newest complete checkpoint of this flow run and its MLflow run; a resumed `rlft` skips
+the stages of a round its killed attempt finished; `@retry` sits on `data`, `pretrain` and
+`evaluate_join`, the steps whose rerun duplicates nothing.
 """
 
 from __future__ import annotations

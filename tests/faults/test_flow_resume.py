@@ -216,3 +216,27 @@ def _stages(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def test_a_run_a_killed_attempt_left_unrecorded_is_ended_killed_and_linked(tmp_path):
+    """end_stale_runs closes the parent's RUNNING children of one name except the continued
+    one, and nothing else (checked against the store's own records)."""
+    from pac.config import load_config
+    from pac.tracking import Tracker, end_stale_runs, get_run
+
+    cfg = load_config(overrides=[f"tracking.uri=sqlite:///{tmp_path / 'ml.db'}",
+                                 f"tracking.artifact_dir={tmp_path / 'artifacts'}"])
+    parent = Tracker(cfg, "pac-flow").run_id
+    orphan, kept, other_name = (Tracker(cfg, name, parent_run_id=parent).run_id
+                                for name in ("pretrain-tiny", "pretrain-tiny", "eval-cartpole"))
+    elsewhere = Tracker(cfg, "pretrain-tiny").run_id  # not a child of this parent
+    done = Tracker(cfg, "pretrain-tiny", parent_run_id=parent)
+    done.finish()
+
+    assert end_stale_runs(cfg, parent, "pretrain-tiny", kept) == [orphan]
+    status = {r: get_run(cfg, r)["status"] for r in (orphan, kept, other_name, elsewhere,
+                                                       done.run_id)}
+    assert status == {orphan: "KILLED", kept: "RUNNING", other_name: "RUNNING",
+                      elsewhere: "RUNNING", done.run_id: "FINISHED"}
+    assert get_run(cfg, orphan)["tags"]["pac.continued_in"] == kept
+    assert end_stale_runs(cfg, parent, "pretrain-tiny", kept) == []  # idempotent
