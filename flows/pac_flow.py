@@ -20,6 +20,11 @@ success, the champion version, a generated description, tables and figures. Meta
 keep the MLflow run ids, and the MLflow run keeps the Metaflow pathspec, so either side finds
 the other. Params are checked before Metaflow starts (one line on a bad value, exit status 2)
 and again in `start`.
+
+Fault tolerance (README § Resuming a killed flow run): a retried or resumed `pretrain` continues
+from the newest complete checkpoint of this flow run and its MLflow run; a resumed `rlft` skips
+the stages of a round its killed attempt finished; `@retry` sits on `data`, `pretrain` and
+`evaluate_join`, the steps whose rerun duplicates nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +35,11 @@ import sys
 import time
 from pathlib import Path
 
-from metaflow import FlowSpec, Parameter, card, current, parallel, resources, step
+from metaflow import FlowSpec, Parameter, card, current, parallel, resources, retry, step
+
+#: @retry of the steps whose rerun continues or repeats their work without duplicating it:
+#: immediately, as the failures it is for (a killed or preempted process) do not wait.
+SAFE_RETRY = {"times": 2, "minutes_between_retries": 0}
 
 
 class PACFlow(FlowSpec):
@@ -88,9 +97,13 @@ class PACFlow(FlowSpec):
                                          "flow.overrides": ";".join(self.settings.overrides),
                                          "flow.nodes": self.nodes})
         self.mlflow_run_id = tracker.run_id
+        # The run whose output folders these are: a resumed run clones `start`, so it keeps
+        # its origin's id here (as in the out_dirs), however many times it is resumed.
+        self.flow_run = current.run_id
         self.mode = "distributed" if self.nodes > 0 else "local"
         self.next(self.data)
 
+    @retry(**SAFE_RETRY)
     @step
     def data(self):
         """Reproduce the DVC data stages (generate, tokenizer); record the dataset version."""
@@ -105,21 +118,31 @@ class PACFlow(FlowSpec):
         self.next({"local": self.pretrain, "distributed": self.pretrain_launch},
                   condition="mode")
 
+    @retry(**SAFE_RETRY)
     @resources(cpu=2, memory=8000)
     @step
     def pretrain(self):
-        """DeepSpeed ZeRO pretraining in one local process (gloo on CPU)."""
-        from pac.train import train
+        """DeepSpeed ZeRO pretraining in one local process (gloo on CPU); a retry or a
+        `resume` continues from the newest complete checkpoint of this flow run."""
+        from pac.pipeline import pretrain
 
         cfg = self.settings.config()
-        result = train(cfg, tracking_parent_run=self.mlflow_run_id)
+        result = pretrain(cfg, self._flow_run(), self.mlflow_run_id)
         self.policy_dir = str(result.policy_dir)
         self.pretrain_run_id = result.run_id
         self.train_history = result.history  # the run logs its dataset inputs itself
         self.next(self.evaluate_split)
 
+    def _flow_run(self) -> str:
+        """The flow run the output folders belong to (see `start`)."""
+        return getattr(self, "flow_run", None) or current.origin_run_id or current.run_id
+
     @step
     def pretrain_launch(self):
+        """Claim train.out_dir for this flow run; the nodes then train with --resume."""
+        from pac.pipeline import claim_train_dir
+
+        claim_train_dir(self.settings.config().train.out_dir, self._flow_run())
         self.next(self.pretrain_nodes, num_parallel=self.nodes)
 
     @parallel
@@ -176,6 +199,7 @@ class PACFlow(FlowSpec):
         current.card.append(Markdown(result.table))
         self.next(self.evaluate_join)
 
+    @retry(**SAFE_RETRY)
     @card
     @step
     def evaluate_join(self, inputs):
@@ -213,18 +237,21 @@ class PACFlow(FlowSpec):
     def rlft(self):
         """One RL fine-tuning round per pass (collect, ingest, fine-tune, evaluate); loops."""
         if self.round < self.rounds_total:
-            from pac.rlft.rounds import rlft
+            from pac.rlft.rounds import STATE_FILE, rlft
 
             self.round += 1
             cfg = self.settings.config()
-            # resume=True continues the rounds table of earlier passes; the first pass also
+            # resume=True continues this flow run's rounds (rlft.out_dir is its own): those of
+            # earlier passes, and the stages a killed or failed attempt of this pass finished
+            # (a retry or a `resume` collects and ingests nothing twice). The first pass also
             # evaluates the pretrained policy as round 0.
-            # fresh=True on the first pass sets an earlier run's rollouts group aside (renamed,
-            # never deleted) so that this run's rounds start from its own pretrained policy.
+            # fresh=True when this run has no rounds yet: an earlier run's rollouts group is set
+            # aside (renamed, never deleted) so that the rounds start from this run's policy.
+            own = (Path(cfg.rlft.out_dir) / STATE_FILE).is_file()
             pretrained_uri = (f"runs:/{self.pretrain_run_id}/policy_model"
                               if self.pretrain_run_id else None)
-            result = rlft(cfg, self.policy_dir, rounds=self.round, resume=self.round > 1,
-                          fresh=self.round == 1, tracking_parent_run=self.mlflow_run_id,
+            result = rlft(cfg, self.policy_dir, rounds=self.round, resume=own,
+                          fresh=not own, tracking_parent_run=self.mlflow_run_id,
                           checkpoint_model_uri=pretrained_uri, version_tags={
                               "pac.flow_run": self.mlflow_run_id,
                               "metaflow.pathspec": f"{current.flow_name}/{current.run_id}"})

@@ -160,6 +160,57 @@ def version_data(settings: Settings) -> dict[str, Any]:
     return dataset_version(cfg.data.root)
 
 
+#: The file in train.out_dir naming the flow run whose pretraining the folder holds.
+FLOW_RUN_FILE = "flow_run.json"
+
+
+def claim_train_dir(out_dir: str | Path, flow_run: str) -> None:
+    """Make `out_dir` the pretraining folder of flow run `flow_run` (the run whose `start`
+    made the settings: a resumed run keeps its origin's id), so that a retried or resumed
+    `pretrain` continues from the checkpoints there (`train(resume=True)`).
+
+    A folder of another flow run, or one with checkpoints and no owner (e.g. an earlier
+    `pac train` at an explicit train.out_dir), is refused with a one-line ConfigError: it is
+    never continued by mistake. The claim is written atomically before any training."""
+    import json
+
+    from pac.config import ConfigError
+    from pac.io import atomic_write_text
+    from pac.train import checkpoints
+
+    out_dir = Path(out_dir)
+    marker = out_dir / FLOW_RUN_FILE
+    if marker.is_file():
+        owner = json.loads(marker.read_text()).get("flow_run")
+        if owner != flow_run:
+            raise ConfigError(f"train.out_dir={out_dir} holds the pretraining of flow run"
+                              f" {owner}, not {flow_run}: choose another train.out_dir")
+        return
+    if checkpoints.find_latest(out_dir / "checkpoints").path is not None:
+        raise ConfigError(f"train.out_dir={out_dir} already holds checkpoints of another run:"
+                          " choose another train.out_dir")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, json.dumps({"flow_run": flow_run}))
+
+
+def pretrain(cfg: PACConfig, flow_run: str, parent_run_id: str | None):
+    """The flow's local `pretrain` step: `train(cfg)` that a retry or a `resume` of the same
+    flow run continues from the newest complete checkpoint in train.out_dir, bit-identical to
+    an uninterrupted run under the conditions of README § Exact resume.
+
+    The MLflow run of a killed attempt is continued by id (the trainer's `mlflow_run.json`),
+    so the flow keeps one `pretrain-<scale>` run; one that a killed attempt opened without
+    recording it is ended KILLED and tagged `pac.continued_in` (:func:`end_stale_runs`)."""
+    from pac.tracking import end_stale_runs
+    from pac.train import train
+
+    claim_train_dir(cfg.train.out_dir, flow_run)
+    result = train(cfg, resume=True, tracking_parent_run=parent_run_id)
+    if parent_run_id and result.run_id:
+        end_stale_runs(cfg, parent_run_id, f"pretrain-{cfg.model.scale}", result.run_id)
+    return result
+
+
 def distributed_train_command(
     settings: Settings,
     num_nodes: int,
@@ -169,13 +220,15 @@ def distributed_train_command(
     parent_run_id: str | None,
     port: int = 29533,
 ) -> list[str]:
-    """The torchrun command one node of a Metaflow `@parallel` step runs (multi-node ZeRO)."""
+    """The torchrun command one node of a Metaflow `@parallel` step runs (multi-node ZeRO);
+    with `--resume`, so a resumed flow run continues from the checkpoints of its killed attempt
+    (the folder is claimed by :func:`claim_train_dir` in `pretrain_launch`)."""
     cmd = [
         sys.executable, "-m", "torch.distributed.run",
         "--nnodes", str(num_nodes), "--node_rank", str(node_rank),
         "--nproc_per_node", str(nproc_per_node),
         "--master_addr", main_addr, "--master_port", str(port),
-        "-m", "pac.cli", "train", "--params", settings.params,
+        "-m", "pac.cli", "train", "--params", settings.params, "--resume",
     ]
     for o in settings.overrides:
         cmd += ["--set", o]

@@ -311,6 +311,33 @@ class Tracker:
             self.client.set_terminated(self.run_id, status=status)
 
 
+def end_stale_runs(cfg: PACConfig, parent_run_id: str, run_name: str, keep: str | None
+                   ) -> list[str]:
+    """End as KILLED every child run of `parent_run_id` named `run_name` that is still RUNNING,
+    except `keep`; each gets the tag ``pac.continued_in=<keep>``. Returns their ids.
+
+    A killed process never closes its MLflow run. A resumed step continues its own run by id
+    (the trainer's ``mlflow_run.json``); a run the killed attempt opened but had not yet
+    recorded (killed in between) would stay RUNNING for ever: this closes it, linked to the run
+    that carried on."""
+    mlc = client(cfg)
+    parent = mlc.get_run(parent_run_id)
+    runs = mlc.search_runs(
+        [parent.info.experiment_id],
+        filter_string=(f"tags.mlflow.parentRunId = '{parent_run_id}'"
+                       f" and attributes.run_name = '{run_name}'"
+                       " and attributes.status = 'RUNNING'"))
+    ended = []
+    for run in runs:
+        if run.info.run_id == keep:
+            continue
+        if keep:
+            mlc.set_tag(run.info.run_id, "pac.continued_in", keep)
+        mlc.set_terminated(run.info.run_id, status="KILLED")
+        ended.append(run.info.run_id)
+    return ended
+
+
 def get_run(cfg: PACConfig, run_id: str) -> dict[str, Any]:
     """A run's status, params, latest metrics and tags as plain dicts."""
     run = client(cfg).get_run(run_id)

@@ -19,8 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from flow_helpers import ROOT, copy_project, flow_env, metaflow_client, run_flow
 
-ROOT = Path(__file__).resolve().parent.parent
 BUDGET = ";".join([
     "train.steps=20", "train.checkpoint_every=10", "train.log_every=5",
     "eval.episodes_per_task=2", "eval.videos_per_task=1",
@@ -28,45 +28,15 @@ BUDGET = ";".join([
 ])
 
 
-def _copy_project(dst: Path) -> None:
-    """What a fresh clone has: the files git tracks or would track (no data, venv, runs)."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
-        capture_output=True, text=True).stdout.split()
-    for rel in files:
-        if (ROOT / rel).is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dst / rel)
-    git = ["git", "-c", "user.email=ci@pac", "-c", "user.name=pac"]
-    subprocess.run([*git, "init", "-q"], cwd=dst, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dst, check=True)
-    subprocess.run([*git, "commit", "-qm", "clone"], cwd=dst, check=True)
-
-
-def _env(repo: Path) -> dict[str, str]:
-    env = dict(os.environ)  # a user's shell: nothing an earlier test left behind
-    for leaked in ("MLFLOW_TRACKING_URI", "RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
-                   "MASTER_PORT", "METAFLOW_PROFILE"):
-        env.pop(leaked, None)
-    env.update(USERNAME="pac", PYTHONPATH=str(repo), PYTHONUNBUFFERED="1",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
-    return env
-
-
-def _flow(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "flows/pac_flow.py", *args], cwd=repo,
-                          env=_env(repo), capture_output=True, text=True, timeout=900)
-
-
 @pytest.fixture(scope="module")
 def flow_repo(tmp_path_factory) -> dict:
     repo = tmp_path_factory.mktemp("clone")
-    _copy_project(repo)
+    copy_project(repo)
     blocker = repo / "blocked"
     blocker.write_text("a file where the RLFT step wants a folder: forces a late failure\n")
-    first = _flow(repo, "run", "--set", f"{BUDGET};rlft.out_dir=blocked/rlft", "--rounds", "1")
+    first = run_flow(repo, "run", "--set", f"{BUDGET};rlft.out_dir=blocked/rlft", "--rounds", "1")
     blocker.unlink()
-    second = _flow(repo, "resume")
+    second = run_flow(repo, "resume")
     return {"repo": repo, "first": first, "second": second}
 
 
@@ -76,22 +46,13 @@ def flow_repo(tmp_path_factory) -> dict:
     (("--rounds", "-2"), "rlft.rounds=-2 is outside the allowed range [0, inf]"),
 ])
 def test_bad_params_fail_before_any_compute_with_one_line(tmp_path, args, message):
-    _copy_project(tmp_path)
-    out = _flow(tmp_path, "run", *args)
+    copy_project(tmp_path)
+    out = run_flow(tmp_path, "run", *args)
     assert out.returncode == 2
     assert out.stderr.strip() == f"pac: invalid params: {message}", out.stderr[-2000:]
     assert "Traceback" not in out.stdout + out.stderr
     assert not (tmp_path / "data" / "episodes" / "expert").exists()
     assert not (tmp_path / "runs").exists() and not (tmp_path / ".metaflow").exists()
-
-
-def _client(repo: Path, code: str) -> dict:
-    """Run `code` (which prints one JSON line last) with the Metaflow client in `repo`."""
-    head = "import json\nfrom metaflow import Flow, namespace\nnamespace(None)\n"
-    out = subprocess.run([sys.executable, "-c", head + code], cwd=repo, env=_env(repo),
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_late_failure_then_resume_reuses_earlier_steps(flow_repo):
@@ -101,7 +62,7 @@ def test_late_failure_then_resume_reuses_earlier_steps(flow_repo):
     assert "PAC flow finished" in second.stdout + second.stderr
     # What each task of the two runs was, from Metaflow's own metadata (the scheduler's log
     # lines interleave when it clones tasks in parallel threads).
-    got = _client(flow_repo["repo"], (
+    got = metaflow_client(flow_repo["repo"], (
         "resumed, failed = list(Flow('PACFlow').runs())[:2]\n"
         "steps = lambda run: {s.id: [{m.name: m.value for m in t.metadata}.get('origin-task-id')"
         " for t in s] for s in run}\n"
@@ -132,7 +93,7 @@ def test_a_fresh_clone_stays_clean_after_the_flow(flow_repo):
 
 def test_metaflow_client_reads_the_artifacts(flow_repo):
     repo = flow_repo["repo"]
-    got = _client(repo, (
+    got = metaflow_client(repo, (
         "run = Flow('PACFlow').latest_run\n"
         "d = run.data\n"
         "print(json.dumps({'ok': run.successful, 'mlflow': d.mlflow_run_id,"
@@ -178,7 +139,7 @@ def test_mlflow_server_shows_parent_nested_runs_params_and_artifacts(flow_repo):
         [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{repo}/mlruns/mlflow.db",
          "--default-artifact-root", str(repo / "mlruns" / "artifacts"),
          "--host", "127.0.0.1", "--port", str(port), "-w", "1"],
-        cwd=repo, env=_env(repo), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=repo, env=flow_env(repo), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -250,7 +211,8 @@ def test_mlflow_ui_in_a_real_browser_shows_the_review(flow_repo, tmp_path):
     cfg = load_config(overrides=[f"tracking.uri=sqlite:///{repo}/mlruns/mlflow.db",
                                  f"tracking.artifact_dir={repo}/mlruns/artifacts"])
     seen = review_screenshots(cfg, tmp_path / "screenshots", cwd=repo)
-    version = _client(repo, "print(json.dumps(Flow('PACFlow').latest_run.data.registered_version))")
+    version = metaflow_client(
+        repo, "print(json.dumps(Flow('PACFlow').latest_run.data.registered_version))")
     assert seen["champion_version"] == str(version)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for name, path in seen["screenshots"].items():

@@ -18,7 +18,14 @@ once, batch 1), the code a robot would call.
 
 Outputs in ``rlft.out_dir``: ``rounds/round_<k>/`` (landing folder, fine-tuning run,
 evaluation), ``rounds.csv`` and ``rounds.md`` (Table 3 layout), ``metrics.json`` (for
-``dvc metrics show``) and ``rounds.json`` (the state a ``--resume`` continues from).
+``dvc metrics show``) and ``rounds.json`` (the state a ``--resume`` continues from; written
+as soon as the ``rlft`` MLflow run exists, so a run killed in its first round continues that
+run). Each round records its finished stages in ``rounds/round_<k>/stages.json`` (its MLflow
+run, then ``collected``, ``ingested``, ``finetuned``, each written atomically when the stage is
+done): a resumed round continues its MLflow run and skips every recorded stage, so rollouts
+ingested before a kill are neither collected nor ingested again (ingestion is idempotent by
+content hash besides), and a finished fine-tuning is not rerun; an interrupted fine-tuning
+continues from its newest checkpoint.
 MLflow: one ``rlft`` run with one nested run per round (the fine-tuning and evaluation runs nest
 under their round). Every round's policy is registered as a version of
 ``tracking.registered_model`` (round 0: the pretrained policy), tagged with its own evaluation
@@ -46,11 +53,13 @@ from typing import Any
 from pac.config import ConfigError, GroupConfig, PACConfig
 from pac.evaluation.stats import wilson_interval
 from pac.io import atomic_write_text
-from pac.rlft.ingest import ROLLOUT_GROUP, IngestReport, ingest
+from pac.rlft.ingest import ROLLOUT_GROUP, ingest
 from pac.rlft.robot import RobotClient, collect, sim_robot
 
 CHAMPION = "champion"
 STATE_FILE = "rounds.json"
+#: A round's finished stages (in its round folder).
+STAGES_FILE = "stages.json"
 
 
 # --- one round's config --------------------------------------------------------------------------
@@ -185,8 +194,25 @@ def _write_tables(out_dir: Path, rows: list[RoundRow], cfg: PACConfig, run_id: s
                                     "episodes_added": r.episodes_added}
                for r in rows}  # for `dvc metrics show`
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1))
+    _write_state(out_dir, rows, run_id)
+
+
+def _write_state(out_dir: Path, rows: list[RoundRow], run_id: str | None) -> None:
     state = {"mlflow_run_id": run_id, "rows": [dict(r.__dict__) for r in rows]}
     atomic_write_text(out_dir / STATE_FILE, json.dumps(state, indent=1, default=str))
+
+
+def load_stages(work: Path) -> dict[str, Any]:
+    """The finished stages of the round in `work` (empty for a round not begun)."""
+    path = Path(work) / STAGES_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _mark(work: Path, stages: dict[str, Any], stage: str, value: Any) -> None:
+    """Record `stage` as done (atomically: a kill leaves the old record or the new one)."""
+    stages[stage] = value
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(work / STAGES_FILE, json.dumps(stages, indent=1, default=str))
 
 
 def _load_state(out_dir: Path) -> tuple[list[RoundRow], str | None]:
@@ -321,6 +347,9 @@ def rlft(
     decode = cfg.rlft.decode
 
     tracker = _tracker(cfg, "rlft", tracking_parent_run, track, run_id)
+    if not rows:  # from here on a kill leaves a run that --resume continues
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_state(out_dir, rows, tracker.run_id)
     tracker.log_params(cfg.flat() | {"rlft.checkpoint": str(checkpoint), "rlft.rounds": rounds,
                                      "rlft.robot": robot.name})
     policy = Path(rows[-1].policy) if rows else checkpoint
@@ -328,9 +357,12 @@ def rlft(
         for k in range(len(rows), rounds + 1):
             start = time.perf_counter()
             work = round_dir(out_dir, k)
-            run = _tracker(cfg, f"rlft-round-{k}", tracker.run_id, track)
+            stages = load_stages(work) if resume else {}
+            run = _tracker(cfg, f"rlft-round-{k}", tracker.run_id, track, stages.get("run"))
+            if "run" not in stages:
+                _mark(work, stages, "run", run.run_id)
             run.set_tags({"pac.stage": "rlft", "pac.round": k})
-            added, collected, report = 0, math.nan, None
+            added, collected = 0, math.nan
             model_uri = None
             if k == 0:  # Table 3's first row: the size of the pretraining mixture
                 eps = EpisodeStore(store_root(data_root)).episodes
@@ -338,26 +370,48 @@ def rlft(
                 model_uri = checkpoint_model_uri
             else:
                 landing = work / "landing"
-                if not _round_episodes(data_root, k)[0]:  # a resumed round may have them
+                # a resumed round may have its rollouts: recorded, or already in the store
+                if "collected" not in stages and not _round_episodes(data_root, k)[0]:
                     server = PolicyServer.load(policy, decode, cfg.eval.num_candidates,
                                                precision=cfg.eval.precision)
                     got = collect(server, robot, list(cfg.rlft.tasks),
                                   cfg.rlft.episodes_per_task, landing, k, cfg.data.seed)
                     log(f"round {k}: collected {len(got.files)} episodes, success"
                         f" {100 * got.success_rate:.1f}%, policy {got.policy_hz:.0f} Hz")
-                report = ingest(landing, data_root, group=ROLLOUT_GROUP, round_k=k)
-                if report.rejected:
-                    log(f"round {k}: {len(report.rejected)} rollout(s) rejected: {report.rejected}")
+                    _mark(work, stages, "collected", len(got.files))
+                if "ingested" not in stages:
+                    report = ingest(landing, data_root, group=ROLLOUT_GROUP, round_k=k)
+                    if report.rejected:
+                        log(f"round {k}: {len(report.rejected)} rollout(s) rejected:"
+                            f" {report.rejected}")
+                    from pac.rlft.ingest import log_ingest
+
+                    log_ingest(run, report)
+                    _mark(work, stages, "ingested", {"batch": report.batch,
+                                                     "accepted": len(report.accepted),
+                                                     "rejected": len(report.rejected)})
                 added, successes = _round_episodes(data_root, k)
                 collected = successes / added if added else math.nan
-                from pac.train.trainer import train
+                done = stages.get("finetuned")
+                if done and Path(done["policy"]).is_dir():
+                    policy, model_uri = Path(done["policy"]), done["model_uri"]
+                else:
+                    from pac.train.trainer import train
 
-                ft = finetune_config(cfg, k, out_dir)
-                result = train(ft, resume=resume and Path(ft.train.out_dir, "checkpoints").exists(),
-                               init_from=policy, data_root=data_root,
-                               tracking_parent_run=run.run_id)
-                policy = result.policy_dir
-                model_uri = f"runs:/{result.run_id}/policy_model" if result.run_id else None
+                    ft = finetune_config(cfg, k, out_dir)
+                    # resume: the same round's interrupted fine-tuning (and its MLflow run)
+                    result = train(ft, resume=resume, init_from=policy, data_root=data_root,
+                                   tracking_parent_run=run.run_id)
+                    policy = result.policy_dir
+                    model_uri = (f"runs:/{result.run_id}/policy_model" if result.run_id
+                                 else None)
+                    if track and result.run_id:  # one a killed attempt opened, unrecorded
+                        from pac.tracking import end_stale_runs
+
+                        end_stale_runs(cfg, run.run_id, f"finetune-{cfg.model.scale}",
+                                       result.run_id)
+                    _mark(work, stages, "finetuned", {"policy": str(policy),
+                                                      "model_uri": model_uri})
             tasks, overall, mean_return, pct = evaluate_success(cfg, policy, work / "eval", track,
                                                                 run.run_id)
             rollouts = EpisodeStore(store_root(data_root)).episodes
@@ -375,7 +429,7 @@ def rlft(
                 row.champion = beats_all(row, rows)
             rows.append(row)
             _write_tables(out_dir, rows, cfg, tracker.run_id)
-            _log_round(run, row, report, time.perf_counter() - start)
+            _log_round(run, row, time.perf_counter() - start)
             tracker.log_metrics(round_metrics(row), step=k)  # the rounds as one chart
             run.finish()
             log(f"round {k}: success {format_cell(overall)}"
@@ -432,9 +486,10 @@ def round_metrics(row: RoundRow) -> dict[str, float]:
     return metrics
 
 
-def _log_round(run, row: RoundRow, report: IngestReport | None, seconds: float) -> None:
+def _log_round(run, row: RoundRow, seconds: float) -> None:
     """The round's run: its headline numbers (the same keys in every round; per-task numbers
-    are on the nested evaluation runs), the ingest, and its data version."""
+    are on the nested evaluation runs) and its data version (the ingest is logged when it is
+    done)."""
     metrics = round_metrics(row) | {
         "episodes_added": row.episodes_added, "rollout_episodes": row.rollout_episodes,
         "round_seconds": seconds,
@@ -444,10 +499,6 @@ def _log_round(run, row: RoundRow, report: IngestReport | None, seconds: float) 
     run.log_metrics(metrics, step=row.round)
     run.set_tags({"pac.success": format_cell(row.overall),
                   "pac.pct_expert": format_pct(row.pct_expert)})
-    if report is not None:
-        from pac.rlft.ingest import log_ingest
-
-        log_ingest(run, report)
     run.log_params({"policy": row.policy} | {f"data_version.{k}": v
                                              for k, v in row.data_version.items()})
     run.log_datasets(row.data_version)

@@ -255,6 +255,8 @@ def train(
         tracker.log_artifact(out_dir / "config.yaml")
         if run_id is None:  # a resumed run has its dataset inputs already
             tracker.log_datasets(version)
+        if start:  # the continued run says where it picked up
+            tracker.set_tags({"pac.resumed_from_update": start})
 
     # 5. Data: this rank's share of every update from `start` on.
     tokenizer = tokenizer_path(root)
