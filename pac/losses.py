@@ -80,8 +80,8 @@ def categorical_projection(
     spacing = (vmax - vmin) / (n - 1)
     # hat = max(0, 1 - |shifted - support| / spacing), [N, j, i]: the same operations in the
     # same order as the out-of-place expression (1 - x is -x + 1 exactly), but in place on one
-    # buffer: the O(N n^2) tensor is the largest one of the loss outside the network (6.4 of
-    # ~13 ms of the loss's own forward work at N = 128, n = 101, before this change).
+    # buffer: the O(N n^2) tensor is the loss's largest work outside the networks (6.0 -> 2.5 ms
+    # at N = 128, n = 101; benchmarks/bench_loss.py, BENCHMARKS.md).
     hat = (shifted[:, :, None] - support).abs_().div_(spacing).neg_().add_(1.0).clamp_(min=0.0)
     return torch.bmm(probs.float()[:, None, :], hat)[:, 0]
 
