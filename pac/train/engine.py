@@ -97,13 +97,15 @@ METRIC_NAMES = {
 
 
 class PACObjective(nn.Module):
-    """model + loss: ``forward(batch, target, step) -> (total loss, {metric: float})``.
+    """model + loss: ``forward(batch, target, step) -> (total loss, {metric: 0-d tensor})``.
 
     The loss is eq. 11 (eq. 14 for PAC+V). theta' is passed in, not registered, so DeepSpeed
-    neither optimises nor partitions it. The output is a tensor plus plain floats so ZeRO-3's
-    hooks see every tensor leaving the module. The samples a' ~ pi_theta' come from this rank's
-    own generator (checkpointed with the run), so no other consumer of torch's global RNG can
-    shift them: resume is exact.
+    neither optimises nor partitions it. ZeRO-3's hooks see every tensor leaving the module
+    (the metrics are detached: no backward hook). The samples a' ~ pi_theta' come from this
+    rank's own generator (checkpointed with the run), so no other consumer of torch's global RNG
+    can shift them: resume is exact. The metrics are detached device tensors (views of
+    ``LossOutput.metric_values``): the trainer sums them on the device and reads them once per
+    logging window, so an update never waits for the device to report them.
 
     `precision` "bf16" runs the forward (model and loss) under bf16 autocast on the
     generator's device: matmuls and attention in bf16, the weights (and, on CPU, the
@@ -121,13 +123,14 @@ class PACObjective(nn.Module):
 
     def forward(
         self, batch: Batch, target: nn.Module, step: int
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from pac.losses import compute_loss
 
         with torch.autocast(self.generator.device.type, dtype=torch.bfloat16,
                             enabled=self.precision == "bf16"):
             out = compute_loss(self.model, target, batch, self.loss_cfg, step, self.generator)
-        return out.total.float(), {METRIC_NAMES.get(k, k): v for k, v in out.metrics.items()}
+        metrics = out.metric_tensors()
+        return out.total.float(), {METRIC_NAMES.get(k, k): v for k, v in metrics.items()}
 
 
 def build_engine(objective: PACObjective, cfg: PACConfig, world_size: int):

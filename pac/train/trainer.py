@@ -9,8 +9,9 @@ One update, top to bottom:
    clips to norm 1.0 and takes the AdamW step with the Table 12 learning rate;
 3. every f_theta' updates theta' <- theta (gathered under ZeRO-3);
 4. every `train.log_every` updates the losses, lr, grad norm, mean Q, alpha, samples/s, steps/s
-   and MFU go to MLflow; every `train.checkpoint_every` updates (and at the end) a checkpoint is
-   written that `resume=True` continues from exactly.
+   and MFU go to MLflow (the per-update metrics are summed on the device and read once per
+   logging window, not once per update); every `train.checkpoint_every` updates (and at the
+   end) a checkpoint is written that `resume=True` continues from exactly.
 
 At the end the online weights are exported as a plain inference checkpoint (safetensors) for
 evaluation and RLFT, and logged to MLflow with the resolved config and the final checkpoint.
@@ -108,10 +109,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def grad_norm(params: list[torch.Tensor]) -> float:
-    """Global L2 norm of the (all-reduced, unclipped) gradients."""
+def grad_norm(params: list[torch.Tensor]) -> torch.Tensor | float:
+    """Global L2 norm of the (all-reduced, unclipped) gradients, as a 0-d device tensor (no
+    sync: the trainer reads it with the other metrics once per logging window)."""
     grads = [p.grad.detach().norm() for p in params if p.grad is not None]
-    return float(torch.stack(grads).norm()) if grads else 0.0
+    return torch.stack(grads).norm() if grads else 0.0
+
+
+def read_metrics(sums: dict[str, torch.Tensor | float], steps: int) -> dict[str, float]:
+    """A logging window's per-update means as floats: the sums stacked and read in one sync."""
+    keys = list(sums)
+    device = next((v.device for v in sums.values() if isinstance(v, torch.Tensor)), None)
+    stacked = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=device)
+                           for k in keys])
+    return {k: v / steps for k, v in zip(keys, stacked.tolist(), strict=True)}
 
 
 def split(batch, micro: int) -> list:
@@ -278,7 +289,7 @@ def train(
             if rank == 0 else 0.0)
     params = [p for p in engine.module.parameters() if p.requires_grad]
     history: list[dict[str, float]] = []
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor | float] = {}  # on the device until the window is logged
     last = {}
     window_start, window_steps = time.perf_counter(), 0
     ckpt = None
@@ -307,8 +318,7 @@ def train(
 
             done = step + 1
             if done % t.log_every == 0 or done == t.steps:
-                metrics = mean_across_ranks({k: v / window_steps for k, v in sums.items()},
-                                            world_size, device)
+                metrics = mean_across_ranks(read_metrics(sums, window_steps), world_size, device)
                 elapsed = time.perf_counter() - window_start
                 steps_per_s = window_steps / elapsed
                 metrics |= {

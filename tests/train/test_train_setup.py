@@ -200,3 +200,13 @@ def test_rng_states_round_trip():
     again = (torch.rand(3, generator=gen), torch.rand(3), np.random.rand(), random.random())
     assert torch.equal(expected[0], again[0]) and torch.equal(expected[1], again[1])
     assert expected[2:] == again[2:]
+
+
+def test_read_metrics_one_read_of_device_sums():
+    from pac.train.trainer import grad_norm, read_metrics
+
+    w = torch.nn.Parameter(torch.zeros(2))
+    w.grad = torch.tensor([3.0, 4.0])
+    sums = {"loss/total": torch.tensor(6.0), "grad_norm": grad_norm([w]) + 1.0, "x": 1.5}
+    assert isinstance(sums["grad_norm"], torch.Tensor)  # no host read per update
+    assert read_metrics(sums, 3) == pytest.approx({"loss/total": 2.0, "grad_norm": 2.0, "x": 0.5})
