@@ -281,7 +281,7 @@ class PolicyServer:
         generator: torch.Generator | None = None,
     ) -> np.ndarray:
         """One action (float32 [N^A_task], in the task's action range) for one observation."""
-        from pac.model.distributions import expected_value, mean_action, mode, sample
+        from pac.model.distributions import mean_action, mode, sample
 
         start = time.perf_counter()
         inp = self._task_input(task)
@@ -299,9 +299,7 @@ class PolicyServer:
             action = sample(logits, action_mask, 1, generator=generator)[:, 0]
         else:
             candidates = sample(logits, action_mask, self.num_candidates, generator=generator)
-            with self._autocast():
-                q_logits = self.model.q_logits(z, candidates, action_mask)  # [1, K, N_Q]
-            q = expected_value(q_logits.float(), self.cfg.loss.value_min, self.cfg.loss.value_max)
+            q = self._expected_q(z, candidates, action_mask)
             action = candidates[0, q[0].argmax()].unsqueeze(0)
         a = action[0, : inp.spec.num_actions].float().cpu().numpy()
         # bins live in [-1, 1]; map to the task's action range (identity for dm_control tasks)
@@ -309,6 +307,63 @@ class PolicyServer:
         a = low + (np.clip(a, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
         self.latencies.append(time.perf_counter() - start)
         return a.astype(np.float32)
+
+    def _expected_q(
+        self, z: torch.Tensor, actions: torch.Tensor, action_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """E[Q(s, a)] [B, K] of K actions [B, K, N^A] (bin space [-1, 1]) from the cached z_M."""
+        from pac.model.distributions import expected_value
+
+        with self._autocast():
+            q_logits = self.model.q_logits(z, actions, action_mask)  # [B, K, N_Q]
+        return expected_value(q_logits.float(), self.cfg.loss.value_min, self.cfg.loss.value_max)
+
+    @torch.inference_mode()
+    def q_values(
+        self,
+        proprio: np.ndarray | dict[str, Any],
+        task: str,
+        actions: np.ndarray,
+        num_samples: int = 0,
+        images: np.ndarray | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """E[Q(s, a)] of given actions and of `num_samples` draws a ~ pi(.|s), one encoder pass.
+
+        `actions` [K, N^A_task] are in the task's action range (as :meth:`act` returns them);
+        they are mapped to the bins' [-1, 1] and padded to the model's N^A. Returns float64
+        (Q of `actions` [K], Q of the policy samples [num_samples]): the Q decoding of
+        ``q_rerank``, for critic diagnostics (benchmarks/probe_critic.py).
+        """
+        from pac.model.distributions import sample
+
+        inp, m = self._task_input(task), self.cfg.model
+        given = np.asarray(actions, dtype=np.float32)
+        if given.ndim == 1:
+            given = given[None]
+        if given.ndim != 2 or given.shape[1] != inp.spec.num_actions:
+            raise ValueError(
+                f"{task}: actions must be [K, {inp.spec.num_actions}], got {list(given.shape)}"
+            )
+        if num_samples < 0:
+            raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+        low, high = inp.spec.action_low, inp.spec.action_high
+        unit = 2.0 * (given - low) / (high - low) - 1.0  # inverse of act's range mapping
+        device = next(self.model.parameters()).device
+        padded = torch.zeros(1, given.shape[0], m.num_actions, device=device)
+        padded[0, :, : given.shape[1]] = torch.from_numpy(unit.astype(np.float32)).to(device)
+        obs = self.observation(proprio, task, images).to(device)
+        action_mask = inp.action_mask.to(device)
+        with self._autocast():
+            z = self.model.encode(obs)
+        candidates = padded
+        if num_samples:
+            with self._autocast():
+                logits = self.model.policy_logits(z).float()
+            drawn = sample(logits, action_mask, num_samples, generator=generator)
+            candidates = torch.cat([padded, drawn.to(padded.dtype)], dim=1)
+        q = self._expected_q(z, candidates, action_mask)[0].double().cpu().numpy()
+        return q[: given.shape[0]], q[given.shape[0] :]
 
     def _autocast(self) -> torch.autocast:
         """bf16 autocast on the model's device when precision is bf16 (a no-op for fp32)."""
