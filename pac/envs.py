@@ -137,24 +137,26 @@ def _cartpole(env, task: str) -> np.ndarray:
     return -_cartpole_gain(task) @ state
 
 
-def _reacher(env, kp: float = 4.0, kd: float = 0.4) -> np.ndarray:
-    """Joint-space PD to the 2-link inverse kinematics solution nearest the current pose."""
+def _reacher(env, kp: float = 2.0, kd: float = 0.2, damping: float = 0.05) -> np.ndarray:
+    """Damped-least-squares inverse kinematics towards the target, as a joint-space PD.
+
+    dq = J^T (J J^T + damping^2 I)^-1 d, with d the fingertip-to-target vector and J the arm's
+    Jacobian: one smooth function of (angles, d), with no choice between elbow branches and no
+    angle wrapping. Gains measured over 40 reacher.easy episodes: kp 2, kd 0.2 return 90.0 with
+    100 % success and 4 % of actions clipped at +-1; kp 4, kd 0.4 return 91.2 but 39 % clipped
+    (bang-bang data, which per-dimension argmax decoding imitates badly); the former IK-branch
+    expert returned 92.3.
+    """
     physics = env.physics
     l1 = physics.named.model.body_pos["hand", "x"]
     l2 = physics.named.model.body_pos["finger", "x"]
-    target = physics.named.data.geom_xpos["finger", :2] + physics.finger_to_target()
-    radius = float(np.clip(np.linalg.norm(target), abs(l1 - l2) + 1e-6, l1 + l2 - 1e-6))
-    elbow = math.acos(np.clip((radius**2 - l1**2 - l2**2) / (2 * l1 * l2), -1.0, 1.0))
-    q = physics.data.qpos[:2]
-    best = None
-    for wrist in (elbow, -elbow):
-        shoulder = math.atan2(target[1], target[0]) - math.atan2(
-            l2 * math.sin(wrist), l1 + l2 * math.cos(wrist)
-        )
-        error = np.array([math.remainder(shoulder - q[0], 2 * math.pi), wrist - q[1]])
-        if best is None or np.abs(error).sum() < np.abs(best).sum():
-            best = error
-    return kp * best - kd * physics.velocity()
+    q1, q2 = physics.data.qpos[:2]
+    s1, c1 = math.sin(q1), math.cos(q1)
+    s12, c12 = math.sin(q1 + q2), math.cos(q1 + q2)
+    jac = np.array([[-l1 * s1 - l2 * s12, -l2 * s12], [l1 * c1 + l2 * c12, l2 * c12]])
+    d = physics.finger_to_target()
+    dq = jac.T @ np.linalg.solve(jac @ jac.T + damping**2 * np.eye(2), d)
+    return kp * dq - kd * physics.velocity()
 
 
 def expert_action(task: str, env, rng: np.random.Generator | None = None) -> np.ndarray:

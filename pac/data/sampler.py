@@ -35,6 +35,7 @@ from pac.batch import Batch
 from pac.config import PACConfig, group_alpha_beta
 from pac.data.store import EpisodeStore, Shard
 from pac.data.tokenizer import TaskTokenizer
+from pac.tasks import TASKS, proprio_features
 
 PERIOD = 10_000  # slots of the group schedule
 
@@ -118,6 +119,11 @@ class TrajectorySampler:
 
     # -- set-up -----------------------------------------------------------------------------------
 
+    @staticmethod
+    def _features(task: str, raw: np.ndarray) -> np.ndarray:
+        """Stored observations -> the model's proprioceptive features (pac.tasks)."""
+        return proprio_features(TASKS[task], raw) if task in TASKS else raw
+
     def _tokens(self, task: str) -> tuple[np.ndarray, np.ndarray]:
         """Task tokens padded (or checked) to model.num_text_tokens."""
         ids, mask = self.tokenizer.encode(task)
@@ -141,10 +147,12 @@ class TrajectorySampler:
     def _dataset(self, group: str, task: str) -> _Dataset | None:
         shards = [s for s in self.store.shards if s.group == group and s.task == task]
         m = self.cfg.model
+        spec = TASKS.get(task)
         for s in shards:
-            if s.proprio.shape[1] > m.num_proprio or s.actions.shape[1] > m.num_actions:
+            width = s.proprio.shape[1] + (len(spec.angle_dims) if spec else 0)
+            if width > m.num_proprio or s.actions.shape[1] > m.num_actions:
                 raise ValueError(
-                    f"shard {s.key}: task {task} has N^P={s.proprio.shape[1]},"
+                    f"shard {s.key}: task {task} has N^P={width} (features),"
                     f" N^A={s.actions.shape[1]}; model.num_proprio/num_actions are"
                     f" {m.num_proprio}/{m.num_actions}"
                 )
@@ -260,8 +268,9 @@ class TrajectorySampler:
                 sub, shard = sel[hit], ds.shards[si]
                 valid = steps[None, :] < n[hit, None]  # [b, T]
                 rows = first[hit, None] + np.minimum(steps[None, :], n[hit, None] - 1)
-                p, a = shard.proprio.shape[1], shard.actions.shape[1]
-                proprio[sub, :, :p] = np.where(valid[..., None], shard.proprio[rows], 0.0)
+                feats = self._features(ds.task, shard.proprio[rows])
+                p, a = feats.shape[-1], shard.actions.shape[1]
+                proprio[sub, :, :p] = np.where(valid[..., None], feats, 0.0)
                 actions[sub, :, :a] = np.where(valid[..., None], shard.actions[rows], 0.0)
                 rewards[sub] = np.where(valid, shard.rewards[rows], 0.0)
                 discounts[sub] = np.where(valid, shard.discounts[rows], 0.0)
@@ -272,7 +281,7 @@ class TrajectorySampler:
                 if final.any():
                     fsub, pos = sub[final], n[hit][final]
                     frow = ds.row[e[hit]][final]
-                    proprio[fsub, pos, :p] = shard.final_proprio[frow]
+                    proprio[fsub, pos, :p] = self._features(ds.task, shard.final_proprio[frow])
                     observed[fsub, pos] = True
                     if images is not None and shard.final_images is not None:
                         cams = min(shard.final_images.shape[1], m.num_images)

@@ -327,10 +327,10 @@ def _check_tasks(tasks: list[str], model_cfg: Any | None) -> None:
             raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
         spec = TASKS[task]
         if model_cfg is not None and (
-            spec.num_proprio > model_cfg.num_proprio or spec.num_actions > model_cfg.num_actions
+            spec.num_features > model_cfg.num_proprio or spec.num_actions > model_cfg.num_actions
         ):
             raise ValueError(
-                f"task {task} needs num_proprio>={spec.num_proprio} and num_actions>="
+                f"task {task} needs num_proprio>={spec.num_features} and num_actions>="
                 f"{spec.num_actions}; the checkpoint's model has {model_cfg.num_proprio}/"
                 f"{model_cfg.num_actions}"
             )

@@ -31,7 +31,7 @@ import torch
 
 from pac.batch import Observation
 from pac.config import DECODES, PRECISIONS, PACConfig
-from pac.tasks import TASKS, TaskSpec
+from pac.tasks import TASKS, TaskSpec, proprio_features
 
 Policy = Callable[[Any, Any], np.ndarray]  # (dm_control env, TimeStep) -> action [N^A_task]
 
@@ -203,9 +203,9 @@ class PolicyServer:
         """Per-task constant inputs (tokens, masks), built once and cached."""
         if task not in self._tasks:
             spec, m = _spec(task), self.cfg.model
-            if spec.num_proprio > m.num_proprio or spec.num_actions > m.num_actions:
+            if spec.num_features > m.num_proprio or spec.num_actions > m.num_actions:
                 raise ValueError(
-                    f"{task} needs num_proprio>={spec.num_proprio}, num_actions>="
+                    f"{task} needs num_proprio>={spec.num_features}, num_actions>="
                     f"{spec.num_actions}; the model has {m.num_proprio}/{m.num_actions}"
                 )
             ids, mask = self.tokenizer.encode(task)
@@ -220,7 +220,7 @@ class PolicyServer:
                 spec=spec,
                 text=text,
                 text_mask=text_mask,
-                proprio_mask=(torch.arange(m.num_proprio) < spec.num_proprio).unsqueeze(0),
+                proprio_mask=(torch.arange(m.num_proprio) < spec.num_features).unsqueeze(0),
                 action_mask=(torch.arange(m.num_actions) < spec.num_actions).unsqueeze(0),
             )
         return self._tasks[task]
@@ -241,8 +241,9 @@ class PolicyServer:
             raise ValueError(
                 f"{task}: expected {inp.spec.num_proprio} finite proprio values, got {flat!r}"
             )
+        features = proprio_features(inp.spec, flat)
         padded = torch.zeros(1, m.num_proprio)
-        padded[0, : flat.shape[0]] = torch.from_numpy(flat)
+        padded[0, : features.shape[0]] = torch.from_numpy(features)
         obs = Observation(padded, inp.proprio_mask, inp.text, inp.text_mask)
         if m.num_images:
             obs.images, obs.image_mask = self._images(images, m.num_images, m.image_size)

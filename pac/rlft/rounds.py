@@ -286,7 +286,7 @@ def _check_start(cfg: PACConfig, checkpoint: Path, data_root: Path, resume: bool
         from pac.tasks import TASKS
 
         spec = TASKS[task]
-        if spec.num_proprio > cfg.model.num_proprio or spec.num_actions > cfg.model.num_actions:
+        if spec.num_features > cfg.model.num_proprio or spec.num_actions > cfg.model.num_actions:
             raise ConfigError(f"rlft.tasks: {task} does not fit the model's input sizes")
     store = EpisodeStore(store_root(data_root))
     if not store.shards:

@@ -1,5 +1,7 @@
 """The lambda-weighted sampler (App. C.4): frequencies, looping, determinism, ranks, padding."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -87,7 +89,7 @@ def test_padding_masks_alpha_beta(small_store, tokenizer):
     assert batch.text.shape == batch.text_mask.shape == (64, m.num_text_tokens)
     for b in range(64):
         n_p = int(batch.proprio_mask[b].sum())
-        assert n_p in (4, 5, 6) and not batch.proprio[b, :, n_p:].any()  # padded dims are zero
+        assert n_p in (4, 5, 8) and not batch.proprio[b, :, n_p:].any()  # padded dims are zero
         n_a = int(batch.action_mask[b].sum())
         assert not batch.actions[b, :, n_a:].any()
         valid = batch.step_mask[b]
@@ -99,6 +101,26 @@ def test_padding_masks_alpha_beta(small_store, tokenizer):
     assert torch.all(a == 0.75) and torch.all(batch.beta[batch.group == 1] == 10.0)
     cfg = sampler.cfg
     assert torch.all(batch.alpha[batch.group == 2] == cfg.loss.alpha)  # group default
+
+
+def test_stored_reacher_angles_reach_the_model_as_sin_cos(small_store, tokenizer):
+    """Reacher's raw [q0, q1, d0, d1, v0, v1] arrives as [sin q0, sin q1, d0, d1, v0, v1,
+    cos q0, cos q1]; tasks without angles arrive as stored."""
+    sampler = _sampler(small_store, tokenizer, "data.trajectory_length=3")
+    batch = sampler.batch(0, 64)
+    group, dataset, episode, offset = sampler.sample_indices(0, 64)
+    seen = set()
+    for b in range(64):
+        ds = sampler.datasets[group[b]][dataset[b]]
+        shard = ds.shards[ds.shard_of[episode[b]]]
+        raw = [float(v) for v in shard.proprio[ds.start[episode[b]] + offset[b]]]
+        if ds.task.startswith("reacher"):
+            raw = [math.sin(raw[0]), math.sin(raw[1]), *raw[2:], math.cos(raw[0]),
+                   math.cos(raw[1])]
+        np.testing.assert_allclose(batch.proprio[b, 0, :len(raw)].numpy(), raw, atol=1e-6)
+        assert int(batch.proprio_mask[b].sum()) == len(raw)
+        seen.add(ds.task)
+    assert "reacher.easy" in seen and "point_mass.easy" in seen
 
 
 def test_success_only_samples_successful_episodes(small_store, tokenizer):

@@ -1,5 +1,7 @@
 """pac.evaluation.rollout: episodes in real dm_control, and a real checkpoint served at batch 1."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -47,12 +49,21 @@ def test_server_builds_the_training_input_format(ckpt):
     obs = server.observation(ts.observation, "reacher.easy")
     m = server.cfg.model
     assert obs.proprio.shape == (1, m.num_proprio) and obs.text.shape == (1, m.num_text_tokens)
-    assert obs.proprio_mask[0].tolist() == [True] * 6 + [False] * (m.num_proprio - 6)
-    assert obs.proprio[0, 6:].abs().sum() == 0
+    assert m.num_proprio == 8  # reacher: 6 observed values, its 2 angles read as (sin, cos)
+    assert obs.proprio_mask[0].tolist() == [True] * 8
     ids, mask = server.tokenizer.encode("reacher.easy")
     assert obs.text[0].tolist() == ids.tolist() and obs.text_mask[0].tolist() == mask.tolist()
     flat = np.concatenate([np.ravel(v) for v in ts.observation.values()])
     assert torch.equal(server.observation(flat, "reacher.easy").proprio, obs.proprio)
+    q0, q1 = (float(v) for v in ts.observation["position"])
+    expected = [math.sin(q0), math.sin(q1), *flat[2:6], math.cos(q0), math.cos(q1)]
+    np.testing.assert_allclose(obs.proprio[0].numpy(), expected, rtol=1e-6, atol=1e-6)
+    turned = flat.copy()
+    turned[0] += 2 * math.pi  # the same arm pose, one more turn of the unbounded shoulder
+    np.testing.assert_allclose(server.observation(turned, "reacher.easy").proprio.numpy(),
+                               obs.proprio.numpy(), atol=1e-5)
+    pm = server.observation(np.arange(4, dtype=np.float32), "point_mass.easy")  # no angles: raw
+    assert pm.proprio[0].tolist() == [0, 1, 2, 3, 0, 0, 0, 0]
     with pytest.raises(ValueError, match="expected 6 finite proprio values"):
         server.observation(flat[:5], "reacher.easy")
     with pytest.raises(ValueError, match="walker.stand needs num_proprio>=24"):
