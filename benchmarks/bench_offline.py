@@ -16,8 +16,9 @@ Public peers (d3rlpy's TD3+BC and IQL on the same transitions, in the benchmark'
 environment) run from ``benchmarks/peers_d3rlpy.py`` on the same ``<out>/data``.
 
 Every arm trains the same small Perceiver (``BENCH_MODEL``: D_Z 64, 2 latent blocks, 16 latents,
-about 7 updates/s for BC on one core of the 2-core reference laptop; the tiny default of
-params/default.yaml runs at 1) and PAC arms use eta = 0.02 (``BENCH_ETA``): on point_mass and
+about 7 updates/s for BC on one core of the 2-core reference laptop; written out so the table
+does not move with the defaults, it is the ``tiny`` scale of params/default.yaml since this table
+chose it) and PAC arms use eta = 0.02 (``BENCH_ETA``, also the default's): on point_mass and
 cartpole with this data the spread of Q over the 10 samples is 0.2-0.4, so eta = 0.1 leaves the
 weights near uniform (ESS 7.7 of 10) while eta = 0.02 gives ESS 5-6 (measured, BENCHMARKS.md).
 Arms run ``--jobs`` at a time, one thread each. Per arm, intervals pool every evaluation episode
