@@ -180,7 +180,9 @@ class EvalConfig:
     #: GPUs run it 2-3x faster, actions agree with fp32 up to near-ties)
     precision: str = "fp32"
     max_steps: int = 0  # 0 = data.episode_steps
-    videos_per_task: int = 1
+    #: review GIFs a task (160x160): the first success, then the first failure, then further
+    #: episodes in order (pac.evaluation.videos.choose_episodes); 0 = no videos, no rendering
+    videos_per_task: int = 2
     held_out_tasks: list[str] = field(default_factory=list)
     seed: int = 1000
     out_dir: str = "runs/eval"
