@@ -5,6 +5,7 @@ import math
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,3 +201,25 @@ def test_rng_states_round_trip():
     again = (torch.rand(3, generator=gen), torch.rand(3), np.random.rand(), random.random())
     assert torch.equal(expected[0], again[0]) and torch.equal(expected[1], again[1])
     assert expected[2:] == again[2:]
+
+
+def test_deepspeed_op_build_is_announced_only_when_it_will_build(tmp_path, monkeypatch, capsys):
+    """The op's cache place is torch's own (cpp_extension's build directory), not ours."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    from pac.train.engine import announce_op_build, pending_op_build
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert pending_op_build("ShareMemCommBuilder") == "deepspeed_shm_comm"  # empty cache
+    line = announce_op_build("ShareMemCommBuilder", "CPU communication")
+    assert line and "building DeepSpeed's CPU communication op deepspeed_shm_comm" in line
+    assert line in capsys.readouterr().out
+    monkeypatch.setenv("LOCAL_RANK", "1")  # other ranks stay quiet
+    assert announce_op_build("ShareMemCommBuilder", "CPU communication") is None
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    built = Path(_get_build_directory("deepspeed_shm_comm", False)) / "deepspeed_shm_comm.so"
+    built.write_bytes(b"")  # what a finished build leaves
+    assert pending_op_build("ShareMemCommBuilder") is None
+    assert announce_op_build("ShareMemCommBuilder", "CPU communication") is None
+    assert capsys.readouterr().out == ""
