@@ -204,7 +204,7 @@ class PACFlow(FlowSpec):
     @step
     def evaluate_join(self, inputs):
         """The evaluation table over all domains (paper layout), plots, MLflow artefacts."""
-        from pac.evaluation.evaluator import merge_evaluations
+        from pac.evaluation.evaluator import log_videos, merge_evaluations
         from pac.plots import learning_curves, success_bars
         from pac.tracking import Tracker
 
@@ -220,6 +220,7 @@ class PACFlow(FlowSpec):
         tracker = Tracker(cfg, "", run_id=self.mlflow_run_id)
         for name in ("results.md", "results.csv", "metrics.json"):
             tracker.log_artifact(merged.out_dir / name, "evaluation")
+        log_videos(cfg, self.mlflow_run_id, merged.videos)  # every domain's, on the parent too
         from metaflow.cards import Image, Markdown
 
         current.card.append(Markdown(self.eval_table))

@@ -194,7 +194,9 @@ class EvalConfig:
     #: length of the data the policy was trained on (the checkpoint's horizons.json), else
     #: data.episode_steps (docs/rollout_format.md, "Control rate and horizon")
     max_steps: int = 0
-    videos_per_task: int = 1
+    #: review GIFs a task (160x160): the first success, then the first failure, then further
+    #: episodes in order (pac.evaluation.videos.choose_episodes); 0 = no videos, no rendering
+    videos_per_task: int = 2
     held_out_tasks: list[str] = field(default_factory=list)
     seed: int = 1000
     out_dir: str = "runs/eval"

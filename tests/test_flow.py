@@ -185,6 +185,10 @@ def test_mlflow_server_shows_parent_nested_runs_params_and_artifacts(flow_repo):
         videos = _get(api, f"/artifacts/list?run_id={evals[0]['info']['run_id']}"
                            "&path=eval/videos")
         assert videos.get("files"), "no evaluation video logged"
+        child_videos = {f["path"].rsplit("/", 1)[1] for run in evals for f in _get(
+            api, f"/artifacts/list?run_id={run['info']['run_id']}&path=eval/videos")["files"]}
+        on_parent = _get(api, f"/artifacts/list?run_id={pid}&path=evaluation/videos")
+        assert {f["path"].rsplit("/", 1)[1] for f in on_parent.get("files", [])} == child_videos
         top = _get(api, f"/artifacts/list?run_id={pid}")
         top_paths = {f["path"] for f in top.get("files", [])}
         assert {"model_card.md", "evaluation", "figures"} <= top_paths

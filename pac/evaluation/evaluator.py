@@ -18,9 +18,10 @@ else ``data.episode_steps``); its references run over the same horizon (part of 
 key), and the tables, ``metrics.json`` and the MLflow params record it.
 
 Outputs in ``out_dir``: ``results.csv``, ``results.md`` (paper layout), ``metrics.json`` (for
-``dvc metrics show``), ``episodes.csv``, ``references.json`` and ``videos/*.gif`` of the first
-episodes per task. The same seed gives the same tables (episodes are seeded by task and index,
-never by worker; every worker and the in-process path run torch on one thread).
+``dvc metrics show``), ``episodes.csv``, ``references.json`` and ``videos/*.gif``: per task a
+success and a failure episode (``eval.videos_per_task``), replayed and rendered at 160x160 after
+the evaluation. The same seed gives the same tables (episodes are seeded by task and index, never
+by worker; every worker and the in-process path run torch on one thread).
 
 This module runs the episodes and writes the outputs; the rows and tables are
 :mod:`pac.evaluation.tables`, the videos :mod:`pac.evaluation.videos`, the episode loop and the
@@ -54,7 +55,7 @@ from pac.evaluation.tables import (
     metrics_dict,
     summarise_results,
 )
-from pac.evaluation.videos import _write_gif
+from pac.evaluation.videos import VIDEO_SIZE, _write_gif, choose_episodes, video_label, video_name
 from pac.io import atomic_write_text
 from pac.tasks import TASKS
 
@@ -80,7 +81,7 @@ class Job:
     episode: int
     seed: int
     max_steps: int
-    video: str | None = None  # write a gif of this episode here
+    video: str | None = None  # replay with rendering, write the episode's gif in this folder
 
 
 @dataclass
@@ -176,11 +177,12 @@ def _run_job(job: Job) -> dict[str, Any]:
     policy, server = _policy(job.policy, job.task, job.seed)
     env = episode_env(job.task, job.seed, job.max_steps)
     start = len(server.latencies) if server else 0
-    ep = run_episode(env, policy, job.task, job.max_steps, record_frames=job.video is not None)
+    ep = run_episode(env, policy, job.task, job.max_steps, record_frames=job.video is not None,
+                     frame_size=VIDEO_SIZE)
     if job.video is not None:
-        label = (f"{job.task} #{job.episode}\nreturn {ep.total_return:.1f}  "
-                 + ("success" if ep.success else "failure"))
-        _write_gif(Path(job.video), ep.frames, label)
+        label = video_label(job.task, job.episode, ep.total_return, ep.success)
+        name = video_name(job.task, job.episode, ep.total_return, ep.success)
+        _write_gif(Path(job.video) / name, ep.frames, label)
     return {
         "task": job.task,
         "episode": job.episode,
@@ -396,8 +398,7 @@ def evaluate(
     for stale in videos_dir.glob("*.gif"):  # videos of an earlier evaluation in this folder
         stale.unlink()
     jobs = [
-        Job(spec, task, i, episode_seed(e.seed, task, i), max_steps[task],
-            str(videos_dir / f"{task}_{i}.gif") if i < e.videos_per_task else None)
+        Job(spec, task, i, episode_seed(e.seed, task, i), max_steps[task])
         for task in tasks
         for i in range(e.episodes_per_task)
     ]
@@ -409,6 +410,12 @@ def evaluate(
         start = time.perf_counter()
         results = run(jobs, desc=f"pac eval {','.join(tasks)}")
         wall = time.perf_counter() - start
+        # Videos: replay only the chosen episodes (same seed, same episode) with rendering.
+        replays = [Job(spec, r["task"], r["episode"], r["seed"], max_steps[r["task"]],
+                       str(videos_dir))
+                   for r in choose_episodes(results, e.videos_per_task)]
+        if replays:
+            run(replays, desc="pac eval videos")
 
     latencies = [x for r in results for x in r["latencies"]]
     timing = {
@@ -425,7 +432,7 @@ def evaluate(
         out_dir=out,
         rows=rows,
         metrics=metrics,
-        videos=[Path(j.video) for j in jobs if j.video],
+        videos=sorted(videos_dir.glob("*.gif")),
         inference_hz=timing["inference_hz"],
         episodes_per_s=timing["episodes_per_s"],
     )
@@ -545,6 +552,21 @@ def _row_tags(row: dict[str, Any]) -> dict[str, str]:
             "pac.pct_expert": _ci(row["pct_expert"], row["pct_expert_low"],
                                   row["pct_expert_high"]),
             "pac.episodes": str(row["episodes"])}
+
+
+def log_videos(cfg: PACConfig, run_id: str, videos: Iterable[Path],
+               path: str = "evaluation/videos") -> list[str]:
+    """Log review videos (e.g. every domain's, merged) to an existing MLflow run, such as the
+    flow's parent run, under `path`; returns the artifact paths. The file names carry task,
+    episode, outcome and return (:func:`pac.evaluation.videos.video_name`)."""
+    from pac.tracking import Tracker
+
+    tracker = Tracker(cfg, "", run_id=run_id)
+    logged = []
+    for video in videos:
+        tracker.log_artifact(video, path)
+        logged.append(f"{path}/{Path(video).name}")
+    return logged
 
 
 def _log_to_mlflow(

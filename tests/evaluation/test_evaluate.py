@@ -189,7 +189,7 @@ def test_pac_train_then_pac_eval_on_every_default_task(tmp_path, monkeypatch):
     policy = tmp_path / "pretrain" / "policy"
     out = tmp_path / "eval"
     first = run("eval", *common, "--set", "eval.episodes_per_task=2", "--set", "eval.workers=2",
-                "--out", str(out))
+                "--set", "eval.videos_per_task=1", "--out", str(out))
     print(first)
     tasks = {"point_mass.easy", "cartpole.balance", "reacher.easy"}  # params/default.yaml
     assert {r["name"] for r in _rows(out / "results.csv").values()} >= tasks
@@ -282,3 +282,47 @@ def test_merged_domain_folders_equal_one_joint_evaluation(tmp_path):
         merge_evaluations([parts[0].out_dir, parts[0].out_dir], tmp_path / "bad", cfg)
     with pytest.raises(FileNotFoundError, match="not an evaluation folder"):
         merge_evaluations([tmp_path], tmp_path / "bad", cfg)
+
+
+def test_review_videos_show_a_success_and_a_failure_at_160_pixels(tmp_path):
+    """Random actions on cartpole.balance for 20 steps keep the pole up in some episodes only
+    (seed 0): the videos are the first success and the first failure of episodes.csv, rendered
+    at >= 160 pixels, labelled in their names, on the evaluation run and the parent run."""
+    import imageio.v3 as iio
+
+    from pac.evaluation.evaluator import log_videos
+    from pac.tracking import Tracker, list_artifacts
+
+    cfg = _cfg(tmp_path, *_tracking(tmp_path), "eval.videos_per_task=2", "eval.seed=0",
+               "eval.max_steps=20")
+    parent = Tracker(cfg, "pac-flow", tags={"pac_role": "flow"})
+    result = evaluate(cfg, tasks=["cartpole.balance"], policy="random",
+                      tracking_parent_run=parent.run_id)
+    with open(result.out_dir / "episodes.csv") as fh:
+        episodes = sorted(csv.DictReader(fh), key=lambda r: int(r["episode"]))
+    wins = [r for r in episodes if r["success"] == "True"]
+    losses = [r for r in episodes if r["success"] == "False"]
+    assert wins and losses, "the setting must give both outcomes"
+    expected = {
+        f"cartpole.balance_ep{r['episode']}_{outcome}_return{float(r['return']):.1f}.gif"
+        for r, outcome in ((wins[0], "success"), (losses[0], "failure"))
+    }
+    assert {v.name for v in result.videos} == expected
+    for video in result.videos:
+        frames = iio.imread(video, index=None)
+        assert frames.shape[0] == 21  # the reset frame and one per step
+        assert frames.shape[1] >= 160 and frames.shape[2] >= 160
+        # native renders: neighbouring pixels differ (a 2x upscale repeats every pixel pair)
+        assert (frames[:, :160:2, :160:2] != frames[:, 1:160:2, 1:160:2]).any()
+    child = {p.rsplit("/", 1)[1] for p in list_artifacts(cfg, result.mlflow_run_id,
+                                                          "eval/videos")}
+    assert child == expected
+    log_videos(cfg, parent.run_id, result.videos)
+    on_parent = {p.rsplit("/", 1)[1] for p in list_artifacts(cfg, parent.run_id,
+                                                              "evaluation/videos")}
+    assert on_parent == expected
+    parent.finish()
+
+    none = evaluate(_cfg(tmp_path, "eval.max_steps=20"), tasks=["cartpole.balance"],
+                    policy="random", track=False)
+    assert none.videos == [] and not list((none.out_dir / "videos").glob("*"))

@@ -5,6 +5,7 @@ import math
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,3 +211,25 @@ def test_read_metrics_one_read_of_device_sums():
     sums = {"loss/total": torch.tensor(6.0), "grad_norm": grad_norm([w]) + 1.0, "x": 1.5}
     assert isinstance(sums["grad_norm"], torch.Tensor)  # no host read per update
     assert read_metrics(sums, 3) == pytest.approx({"loss/total": 2.0, "grad_norm": 2.0, "x": 0.5})
+
+
+def test_deepspeed_op_build_is_announced_only_when_it_will_build(tmp_path, monkeypatch, capsys):
+    """The op's cache place is torch's own (cpp_extension's build directory), not ours."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    from pac.train.engine import announce_op_build, pending_op_build
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert pending_op_build("ShareMemCommBuilder") == "deepspeed_shm_comm"  # empty cache
+    line = announce_op_build("ShareMemCommBuilder", "CPU communication")
+    assert line and "building DeepSpeed's CPU communication op deepspeed_shm_comm" in line
+    assert line in capsys.readouterr().out
+    monkeypatch.setenv("LOCAL_RANK", "1")  # other ranks stay quiet
+    assert announce_op_build("ShareMemCommBuilder", "CPU communication") is None
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    built = Path(_get_build_directory("deepspeed_shm_comm", False)) / "deepspeed_shm_comm.so"
+    built.write_bytes(b"")  # what a finished build leaves
+    assert pending_op_build("ShareMemCommBuilder") is None
+    assert announce_op_build("ShareMemCommBuilder", "CPU communication") is None
+    assert capsys.readouterr().out == ""
