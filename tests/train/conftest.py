@@ -30,6 +30,9 @@ TRAIN_OVERRIDES = [
     "train.lr_end=1.0e-3",
     "loss.target_update_period=10",
     "loss.num_action_samples=4",
+    # fp32 pinned: `auto` picks bf16 on CPUs with native bf16 (AMX), and the exact-resume and
+    # parity tests compare against fp32 runs (README, "Exact resume")
+    "train.precision=fp32",
 ]
 
 
