@@ -77,6 +77,12 @@ def check_data(root: Path) -> dict[str, str]:
         store = EpisodeStore(store_root(root), verify=True)
     except StoreError as exc:
         raise StoreError(f"refusing to train: {exc}") from exc
+    from pac.data.tokenizer import check_model
+
+    try:  # the tokenizer's bytes against the sha256 recorded when it was trained
+        check_model(tokenizer_path(root))
+    except ValueError as exc:
+        raise StoreError(f"refusing to train: {exc}") from exc
     if not store.shards:
         raise ConfigError(
             f"missing data version: the episode store {store_root(root)} holds no episodes,"
