@@ -12,12 +12,32 @@ from pathlib import Path
 
 import numpy as np
 
-from pac.io import atomic_write_bytes
+from pac.io import atomic_write_bytes, atomic_write_text, sha256_file
 from pac.tasks import TASKS
 
 PAD_ID = 0
 UNK_ID = 1
 CHARSET = "abcdefghijklmnopqrstuvwxyz0123456789._-"
+
+
+def hash_path(model: str | Path) -> Path:
+    """The recorded SHA-256 of a tokenizer model: ``<model>.sha256`` (``sha256sum -c`` format)."""
+    model = Path(model)
+    return model.with_name(model.name + ".sha256")
+
+
+def check_model(path: str | Path, required: bool = True) -> None:
+    """Raise ValueError naming `path` unless its bytes match the recorded SHA-256 (a missing
+    record is an error only when `required`)."""
+    path, record = Path(path), hash_path(path)
+    if not record.is_file():
+        if required:
+            raise ValueError(f"tokenizer model {path} has no recorded sha256 ({record});"
+                             " rebuild it with `pac tokenizer train`")
+        return
+    if sha256_file(path) != record.read_text().split()[0]:
+        raise ValueError(f"tokenizer model {path} does not match its recorded sha256 ({record}):"
+                         " it is corrupted or truncated; rebuild it with `pac tokenizer train`")
 
 
 def corpus(tasks: list[str] | None = None) -> list[str]:
@@ -79,6 +99,8 @@ class TaskTokenizer:
             minloglevel=2,
         )
         atomic_write_bytes(Path(out_path), buffer.getvalue())
+        atomic_write_text(hash_path(out_path),
+                          f"{sha256_file(Path(out_path))}  {Path(out_path).name}\n")
         return cls(buffer.getvalue(), num_tokens)
 
     @classmethod
@@ -88,6 +110,7 @@ class TaskTokenizer:
             raise FileNotFoundError(
                 f"tokenizer model not found: {path} (build it with `pac tokenizer train`)"
             )
+        check_model(path, required=False)  # a model with a recorded sha256 must match it
         try:
             return cls(path.read_bytes(), num_tokens)
         except RuntimeError as exc:

@@ -11,12 +11,13 @@ from pac.config import ConfigError
 
 def _cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    from pac.data.store import StoreError
     from pac.train.trainer import train
 
     try:
         result = train(cfg, resume=args.resume, init_from=args.init_from,
                        data_root=args.data_root, tracking_parent_run=args.parent_run_id)
-    except ConfigError as exc:
+    except (ConfigError, StoreError) as exc:
         print(f"pac train: {exc}", file=sys.stderr)
         return 2
     if result.run_id:

@@ -72,7 +72,19 @@ def check_data(root: Path) -> dict[str, str]:
                 f"missing {what} data: {path} does not exist; create it first"
                 f" (`dvc repro`, or `pac data generate` and `pac tokenizer train`)"
             )
-    if not EpisodeStore(store_root(root)).shards:
+    from pac.data.store import StoreError
+
+    try:  # every shard file against the sha256 in its manifest: corrupt data is never trained on
+        store = EpisodeStore(store_root(root), verify=True)
+    except StoreError as exc:
+        raise StoreError(f"refusing to train: {exc}") from exc
+    from pac.data.tokenizer import check_model
+
+    try:  # the tokenizer's bytes against the sha256 recorded when it was trained
+        check_model(tokenizer_path(root))
+    except ValueError as exc:
+        raise StoreError(f"refusing to train: {exc}") from exc
+    if not store.shards:
         raise ConfigError(
             f"missing data version: the episode store {store_root(root)} holds no episodes,"
             " so there is no data to version or train on (`dvc repro` or `pac data generate`)"
