@@ -7,8 +7,10 @@ Generates (once) a small real dm_control dataset, then runs the real trainer (De
 MLflow tracking, checkpoint and export included) for
 
 * tiny: params/default.yaml (global batch 32 trajectories of 5 steps), the new defaults
-  (`train.precision: auto`, fused CPU AdamW) alternating twice with the old fp32 path (fp32,
-  torch's per-tensor AdamW loop), so their ratio is measured side by side; ZeRO-3 once;
+  (`train.precision: auto`, fused CPU AdamW, the D_Z 64 / 2-block tiny scale) alternating twice
+  with the old default (the former tiny scale ``OLD_TINY`` on the old fp32 path: fp32, torch's
+  per-tensor AdamW loop) and with today's model on the old fp32 path, so both ratios (whole
+  default, and precision + optimiser alone) are measured side by side; ZeRO-3 once;
 * XS: params/presets/XS.yaml (73M, Table 5 input format: 2,634 input tokens per step), a global
   batch of 4 trajectories of 5 steps, ZeRO-0, `train.precision: auto`;
 * heldout: the held-out-sized workload, one task (reacher.easy) of 200 episodes x 1,000 steps
@@ -80,6 +82,10 @@ def peak_flops(precision: str = "fp32") -> float:
 
     sizes = (512, 1024, 2048) if precision == "fp32" else (512, 1024)  # emulated bf16: slow
     return max(measure_matmul_peak("cpu", n, 1.0, precision_dtype(precision)) for n in sizes)
+
+
+#: The tiny scale before the laptop Table 1 chose a smaller one (pac.config.SCALES).
+OLD_TINY = ["model.d_z=128", "model.num_blocks=5", "model.widening=2", "model.num_latents=32"]
 
 
 @contextlib.contextmanager
@@ -221,6 +227,8 @@ def main() -> None:
     rows = []
     if "tiny" in args.runs:  # old and new alternate, twice: the ratio is measured side by side
         for i in (1, 2):
+            rows.append(run(f"tiny-old-default-{i}", None, [*window(args.updates), *OLD_TINY,
+                            "train.precision=fp32"], args.root, peaks, old=True))
             rows.append(run(f"tiny-old-fp32-{i}", None, [*window(args.updates),
                             "train.precision=fp32"], args.root, peaks, old=True))
             rows.append(run(f"tiny-new-defaults-{i}", None, window(args.updates), args.root,
@@ -248,10 +256,12 @@ def main() -> None:
               f" {r['transitions_per_s']:.1f} | {r['gflop_per_update']:.1f} |"
               f" {100 * r['mfu']:.1f}% | {r['load']:.1f} |")
     tiny = {k: [r["updates_per_s"] for r in rows if r["run"].startswith(k)]
-            for k in ("tiny-old", "tiny-new")}
-    if tiny["tiny-old"]:
-        ratio = sum(tiny["tiny-new"]) / sum(tiny["tiny-old"])
-        print(f"tiny: new defaults / old fp32 path = {ratio:.2f}x"
+            for k in ("tiny-old-default", "tiny-old-fp32", "tiny-new")}
+    if tiny["tiny-new"]:
+        new = sum(tiny["tiny-new"])
+        print(f"tiny: new defaults / old default (OLD_TINY, fp32 path) ="
+              f" {new / sum(tiny['tiny-old-default']):.2f}x; new defaults / the same model on"
+              f" the old fp32 path = {new / sum(tiny['tiny-old-fp32']):.2f}x"
               " (updates/s summed over the alternating runs)")
     print(json.dumps(rows, indent=1))
 
