@@ -177,11 +177,7 @@ class Shard:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-
-    atomic_write(path, write)
+    atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -255,7 +251,7 @@ def write_shard(folder: Path, name: str, group: str, episodes: list[Episode]) ->
         )
         for key in sorted({k for ep in episodes for k in ep.extra}):
             index[key] = [ep.extra.get(key) for ep in episodes]
-        atomic_write(tmp / "episodes.parquet", lambda p: index.to_parquet(p, index=False))
+        atomic_write(tmp / "episodes.parquet", lambda fh: index.to_parquet(fh, index=False))
         files["episodes.parquet"] = {}
         for fname in files:
             files[fname]["sha256"] = sha256_file(tmp / fname)
