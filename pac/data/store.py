@@ -24,6 +24,7 @@ not the whole dataset.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -177,11 +178,7 @@ class Shard:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-
-    atomic_write(path, write)
+    atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -255,7 +252,7 @@ def write_shard(folder: Path, name: str, group: str, episodes: list[Episode]) ->
         )
         for key in sorted({k for ep in episodes for k in ep.extra}):
             index[key] = [ep.extra.get(key) for ep in episodes]
-        atomic_write(tmp / "episodes.parquet", lambda p: index.to_parquet(p, index=False))
+        atomic_write(tmp / "episodes.parquet", lambda fh: index.to_parquet(fh, index=False))
         files["episodes.parquet"] = {}
         for fname in files:
             files[fname]["sha256"] = sha256_file(tmp / fname)
@@ -506,6 +503,8 @@ class EpisodeStore:
 
         All episodes are validated before anything is written. Episodes are split by task (one
         shard per task and at most `max_shard_steps` steps); each shard appears whole or not at all.
+        A full disk (ENOSPC) during any shard removes the shards this call already committed (and
+        the group folder if this call created it) and raises StoreError: the store is unchanged.
         """
         episodes = list(episodes)
         if not is_group_name(group):
@@ -515,23 +514,47 @@ class EpisodeStore:
         for i, ep in enumerate(episodes):
             ep.validate(f"group {group} episode {i}")
         folder = self.root / group
+        created = not folder.is_dir()
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(folder)
-        keys = []
-        for chunk in chunk_by_task(episodes, max_shard_steps):
-            seq = len([p for p in folder.iterdir() if not p.name.startswith(".")])
-            while True:
-                name = f"{chunk[0].task}-{seq:05d}"
-                try:
-                    path = write_shard(folder, name, group, chunk)
-                    break
-                except StoreError:
-                    if not (folder / name).exists():
-                        raise
-                    seq += 1
-            self.shards.append(open_shard(path))
-            keys.append(f"{group}/{name}")
+        keys: list[str] = []
+        written: list[Path] = []
+        try:
+            for chunk in chunk_by_task(episodes, max_shard_steps):
+                seq = len([p for p in folder.iterdir() if not p.name.startswith(".")])
+                while True:
+                    name = f"{chunk[0].task}-{seq:05d}"
+                    try:
+                        path = write_shard(folder, name, group, chunk)
+                        break
+                    except StoreError:
+                        if not (folder / name).exists():
+                            raise
+                        seq += 1
+                written.append(path)
+                self.shards.append(open_shard(path))
+                keys.append(f"{group}/{name}")
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            self._roll_back(written, folder if created else None)
+            raise StoreError(
+                f"disk full while appending to group {group!r} of the store {self.root}: the"
+                " store is unchanged (nothing of this append was kept); free space and append"
+                " again"
+            ) from exc
         return keys
+
+    def _roll_back(self, shards: list[Path], group_dir: Path | None) -> None:
+        """Remove shards committed by a failed append (renamed to a hidden temp name first,
+        so readers never see half a shard) and the group folder the append created."""
+        for path in shards:
+            self.shards = [s for s in self.shards if s.path != path]
+            doomed = temp_dir(path.parent, path.name)
+            os.rename(path, doomed / path.name)
+            shutil.rmtree(doomed, ignore_errors=True)
+        if group_dir is not None:
+            shutil.rmtree(group_dir, ignore_errors=True)  # only temp folders can be left in it
 
 
 def chunk_by_task(episodes: list[Episode], max_steps: int) -> list[list[Episode]]:

@@ -85,5 +85,6 @@ def _write_gif(path: Path, frames: np.ndarray, label: str = "") -> None:
         frames = label_frames(frames, label)
     atomic_write(
         path,
-        lambda p: iio.imwrite(p, frames, extension=".gif", duration=1000 // VIDEO_FPS, loop=0),
+        lambda fh: fh.write(iio.imwrite("<bytes>", frames, extension=".gif",
+                                        duration=1000 // VIDEO_FPS, loop=0)),
     )

@@ -113,8 +113,9 @@ def _cmd_flops(args: argparse.Namespace) -> int:
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     import csv
+    import io
 
-    from pac.io import atomic_write
+    from pac.io import atomic_write_text
     from pac.scaling.laws import rows_from_runs, synthetic_ladder
 
     runs, window = [], None
@@ -125,13 +126,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         runs += fam_runs
     rows = rows_from_runs(runs)
 
-    def write(tmp):
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-
-    atomic_write(args.output, write)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(args.output, text.getvalue())
     print(f"{len(rows)} evaluation points of {len(runs)} runs in {args.output}; a step-aligned"
           f" window of the last family: --flops-min {window[0]:.6g} --flops-max {window[1]:.6g}")
     return 0

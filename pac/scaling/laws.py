@@ -604,7 +604,7 @@ def write_outputs(result: ScalingResult, out: str | Path, figures: bool = True) 
         for name, draw in (("profiles.png", profiles_figure), ("scaling.png", power_law_figure),
                            ("isoreturn.png", iso_return_figure)):
             fig = draw(result)
-            written.append(atomic_write(out / name, lambda p, f=fig: f.savefig(p, format="png",
+            written.append(atomic_write(out / name, lambda fh, f=fig: f.savefig(fh, format="png",
                                                                              dpi=120)))
             _plt().close(fig)
     return written
@@ -641,15 +641,15 @@ def log_fit(tracker: Any, result: ScalingResult, out: str | Path | None = None) 
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    from pac.io import atomic_write
+    import io
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["empty"])
-            writer.writeheader()
-            writer.writerows(rows)
+    from pac.io import atomic_write_text
 
-    return atomic_write(path, write)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["empty"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, text.getvalue())
 
 
 # --- a ladder with known exponents ---------------------------------------------------------------

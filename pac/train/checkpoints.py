@@ -16,11 +16,20 @@ A checkpoint holds everything the next update depends on:
   crash during the save) or whose files do not match it is never loaded: resume picks the newest
   complete one and moves rejected ones to ``checkpoints/quarantine/``. Only files the manifest
   vouches for reach DeepSpeed's loader.
+
+A full disk during a save removes the partial folder and raises :class:`DiskFullError`: an
+``OSError(errno.ENOSPC)`` from the project's own writers (:func:`pac.io.write_chunk`), or a
+failure of DeepSpeed's ``torch.save`` on a filesystem with less room left than the previous
+checkpoint takes (torch's writer reports a full disk as a ``RuntimeError`` without errno,
+measured on a 1 MiB tmpfs: ``unexpected pos 576 vs 534``). The previous complete checkpoint is
+untouched (older ones are deleted only after a newer one is complete), so ``--resume`` continues
+from it once space is freed.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import random
 import shutil
@@ -30,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from pac.io import atomic_write, atomic_write_text, sha256_file
@@ -44,6 +54,18 @@ KEEP = 3
 
 def tag(step: int) -> str:
     return f"step_{step:08d}"
+
+
+class DiskFullError(RuntimeError):
+    """The disk filled up during a checkpoint save; the message names the checkpoint that is
+    intact (the one a resume continues from)."""
+
+    def __init__(self, step: int, previous: Path | None):
+        self.step, self.previous = step, previous
+        kept = (f"the previous checkpoint {previous.name} is intact; free space and resume with"
+                " --resume" if previous is not None else
+                "no earlier checkpoint exists; free space and start the run again")
+        super().__init__(f"disk full while writing checkpoint {tag(step)}: {kept}")
 
 
 # --- RNG states ----------------------------------------------------------------------------------
@@ -159,22 +181,42 @@ def save(
     import torch.distributed as dist
 
     ckpt = root / tag(step)
-    engine.save_checkpoint(str(root), tag=tag(step),
-                           client_state={"step": step, "sampler_step": step})
-    atomic_write_text(ckpt / f"rng_rank{rank}.json", json.dumps(rng_state(generator)))
+    try:
+        engine.save_checkpoint(str(root), tag=tag(step),
+                               client_state={"step": step, "sampler_step": step})
+        atomic_write_text(ckpt / f"rng_rank{rank}.json", json.dumps(rng_state(generator)))
+        if rank == 0:
+            state = {k: v.detach().cpu().contiguous() for k, v in target.state_dict().items()}
+            atomic_write(ckpt / TARGET, lambda fh: fh.write(safetensors_bytes(state)))
+            if environment is not None:
+                atomic_write_text(ckpt / ENVIRONMENT, json.dumps(environment, indent=1))
+        dist.barrier()
+        if rank == 0:
+            write_manifest(ckpt, step)
+    except (OSError, RuntimeError) as exc:
+        complete = [p for p in sorted(root.glob("step_*")) if (p / MANIFEST).is_file()]
+        previous = complete[-1] if complete else None
+        if not _disk_full(exc, root, previous):
+            raise
+        shutil.rmtree(ckpt, ignore_errors=True)  # never complete: no manifest vouches for it
+        raise DiskFullError(step, previous) from exc
     if rank == 0:
-        state = {k: v.detach().cpu().contiguous() for k, v in target.state_dict().items()}
-        atomic_write(ckpt / TARGET, lambda p: save_file(state, str(p)))
-        if environment is not None:
-            atomic_write_text(ckpt / ENVIRONMENT, json.dumps(environment, indent=1))
-    dist.barrier()
-    if rank == 0:
-        write_manifest(ckpt, step)
         complete = [p for p in sorted(root.glob("step_*")) if (p / MANIFEST).is_file()]
         for old in complete[:-KEEP]:
             shutil.rmtree(old)
     dist.barrier()
     return ckpt
+
+
+def _disk_full(exc: BaseException, root: Path, previous: Path | None) -> bool:
+    """ENOSPC, or torch's writer failing where less room is left than a checkpoint takes."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    if "inline_container" not in str(exc) and "PytorchStreamWriter" not in str(exc):
+        return False
+    need = (sum(p.stat().st_size for p in previous.rglob("*") if p.is_file())
+            if previous is not None else 1 << 20)
+    return shutil.disk_usage(root).free < need
 
 
 def load(

@@ -12,6 +12,7 @@ from pac.config import ConfigError
 def _cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     from pac.data.store import StoreError
+    from pac.train.checkpoints import DiskFullError
     from pac.train.trainer import train
 
     try:
@@ -20,6 +21,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except (ConfigError, StoreError) as exc:
         print(f"pac train: {exc}", file=sys.stderr)
         return 2
+    except DiskFullError as exc:
+        print(f"pac train: {exc}", file=sys.stderr)
+        return 1
     if result.run_id:
         print(f"policy: {result.policy_dir}\ncheckpoint: {result.checkpoint}\n"
               f"mlflow run: {result.run_id}")

@@ -241,8 +241,10 @@ def train(
     start = found.step if found is not None and found.path is not None else 0
     dist.barrier()
     if rank == 0 and found is not None and found.rejected:
-        for path in checkpoints.quarantine(ckpt_root, found.rejected):
-            print(f"pac train: quarantined incomplete checkpoint -> {path}")
+        moved = checkpoints.quarantine(ckpt_root, found.rejected)
+        for (path, reason), dest in zip(found.rejected, moved):
+            print(f"pac train: checkpoint {path.name} is not usable ({reason}); quarantined"
+                  f" -> {dest} (reason in {dest.name}.reason.txt)")
     dist.barrier()
 
     # 4. Tracking (rank 0): the same MLflow run continues on resume.

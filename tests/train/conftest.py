@@ -36,9 +36,24 @@ TRAIN_OVERRIDES = [
 ]
 
 
+#: Session values shared by every folder whose conftest re-exports these fixtures (tests/faults):
+#: each re-export is its own fixture for pytest, but the data and the reference run are made once.
+_ONCE: dict[str, object] = {}
+
+
+def _once(name: str, make):
+    if name not in _ONCE:
+        _ONCE[name] = make()
+    return _ONCE[name]
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
     """data/episodes + data/tokenizer/spm.model for DATA_OVERRIDES, generated once."""
+    return _once("data_root", lambda: _make_data(tmp_path_factory))
+
+
+def _make_data(tmp_path_factory) -> Path:
     from pac.data import TaskTokenizer, store_root, tokenizer_path
     from pac.data.generate import generate_group
 
@@ -54,7 +69,7 @@ def data_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mlflow_root(tmp_path_factory) -> Path:
     """One sqlite MLflow store for every training test (creating a store costs seconds)."""
-    return tmp_path_factory.mktemp("mlruns")
+    return _once("mlflow_root", lambda: tmp_path_factory.mktemp("mlruns"))
 
 
 def train_overrides(run_dir: Path, mlflow_root: Path, *extra: str) -> list[str]:
@@ -86,10 +101,13 @@ def clean_env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def reference_run(data_root, mlflow_root, tmp_path_factory):
     """ZeRO-0, one rank, 20 updates: also the uninterrupted run of the resume test."""
-    from pac.train import train
+    def make():
+        from pac.train import train
 
-    cfg = train_config(tmp_path_factory.mktemp("reference") / "run", mlflow_root)
-    return cfg, train(cfg, data_root=data_root)
+        cfg = train_config(tmp_path_factory.mktemp("reference") / "run", mlflow_root)
+        return cfg, train(cfg, data_root=data_root)
+
+    return _once("reference_run", make)
 
 
 @pytest.fixture(autouse=True)

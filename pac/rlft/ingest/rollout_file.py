@@ -46,8 +46,8 @@ def write_rollout(path: str | Path, episode: Episode, meta: dict[str, Any] | Non
     doc = {**(meta or {}), "format": FORMAT, "version": VERSION, "task": episode.task}
     doc.setdefault("success", bool(episode.success))
 
-    def write(tmp: Path) -> None:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    def write(fh) -> None:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("meta.json", json.dumps(doc, sort_keys=True, default=_json_scalar))
             for name in ARRAYS:
                 value = getattr(episode, name)
