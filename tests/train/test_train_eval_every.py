@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -94,3 +95,21 @@ def test_eval_every_logs_points_and_leaves_training_unchanged(
     assert run.params == parameter_counts(cfg.model)[0]
     assert run.flops_per_update == pytest.approx(fpu)
     assert list(run.steps) == [10, 20]
+
+    # Resume from update 10: the points up to 10 are kept, those after it are evaluated again
+    # (a stale update-20 row is replaced), and the update-20 point equals the uninterrupted one.
+    again = tmp_path / "again" / "run"
+    shutil.copytree(result.out_dir, again)
+    shutil.rmtree(again / "checkpoints" / "step_00000020")
+    stale = [dict(r) for r in rows]
+    stale[1]["return_norm"] = "0.123456"
+    with open(again / "eval_points.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(stale)
+    cfg2 = train_config(again, mlflow_root, "train.eval_every=10", "train.eval_episodes=2",
+                        f"eval.held_out_tasks=[{HELD_OUT}]")
+    resumed = train(cfg2, resume=True, data_root=data_root)
+    assert resumed.start_step == 10
+    with open(again / "eval_points.csv") as fh:
+        assert list(csv.DictReader(fh)) == rows
