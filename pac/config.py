@@ -174,6 +174,10 @@ class TrainConfig:
     backend: str = "auto"  # auto (gloo on CPU, nccl on GPU) | gloo | nccl
     checkpoint_every: int = 100
     log_every: int = 10
+    #: evaluate the online weights every this many updates (and at the end) on the training
+    #: tasks and eval.held_out_tasks; 0 = off (pac.train.periodic_eval, docs/scaling.md)
+    eval_every: int = 0
+    eval_episodes: int = 3  # episodes per task of each evaluation during training
     seed: int = 0
     out_dir: str = "runs/pretrain"
     launcher: str = "local"  # local (one process) | deepspeed | torchrun | metaflow
@@ -536,6 +540,8 @@ def validate(cfg: PACConfig) -> None:
     _range("train.adam_beta2", t.adam_beta2, 0.0, 1.0)
     _range("train.weight_decay", t.weight_decay, 0.0, None)
     _range("train.grad_clip", t.grad_clip, 0.0, None)
+    _range("train.eval_every", t.eval_every, 0, None)
+    _range("train.eval_episodes", t.eval_episodes, 1, None)
     if t.zero_stage not in (0, 1, 2, 3):
         raise ConfigError(f"train.zero_stage={t.zero_stage!r}: DeepSpeed ZeRO stages are 0-3")
     _choice("train.precision", t.precision, TRAIN_PRECISIONS)

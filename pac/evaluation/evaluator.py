@@ -154,6 +154,13 @@ def _policy(spec: PolicySpec, task: str, seed: int):
     return server.policy(task, seed), server
 
 
+def release_checkpoint(checkpoint_dir: str | Path) -> None:
+    """Forget this process's loaded networks of `checkpoint_dir` (an in-process evaluation of a
+    checkpoint that is deleted afterwards, e.g. during training, frees its model)."""
+    for spec in [s for s in _SERVERS if s.checkpoint_dir == str(checkpoint_dir)]:
+        del _SERVERS[spec]
+
+
 def episode_env(task: str, seed: int, max_steps: int) -> Any:
     """The environment of `task` seeded with `seed`: compiled once per process, then re-seeded.
 

@@ -11,7 +11,10 @@ One update, top to bottom:
 4. every `train.log_every` updates the losses, lr, grad norm, mean Q, alpha, samples/s, steps/s
    and MFU go to MLflow (the per-update metrics are summed on the device and read once per
    logging window, not once per update); every `train.checkpoint_every` updates (and at the
-   end) a checkpoint is written that `resume=True` continues from exactly.
+   end) a checkpoint is written that `resume=True` continues from exactly;
+5. every `train.eval_every` updates (and at the end, when on) rank 0 evaluates theta on the
+   training and held-out tasks and logs the normalised return against updates and FLOPs
+   (:mod:`pac.train.periodic_eval`; training's random streams are left as they were).
 
 At the end the online weights are exported as a plain inference checkpoint (safetensors) for
 evaluation and RLFT, and logged to MLflow with the resolved config and the final checkpoint.
@@ -307,6 +310,11 @@ def train(
     last = {}
     window_start, window_steps = time.perf_counter(), 0
     ckpt = None
+    from pac.train import periodic_eval
+
+    points_file = out_dir / periodic_eval.POINTS_FILE
+    points = [r for r in periodic_eval.read_points(points_file) if int(r["step"]) <= start]
+    horizons = task_horizons(sampler.store, (g.name for g in cfg.data.groups))
 
     from pac.progress import progress
 
@@ -354,6 +362,26 @@ def train(
                 ckpt = checkpoints.save(engine, ckpt_root, done, target, rank, generator,
                                         run_env)
                 window_start += time.perf_counter() - saving  # samples/s: training time only
+            if t.eval_every and (done % t.eval_every == 0 or done == t.steps):
+                evaluating = time.perf_counter()
+                with periodic_eval.preserved_rng(device):
+                    copy = (make_target(lambda: PerceiverActorCritic(cfg.model),
+                                        torch.device("cpu"), torch.float32)
+                            if rank == 0 or t.zero_stage == 3 else None)
+                    if copy is not None:  # ZeRO-3: every rank takes part in the gathering
+                        refresh_target(engine.module.model, copy)
+                    if rank == 0:
+                        scores = periodic_eval.evaluate_now(cfg, copy, out_dir, done,
+                                                             tokenizer, horizons)
+                        point = periodic_eval.point_row(
+                            cfg, out_dir.name, total_params, done, done * flops_per_update,
+                            scores)
+                        tracker.log_metrics(periodic_eval.mlflow_metrics(point), step=done)
+                        points.append(point)
+                        periodic_eval.write_points(points_file, points)
+                    del copy
+                dist.barrier()
+                window_start += time.perf_counter() - evaluating
     except KeyboardInterrupt:
         tracker.finish("KILLED")
         raise
@@ -371,7 +399,6 @@ def train(
     policy_dir = out_dir / POLICY_DIR
     refresh_target(engine.module.model, target)  # training is over: theta' <- final theta
     if rank == 0:
-        horizons = task_horizons(sampler.store, (g.name for g in cfg.data.groups))
         save_inference_checkpoint(target.float(), cfg, policy_dir, tokenizer, horizons)
         atomic_write_text(out_dir / METRICS_FILE, json.dumps(last, indent=1, sort_keys=True))
         tracker.log_artifact(out_dir / METRICS_FILE)
