@@ -146,13 +146,21 @@ def markdown(rows: list[dict[str, Any]], eta: float) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Probe every task; write the JSON atomically; return the report."""
-    from pac.checkpoint import load_checkpoint_horizons
-
     if not 0.0 <= args.quality <= 1.0:
         raise SystemExit(f"error: --quality must be in [0, 1], got {args.quality}")
     if args.episodes < 1 or args.samples < 1:
         raise SystemExit("error: --episodes and --samples must be >= 1")
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # batch-1 inference; put back below (callers keep their setting)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from pac.checkpoint import load_checkpoint_horizons
+
     try:
         server = PolicyServer.load(args.checkpoint)
     except (FileNotFoundError, ValueError) as exc:

@@ -3,6 +3,7 @@ uninterrupted 20-update reference run), shared with the fault tests: made once p
 
 from train.conftest import (  # noqa: F401 - fixtures
     _no_tracking_env,
+    _train_threads,
     data_root,
     mlflow_root,
     reference_run,

@@ -95,6 +95,7 @@ def clean_env() -> dict[str, str]:
     """This process's environment without the rendezvous variables an in-process run set."""
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["OMP_NUM_THREADS"] = str(TRAIN_THREADS)  # the in-process runs' count (exact resume)
     return env
 
 
@@ -102,12 +103,35 @@ def clean_env() -> dict[str, str]:
 def reference_run(data_root, mlflow_root, tmp_path_factory):
     """ZeRO-0, one rank, 20 updates: also the uninterrupted run of the resume test."""
     def make():
+        import torch
+
         from pac.train import train
 
         cfg = train_config(tmp_path_factory.mktemp("reference") / "run", mlflow_root)
-        return cfg, train(cfg, data_root=data_root)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(TRAIN_THREADS)
+        try:
+            return cfg, train(cfg, data_root=data_root)
+        finally:
+            torch.set_num_threads(threads)
 
     return _once("reference_run", make)
+
+
+#: Every training run of these tests, in-process or in a subprocess (clean_env), uses this many
+#: intra-op threads: bit-exact resume needs one count (README, "Exact resume"), whatever the
+#: tests before these left torch at.
+TRAIN_THREADS = 1
+
+
+@pytest.fixture(autouse=True)
+def _train_threads():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
