@@ -75,13 +75,16 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
 
 
 @functools.cache
-def cpu_bf16_speedup() -> float:
-    """Measured bf16 / fp32 matmul throughput of this CPU (0.0 without native bf16 flags).
+def cpu_bf16_speedup(size: int = 1024) -> float:
+    """Measured bf16 / fp32 throughput of `size`^2 matmuls on this CPU (0.0 without native bf16).
 
     Without AVX512-BF16 or AMX, bf16 matmuls are emulated: on an AVX2-only EPYC a 1024^2 bf16
     matmul measured ~1 GFLOP/s against ~50 in fp32, so the flags are checked first and nothing
-    is timed. With them (or where the flags cannot be read) two short 1024^2 matmul loops
-    decide, once per process (about 0.3 s).
+    is timed. With them (or where the flags cannot be read) two short matmul loops decide, once
+    per process and size (about 0.3 s). The size matters: on a Xeon with AMX the ratio measured
+    0.26 / 0.67 / 2.28 / 3.24 / 3.92 at 64 / 128 / 256 / 512 / 1024, and the trainer agreed: the
+    D_Z 64 tiny model ran 19.3 updates/s in fp32 against 13.4 under bf16 autocast, while XS
+    (D_Z 1024) reached 73% MFU in bf16 (BENCHMARKS.md, bench_train.py).
     """
     import torch
 
@@ -90,8 +93,8 @@ def cpu_bf16_speedup() -> float:
     flags = cpu_flags()
     if flags is not None and not flags & set(CPU_BF16_FLAGS):
         return 0.0
-    fp32 = measure_matmul_peak("cpu", 1024, 0.15, torch.float32)
-    return measure_matmul_peak("cpu", 1024, 0.15, torch.bfloat16) / fp32
+    fp32 = measure_matmul_peak("cpu", size, 0.15, torch.float32)
+    return measure_matmul_peak("cpu", size, 0.15, torch.bfloat16) / fp32
 
 
 def gpu_has_bf16() -> bool:
@@ -102,18 +105,19 @@ def gpu_has_bf16() -> bool:
     return not torch.cuda.is_available() or torch.cuda.is_bf16_supported()
 
 
-def effective_precision(t: TrainConfig, device_type: str) -> str:
+def effective_precision(t: TrainConfig, device_type: str, width: int = 1024) -> str:
     """The arithmetic a run uses: `train.precision`, with `auto` resolved on this machine.
 
-    `auto` is bf16 on GPUs with bf16 and on CPUs whose bf16 matmuls are measured at least
-    CPU_BF16_MIN_SPEEDUP times faster than fp32 (:func:`cpu_bf16_speedup`), fp32 elsewhere.
+    `auto` is bf16 on GPUs with bf16 and on CPUs whose bf16 matmuls at the model's `width`
+    (D_Z) are measured at least CPU_BF16_MIN_SPEEDUP times faster than fp32
+    (:func:`cpu_bf16_speedup`), fp32 elsewhere.
     An explicit `bf16` is honoured on CPU as well (autocast), even where it is slower.
     """
     if t.precision != "auto":
         return t.precision
     if device_type == "cuda":
         return "bf16" if gpu_has_bf16() else "fp32"
-    return "bf16" if cpu_bf16_speedup() >= CPU_BF16_MIN_SPEEDUP else "fp32"
+    return "bf16" if cpu_bf16_speedup(max(64, width)) >= CPU_BF16_MIN_SPEEDUP else "fp32"
 
 
 def precision_dtype(precision: str) -> torch.dtype:

@@ -159,12 +159,14 @@ def mean_across_ranks(
     return {k: float(v) / world_size for k, v in zip(keys, t.tolist())}
 
 
-def run_precision(t: TrainConfig, device: torch.device, run_state: dict, world_size: int) -> str:
+def run_precision(t: TrainConfig, device: torch.device, run_state: dict, world_size: int,
+                  width: int = 1024) -> str:
     """The run's arithmetic: `train.precision` with `auto` resolved by rank 0 and broadcast (a
     measurement on each rank could differ); a resumed `auto` run keeps the precision it started
-    with, so a measurement cannot flip between the halves of a run and break its exact resume."""
+    with, so a measurement cannot flip between the halves of a run and break its exact resume.
+    `width` is the model's D_Z: `auto` measures bf16 at the size the model multiplies."""
     resumed = run_state.get("precision") if t.precision == "auto" else None
-    precision = resumed or effective_precision(t, device.type)
+    precision = resumed or effective_precision(t, device.type, width)
     if world_size > 1:
         import torch.distributed as dist
 
@@ -223,7 +225,7 @@ def train(
     restore_torch_functions()  # nothing an earlier run in this process patched
     run_file = out_dir / RUN_FILE
     run_state = json.loads(run_file.read_text()) if resume and run_file.is_file() else {}
-    precision = run_precision(t, device, run_state, world_size)
+    precision = run_precision(t, device, run_state, world_size, cfg.model.d_z)
     run_env = environment(world_size, precision, device.type)
 
     # 2. Model, engine and theta'. The same seed on every rank: identical initial weights. The
