@@ -40,21 +40,21 @@ class ConfigError(ValueError):
 #: reference laptop (the former D_Z 128, 5 blocks, W 2 at ~1/s) and, with 1,500 updates on the
 #: default data, reached 96.8 / 92.3 / 35.0 % of expert on cartpole / point_mass / reacher
 #: (BENCHMARKS.md, "The whole flow on the laptop default").
+def _scale(d_z: int, num_blocks: int, widening: int, paper_params: int,
+           num_latents: int = 32) -> dict[str, int]:
+    return {"d_z": d_z, "num_blocks": num_blocks, "widening": widening,
+            "num_latents": num_latents, "paper_params": paper_params}
+
+
 SCALES: dict[str, dict[str, int]] = {
-    "tiny": {"d_z": 64, "num_blocks": 2, "widening": 1, "num_latents": 16, "paper_params": 0},
-    "XXS": {"d_z": 768, "num_blocks": 4, "widening": 1, "num_latents": 32,
-            "paper_params": 32_000_000},
-    "XS": {"d_z": 1024, "num_blocks": 8, "widening": 1, "num_latents": 32,
-           "paper_params": 73_000_000},
-    "S": {"d_z": 1280, "num_blocks": 10, "widening": 2, "num_latents": 32,
-          "paper_params": 164_000_000},
-    "M": {"d_z": 1536, "num_blocks": 12, "widening": 4, "num_latents": 32,
-          "paper_params": 391_000_000},
-    "L": {"d_z": 2048, "num_blocks": 18, "widening": 4, "num_latents": 32,
-          "paper_params": 988_000_000},
+    "tiny": _scale(64, 2, 1, 0, num_latents=16),
+    "XXS": _scale(768, 4, 1, 32_000_000),
+    "XS": _scale(1024, 8, 1, 73_000_000),
+    "S": _scale(1280, 10, 2, 164_000_000),
+    "M": _scale(1536, 12, 4, 391_000_000),
+    "L": _scale(2048, 18, 4, 988_000_000),
     # The model card's 15.7B policy+value network (seed 000), built from the same recipe.
-    "card15B": {"d_z": 6144, "num_blocks": 32, "widening": 4, "num_latents": 32,
-                "paper_params": 15_700_000_000},
+    "card15B": _scale(6144, 32, 4, 15_700_000_000),
 }
 
 VARIANTS = ("pac", "bc", "bc_q", "filtered_bc", "alpha_pac", "pac_v")
