@@ -9,8 +9,9 @@ closed form. Each case is built to fail for one bug class:
   Q'(s', a_data = -0.4) = 5 + 2 s'[0] - 1.2 differs from Q'(s', a') = 5 + 2 s'[0] + 1.8;
 * dropping gamma; bootstrapping from s_t instead of s_{t+1} (s_t[0] != s_{t+1}[0]);
 * the online network in place of theta' (its zero-initialised head gives Q = 10);
-* episode ends: a terminal step's target is r alone; a truncated step bootstraps from the final
-  observation when the store kept it, and has no TD loss when it did not;
+* episode ends: a terminal step's target is r alone (on any value support); a truncated step
+  bootstraps from the final observation when the store kept it, and has no TD loss when it
+  did not;
 * weights exp(Q/eta - K_Q) that carry a gradient, or come from the online Q.
 """
 
@@ -128,6 +129,18 @@ def test_terminal_step_target_is_the_reward(online):
     got, q_loss = target_q(online, batch_of([0.7, 0.0], [1.0, 0.0], [0.0, 0.0], [True, False]))
     assert got == pytest.approx(1.0, abs=1e-5)
     assert q_loss > 0  # the terminal transition has a TD loss
+
+
+@pytest.mark.parametrize("value_min", [-8.0, 3.0])
+def test_terminal_step_target_is_the_reward_on_a_shifted_support(online, value_min):
+    """Bootstrapping through a termination with gamma in place of gamma * d_t is hidden on a
+    support starting at 0 (the padded successor's fixed one-hot sits on the value 0); on
+    [value_min, value_min + 20] it would give r + gamma * value_min instead of r alone."""
+    loss = dataclasses.replace(LOSS, value_min=value_min, value_max=value_min + 20.0)
+    batch = batch_of([0.7, 0.0], [4.0, 0.0], [0.0, 0.0], [True, False])
+    out = compute_loss(online, KnownTarget(), batch, loss, 0, torch.Generator().manual_seed(0))
+    assert out.metrics["target_q"] == pytest.approx(4.0, abs=1e-4)
+    assert abs(loss.gamma * value_min) > 1.0  # the bug's target r + gamma * v_min is apart
 
 
 def test_truncated_step_bootstraps_from_the_final_observation(online):
