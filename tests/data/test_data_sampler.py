@@ -211,3 +211,34 @@ def test_every_step_reaches_a_loss_position_and_final_observations_follow(tmp_pa
             if e == 1:
                 assert torch.all(batch.proprio[b, after, :4] == -5.0)
     assert all(seen.values()), [k for k, v in seen.items() if not v]
+
+
+def test_a_time_limit_is_a_truncation_from_simulation_to_batch(tmp_path, tokenizer):
+    """point_mass.easy never terminates: dm_control ends it by its time limit with discount 1 at
+    every step, the last included (dm_control.rl.control.Environment). Generated episodes of
+    L = 6 keep d = 1 and store o_L, and in every window holding the last step that step is a TD
+    transition with discount 1 whose successor is o_L (observed, not a step). A time limit taken
+    for a termination (d = 0) would make its target r alone."""
+    from pac.data.generate import generate_group
+    from pac.losses import td_valid
+
+    cfg = make_cfg("[{name: g, tasks: [point_mass.easy], quality: 0.5, episodes_per_task: 2}]",
+                   "data.episode_steps=6", "data.trajectory_length=4")
+    generate_group(cfg, "g", tmp_path / "episodes", workers=1, progress=False)
+    store = EpisodeStore(tmp_path / "episodes")
+    assert (store.episodes["length"] == 6).all() and store.episodes["has_final"].all()
+    assert np.all(np.asarray(store.shards[0].discounts) == 1.0)
+    sampler = TrajectorySampler(cfg, store, tokenizer)
+    _, _, _, offset = sampler.sample_indices(0, 12)  # one pass: all 2 x 6 windows
+    batch = sampler.batch(0, 12)
+    assert torch.all(batch.discounts[batch.step_mask] == 1.0)
+    has_target = td_valid(batch)
+    ends = 0
+    for b in range(12):
+        last = 5 - int(offset[b])  # the position of the episode's last step
+        if last < 3:  # a loss position (0..T-2)
+            assert has_target[b, last] and batch.discounts[b, last] == 1.0
+            assert batch.observed[b, last + 1] and not batch.step_mask[b, last + 1]
+            ends += 1
+    assert ends == 2 * 3  # offsets 3, 4, 5 of each episode
+
