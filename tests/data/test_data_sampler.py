@@ -242,3 +242,21 @@ def test_a_time_limit_is_a_truncation_from_simulation_to_batch(tmp_path, tokeniz
             ends += 1
     assert ends == 2 * 3  # offsets 3, 4, 5 of each episode
 
+
+def test_filtered_bc_alone_samples_only_successful_episodes(small_store, tokenizer):
+    """FilteredBC (App. C.5) is BC on the successful episodes: loss.variant=filtered_bc, with no
+    data.success_only given, draws only (and every one of) group c's 3 successful episodes out
+    of 6; saying data.success_only=false with it is an error."""
+    from pac.config import ConfigError
+
+    groups = "[{name: c, tasks: [point_mass.easy]}]"
+    variant = ("loss.variant=filtered_bc", "loss.alpha=1.0", "loss.beta=0.0")
+    sampler = TrajectorySampler(make_cfg(groups, *variant), small_store, tokenizer)
+    _, _, episode, _ = sampler.sample_indices(0, 500)
+    index_c = small_store.episodes.query("group == 'c'").set_index("start")
+    drawn = sampler.datasets[0][0].start[episode]
+    assert index_c.loc[drawn, "success"].all()
+    assert set(drawn.tolist()) == set(index_c.index[index_c["success"]].tolist())
+    assert (~index_c["success"]).sum() == 3  # the filter has something to remove
+    with pytest.raises(ConfigError, match="data.success_only=false with loss.variant=filtered"):
+        make_cfg(groups, *variant, "data.success_only=false")
