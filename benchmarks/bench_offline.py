@@ -70,6 +70,9 @@ def main() -> None:
     ap.add_argument("--eval-episodes", type=int, default=30, help="per task and seed")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra params for every arm, e.g. loss.target_update_period=25")
+    ap.add_argument("--decodes", nargs="+", default=["argmax"],
+                    choices=["argmax", "mean", "sample"],
+                    help="evaluate every arm with each decoding of its policy (eval.decode)")
     ap.add_argument("--jobs", type=int, default=2, help="arms trained side by side")
     ap.add_argument("--quick", action="store_true", help="tiny budget: a smoke run")
     args = ap.parse_args()
@@ -107,20 +110,26 @@ def main() -> None:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
-            results = pool.starmap(run_arm, work, chunksize=1)
+            results = [r for rows in pool.starmap(run_arm, work, chunksize=1) for r in rows]
     else:
-        results = [run_arm(*w) for w in work]
+        results = [r for w in work for r in run_arm(*w)]
     done = out / "results.json"  # rows of earlier invocations on the same --out are kept
     earlier = json.loads(done.read_text()) if done.exists() else []
-    results += [r for r in earlier if (r["arm"], r["seed"]) not in set(jobs)]
+    fresh = {(r["arm"], r["seed"], r["decode"]) for r in results}
+    results += [r for r in earlier
+                if (r["arm"], r["seed"], r.get("decode", "argmax")) not in fresh]
     done.write_text(json.dumps(results, indent=1, default=float))
     print(data_table(data, args.tasks, out))
-    print(arm_table(results, [a for a in ARMS if any(r["arm"] == a for r in results)], out))
+    for decode in dict.fromkeys(r.get("decode", "argmax") for r in results):
+        rows = [r for r in results if r.get("decode", "argmax") == decode]
+        print(f"decode: {decode}")
+        print(arm_table(rows, [a for a in ARMS if any(r["arm"] == a for r in rows)], out))
 
 
 def run_arm(out: Path, data: Path, args: argparse.Namespace, base: list[str], arm: str,
-            seed: int) -> dict:
-    """Train (or reuse) and evaluate one arm with one seed; one row of results.json."""
+            seed: int) -> list[dict]:
+    """Train (or reuse) one arm with one seed and evaluate it once per decoding in
+    ``args.decodes`` (the same fixed episode seeds); one row of results.json per decoding."""
     import torch
 
     from pac.config import load_config
@@ -142,19 +151,23 @@ def run_arm(out: Path, data: Path, args: argparse.Namespace, base: list[str], ar
         metrics = json.loads((run / "metrics.json").read_text())
         train_s = args.updates / metrics.get("steps_per_s", math.nan)
     diag = {k: metrics.get(k, math.nan) for k in DIAGNOSTICS}
-    start = time.perf_counter()
-    result = evaluate(arm_cfg, run / "policy", args.tasks, out_dir=run / "eval", track=False)
-    overall = next(r for r in result.rows if r["level"] == "all")
-    tasks = {r["name"]: r["pct_expert"] for r in result.rows if r["level"] == "task"}
-    row = {"arm": arm, "seed": seed, "train_s": round(train_s, 1),
-           "eval_s": round(time.perf_counter() - start, 1),
-           "updates_per_s": metrics.get("steps_per_s", math.nan),
-           **overall, **diag, "tasks": tasks, "eval_dir": str(run / "eval")}
-    print(f"{arm:12s} seed {seed}: {overall['pct_expert']:6.1f}% of expert"
-          f" [{overall['pct_expert_low']:.1f}, {overall['pct_expert_high']:.1f}],"
-          f" success {overall['success_rate']:.1f}%, train {train_s:.0f} s,"
-          f" q_spread {diag['q_spread']:.3f}, ESS {diag['weight_ess']:.2f}", flush=True)
-    return row
+    rows = []
+    for decode in args.decodes:
+        start = time.perf_counter()
+        eval_dir = run / ("eval" if decode == "argmax" else f"eval-{decode}")
+        cfg = load_config(overrides=[*overrides, f"eval.decode={decode}"])
+        result = evaluate(cfg, run / "policy", args.tasks, out_dir=eval_dir, track=False)
+        overall = next(r for r in result.rows if r["level"] == "all")
+        tasks = {r["name"]: r["pct_expert"] for r in result.rows if r["level"] == "task"}
+        rows.append({"arm": arm, "seed": seed, "decode": decode, "train_s": round(train_s, 1),
+                     "eval_s": round(time.perf_counter() - start, 1),
+                     "updates_per_s": metrics.get("steps_per_s", math.nan),
+                     **overall, **diag, "tasks": tasks, "eval_dir": str(eval_dir)})
+        print(f"{arm:12s} seed {seed} {decode:7s}: {overall['pct_expert']:6.1f}% of expert"
+              f" [{overall['pct_expert_low']:.1f}, {overall['pct_expert_high']:.1f}],"
+              f" success {overall['success_rate']:.1f}%, train {train_s:.0f} s,"
+              f" q_spread {diag['q_spread']:.3f}, ESS {diag['weight_ess']:.2f}", flush=True)
+    return rows
 
 
 def _references(out: Path) -> dict[str, tuple[float, float]]:
