@@ -28,6 +28,8 @@ The critic's diagnostics are printed next to each PAC arm: the spread of Q over 
 actions, the weights' effective sample size (N = uniform) and entropy (ln N = uniform).
 
     python benchmarks/bench_offline.py --out runs/bench_offline            # the full table
+    python benchmarks/bench_offline.py --out runs/bench_offline --decodes argmax sample
+        # each policy also as a sampled policy: BC sampled reproduces the data's quality
     python benchmarks/bench_offline.py --quick --out /tmp/bench_offline    # a 2-minute smoke run
 """
 
