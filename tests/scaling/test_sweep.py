@@ -66,8 +66,9 @@ def test_overrides_apply_to_every_member_after_the_size():
 
     got = members(LAPTOP, ["train.steps=30", "model.num_blocks=1"])
     assert {m.steps for m in got} == {30} and {m.eval_every for m in got} == {5}
-    assert {m.config(LAPTOP).model.num_blocks for m in got} == {1}  # beats s3's 3
-    assert got[3].config(LAPTOP).model.d_z == 192  # s4's own width stays
+    assert {m.config(LAPTOP).model.num_blocks for m in got} == {1}  # beats s4's 3, s5's 4
+    by_name = {m.name: m for m in got}
+    assert by_name["pac-s5-seed0"].config(LAPTOP).model.d_z == 192  # s5's own width stays
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
