@@ -37,9 +37,7 @@ from pathlib import Path
 
 from metaflow import FlowSpec, Parameter, card, current, parallel, resources, retry, step
 
-#: @retry of the steps whose rerun continues or repeats their work without duplicating it:
-#: immediately, as the failures it is for (a killed or preempted process) do not wait.
-SAFE_RETRY = {"times": 2, "minutes_between_retries": 0}
+from pac.pipeline import SAFE_RETRY
 
 
 class PACFlow(FlowSpec):
@@ -107,14 +105,9 @@ class PACFlow(FlowSpec):
     @step
     def data(self):
         """Reproduce the DVC data stages (generate, tokenizer); record the dataset version."""
-        from pac.pipeline import version_data
-        from pac.tracking import Tracker
+        from pac.pipeline import data_step
 
-        self.data_version = version_data(self.settings)
-        cfg = self.settings.config()
-        parent = Tracker(cfg, "", run_id=self.mlflow_run_id)
-        parent.log_params({f"data_version.{k}": v for k, v in self.data_version.items()})
-        parent.log_datasets(self.data_version)
+        self.data_version = data_step(self.settings, self.mlflow_run_id)
         self.next({"local": self.pretrain, "distributed": self.pretrain_launch},
                   condition="mode")
 

@@ -239,6 +239,36 @@ class TrackingConfig:
     registered_model: str = "pac-policy"
 
 
+#: The model families of the scaling sweep (§4.1): the loss settings each one trains with.
+#: PAC is eq. 11 with alpha 0.75, BC+Q the same critic with the BC policy (alpha 1, App. C.5).
+FAMILIES: dict[str, dict[str, Any]] = {
+    "pac": {"loss.variant": "pac", "loss.alpha": 0.75},
+    "bc_q": {"loss.variant": "bc_q", "loss.alpha": 1.0},
+}
+
+
+@dataclass
+class ScalingSizeConfig:
+    """One model size of the scaling ladder: a name and the settings that make it (dotted
+    keys, e.g. ``model.d_z: 128``, ``train.steps: 1000``), applied over the params file."""
+
+    name: str = "tiny"
+    set: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScalingConfig:
+    """The scaling sweep of `flows/scaling_flow.py` (§4.1, App. E.1): family x size x seed."""
+
+    families: list[str] = field(default_factory=lambda: ["pac", "bc_q"])
+    sizes: list[ScalingSizeConfig] = field(default_factory=lambda: [ScalingSizeConfig()])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    #: evaluations during each member's training (App. E.1: six checkpoints a run):
+    #: train.eval_every = train.steps // evaluations (the last update is always evaluated)
+    evaluations: int = 6
+    out_dir: str = "runs/scaling"
+
+
 @dataclass
 class PACConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -248,6 +278,7 @@ class PACConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     rlft: RLFTConfig = field(default_factory=RLFTConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -366,7 +397,13 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. loss.alpha=1.0")
     key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value)
+    try:
+        return key.strip().split("."), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"override {text!r}: the value is not valid YAML"
+                          f" ({getattr(exc, 'problem', None) or exc}{where})") from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -574,6 +611,40 @@ def validate(cfg: PACConfig) -> None:
     _choice("rlft.decode", r.decode, DECODES)
     if r.weight <= 0:
         raise ConfigError(f"rlft.weight={r.weight!r} is outside the allowed range (0, inf)")
+    validate_scaling(cfg.scaling)
+
+
+#: Settings a scaling size may not make: the sweep sets them per member.
+SWEEP_KEYS = ("loss.variant", "loss.alpha", "train.seed", "train.eval_every", "train.out_dir")
+
+
+def validate_scaling(s: ScalingConfig) -> None:
+    """The sweep's own checks; each size's settings are checked as a whole config by
+    :func:`pac.scaling.sweep.members` (unknown keys, ranges)."""
+    if not s.families:
+        raise ConfigError("scaling.families: at least one family is needed")
+    for family in s.families:
+        _choice("scaling.families", family, list(FAMILIES))
+    if len(set(s.families)) != len(s.families):
+        raise ConfigError(f"scaling.families: families must be unique, got {s.families}")
+    if not s.sizes:
+        raise ConfigError("scaling.sizes: at least one model size is needed")
+    names = [z.name for z in s.sizes]
+    if len(set(names)) != len(names) or not all(re.fullmatch(r"[A-Za-z0-9_.]+", n)
+                                                for n in names):
+        raise ConfigError(f"scaling.sizes: names must be unique and made of letters, digits,"
+                          f" '_' and '.', got {names}")
+    for z in s.sizes:
+        if not isinstance(z.set, dict):
+            raise ConfigError(f"scaling.sizes.{z.name}.set: expected KEY: VALUE, got {z.set!r}")
+        taken = sorted(set(z.set) & set(SWEEP_KEYS))
+        if taken:
+            raise ConfigError(f"scaling.sizes.{z.name}.set: {taken[0]} is set by the sweep per"
+                              " member (scaling.families, scaling.seeds), not per size")
+    if not s.seeds or len(set(s.seeds)) != len(s.seeds):
+        raise ConfigError(f"scaling.seeds: at least one seed, each once, got {s.seeds}")
+    _range("scaling.evaluations", s.evaluations, 5, None,
+           " (the return profile, eq. 18, has 4 parameters)")
 
 
 def group_alpha_beta(cfg: PACConfig, group: GroupConfig) -> tuple[float, float]:

@@ -19,6 +19,9 @@ from pac.config import DEFAULT_PARAMS, PACConfig, load_config
 
 #: Stages of dvc.yaml that build the training data (App. C.3-C.4).
 DATA_STAGES = ("generate", "tokenizer")
+#: @retry of the flows' steps whose rerun continues or repeats their work without duplicating
+#: it: immediately, as the failures it is for (a killed or preempted process) do not wait.
+SAFE_RETRY = {"times": 2, "minutes_between_retries": 0}
 
 
 @dataclass
@@ -54,11 +57,14 @@ FLOW_OPTIONS = {"--params-file": str, "--set": str, "--scale": str, "--alpha": f
                 "--beta": float, "--rounds": int}
 
 
-def check_flow_argv(argv: list[str]) -> str | None:
+def check_flow_argv(argv: list[str], default_params: str | Path = DEFAULT_PARAMS,
+                    check: Any = None) -> str | None:
     """The one-line problem with a `run` command line's params, or None when they are valid.
 
     Called before Metaflow parses the command line, so a bad value prints one line (as the
-    `pac` CLI does) instead of a traceback from inside the `start` task.
+    `pac` CLI does) instead of a traceback from inside the `start` task. `default_params` is
+    the flow's `--params-file` default; `check(params, overrides)`, when given, is a further
+    check that raises ConfigError (the scaling flow: every sweep member's config).
     """
     import argparse
 
@@ -83,7 +89,10 @@ def check_flow_argv(argv: list[str]) -> str | None:
     overrides = flow_overrides(values["--set"] or "", values["--scale"] or "",
                                values["--alpha"], values["--beta"], values["--rounds"])
     try:
-        load_config(values["--params-file"] or DEFAULT_PARAMS, overrides)
+        params = values["--params-file"] or default_params
+        load_config(params, overrides)
+        if check is not None:
+            check(params, overrides)
     except ConfigError as exc:
         return str(exc)
     except (OSError, ValueError) as exc:  # e.g. a params file that does not exist
@@ -160,6 +169,18 @@ def version_data(settings: Settings) -> dict[str, Any]:
     return dataset_version(cfg.data.root)
 
 
+def data_step(settings: Settings, parent_run_id: str) -> dict[str, Any]:
+    """A flow's `data` step: :func:`version_data`, then the version as the parent run's params
+    and dataset inputs. Returns the version."""
+    from pac.tracking import Tracker
+
+    version = version_data(settings)
+    parent = Tracker(settings.config(), "", run_id=parent_run_id)
+    parent.log_params({f"data_version.{k}": v for k, v in version.items()})
+    parent.log_datasets(version)
+    return version
+
+
 #: The file in train.out_dir naming the flow run whose pretraining the folder holds.
 FLOW_RUN_FILE = "flow_run.json"
 
@@ -193,21 +214,25 @@ def claim_train_dir(out_dir: str | Path, flow_run: str) -> None:
     atomic_write_text(marker, json.dumps({"flow_run": flow_run}))
 
 
-def pretrain(cfg: PACConfig, flow_run: str, parent_run_id: str | None):
+def pretrain(cfg: PACConfig, flow_run: str, parent_run_id: str | None,
+             run_name: str | None = None):
     """The flow's local `pretrain` step: `train(cfg)` that a retry or a `resume` of the same
     flow run continues from the newest complete checkpoint in train.out_dir, bit-identical to
     an uninterrupted run under the conditions of README § Exact resume.
 
     The MLflow run of a killed attempt is continued by id (the trainer's `mlflow_run.json`),
     so the flow keeps one `pretrain-<scale>` run; one that a killed attempt opened without
-    recording it is ended KILLED and tagged `pac.continued_in` (:func:`end_stale_runs`)."""
+    recording it is ended KILLED and tagged `pac.continued_in` (:func:`end_stale_runs`).
+    `run_name` names the MLflow run (default ``pretrain-<scale>``; the scaling sweep gives each
+    member its own, so that one member never ends another's run)."""
     from pac.tracking import end_stale_runs
     from pac.train import train
 
+    run_name = run_name or f"pretrain-{cfg.model.scale}"
     claim_train_dir(cfg.train.out_dir, flow_run)
-    result = train(cfg, resume=True, tracking_parent_run=parent_run_id)
+    result = train(cfg, resume=True, tracking_parent_run=parent_run_id, run_name=run_name)
     if parent_run_id and result.run_id:
-        end_stale_runs(cfg, parent_run_id, f"pretrain-{cfg.model.scale}", result.run_id)
+        end_stale_runs(cfg, parent_run_id, run_name, result.run_id)
     return result
 
 

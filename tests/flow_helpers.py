@@ -1,5 +1,5 @@
-"""Running `flows/pac_flow.py` in tests: a fresh copy of the project, a user's environment,
-the Metaflow client (shared by tests/test_flow.py and tests/faults/)."""
+"""Running the flows in tests: a fresh copy of the project, a user's environment, the Metaflow
+client (shared by tests/test_flow.py, tests/faults/ and tests/scaling/)."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ def flow_env(repo: Path) -> dict[str, str]:
     return env
 
 
-def run_flow(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "flows/pac_flow.py", *args], cwd=repo,
+def run_flow(repo: Path, *args: str, flow: str = "flows/pac_flow.py"
+             ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, flow, *args], cwd=repo,
                           env=flow_env(repo), capture_output=True, text=True, timeout=900)
 
 

@@ -4,6 +4,7 @@
     pac scaling fit points.json --flops-min 5e18 --flops-max 5e20 --flops-budget 1e21
     pac scaling flops                                  # the App. E.2 count against Table 17
     pac scaling synth points.csv                       # a ladder with known a and b, to try fit
+    pac scaling ladder --params params/presets/scaling_laptop.yaml   # the sweep's members
 """
 
 from __future__ import annotations
@@ -136,6 +137,22 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ladder(args: argparse.Namespace) -> int:
+    from pac.config import DEFAULT_PARAMS, ConfigError
+    from pac.scaling.sweep import ladder_table, members
+
+    try:
+        items = members(args.params or DEFAULT_PARAMS, args.overrides)
+    except ConfigError as exc:
+        print(f"pac scaling ladder: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([m.__dict__ for m in items], indent=1))
+    else:
+        print(ladder_table(items))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "scaling",
@@ -209,3 +226,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     sy.add_argument("--noise", type=float, default=0.005, help="sd of the return noise")
     sy.add_argument("--seed", type=int, default=0)
     sy.set_defaults(func=_cmd_synth)
+
+    la = cmds.add_parser(
+        "ladder",
+        help="the scaling sweep's members (family x size x seed) with their parameter counts",
+        description="The members flows/scaling_flow.py trains for --params (a params file with a"
+        " scaling: section, e.g. params/presets/scaling_laptop.yaml) and --set: parameter count"
+        " (pac.model.info), updates, evaluation period, FLOPs and tokens. Every member's config"
+        " is validated.",
+    )
+    add_config_args(la)
+    la.add_argument("--json", action="store_true", help="print the members as JSON")
+    la.set_defaults(func=_cmd_ladder)

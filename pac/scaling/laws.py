@@ -781,24 +781,34 @@ def power_law_figure(result: ScalingResult):
 
 
 def iso_return_figure(result: ScalingResult):
-    """Iso-return contours over (FLOPs, parameters) per family, overlaid; N_opt(C) in red."""
+    """Iso-return contours over (FLOPs, parameters) of every family on one set of axes (Figure
+    4): one line style and colour map per family, each contour labelled with its return, and
+    each family's N_opt(C) in red in its line style."""
+    from matplotlib.lines import Line2D
+
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
     styles = ["solid", "dashed", "dotted", "dashdot"]
+    cmaps = ["viridis", "plasma", "cividis", "magma"]
+    handles = []
     for i, fam in enumerate(result.families.values()):
         rows = [r for r in result.contours if r["family"] == fam.family]
         x = np.log10([r["flops"] for r in rows])
         y = np.log10([r["params"] for r in rows])
         z = np.array([r["return"] for r in rows])
-        style = styles[i % len(styles)]
+        style, cmap = styles[i % len(styles)], plt.get_cmap(cmaps[i % len(cmaps)])
         if len(np.unique(y)) >= 2:
-            cs = ax.tricontour(x, y, z, levels=8, cmap="viridis", linestyles=style)
+            cs = ax.tricontour(x, y, z, levels=8, cmap=cmap, linestyles=style)
             ax.clabel(cs, fontsize=6, fmt="%.2f")
-        ax.plot(np.log10(fam.envelope.flops), np.log10(fam.n_opt(fam.envelope.flops)), "r",
-                linestyle=style, label=f"{fam.family}: N_opt, a = {fam.n_opt.exponent:.3f}")
+            handles.append(Line2D([], [], color=cmap(0.5), linestyle=style,
+                                  label=f"{fam.family}: iso-return"))
+        (line,) = ax.plot(np.log10(fam.envelope.flops), np.log10(fam.n_opt(fam.envelope.flops)),
+                          "r", linestyle=style,
+                          label=f"{fam.family}: N_opt, a = {fam.n_opt.exponent:.3f}")
+        handles.append(line)
     ax.set_xlabel("log10 training FLOPs")
     ax.set_ylabel("log10 parameters")
-    ax.set_title("Iso-return contours (families: solid, dashed, ...)")
-    ax.legend(fontsize=7)
+    ax.set_title("Iso-return contours, " + " vs ".join(result.families) + " overlaid")
+    ax.legend(handles=handles, fontsize=7)
     fig.tight_layout()
     return fig

@@ -16,14 +16,16 @@ One point per evaluation:
   tasks without an expert reference are left out; NaN when none has one;
 * ``success``: the mean over the training tasks of the success rate (a fraction);
 * ``held_out_return_norm`` / ``held_out_success``: the same over ``eval.held_out_tasks``;
-* ``flops``: training FLOPs so far, updates x :func:`pac.train.plan.training_flops_per_update`.
+* ``flops``: training FLOPs so far, updates x :func:`pac.train.plan.training_flops_per_update`;
+* ``tokens``: input tokens consumed so far, updates x
+  :func:`pac.train.plan.training_tokens_per_update` (the D of eq. 4).
 
 They go to the training run's MLflow metrics ``eval/return_norm``, ``eval/success``,
 ``eval/flops``, ``eval_held_out/return_norm``, ``eval_held_out/success`` at step = update, and to
 ``<out_dir>/eval_points.csv`` (atomically rewritten after every evaluation; a resumed run keeps
 the points up to the update it resumed from). The CSV is one run's input to ``pac scaling fit``
-(columns ``run, family, params, step, flops, return``; ``return`` is ``return_norm`` clipped to
-[0, 1], the range the fit takes, since single evaluations can fall just outside it).
+(columns ``run, family, params, step, flops, tokens, return``; ``return`` is ``return_norm``
+clipped to [0, 1], the range the fit takes, since single evaluations can fall just outside it).
 
 Training is unchanged by it: the Python, NumPy and torch (CPU and accelerator) global random
 states are saved before and restored after, the loss's generator and the data stream are never
@@ -53,7 +55,7 @@ from pac.io import atomic_write_text
 
 POINTS_FILE = "eval_points.csv"
 EVAL_DIR = "evaluations"
-COLUMNS = ("run", "family", "params", "step", "flops", "return", "return_norm", "success",
+COLUMNS = ("run", "family", "params", "step", "flops", "tokens", "return", "return_norm", "success",
            "held_out_return_norm", "held_out_success")
 
 
@@ -148,9 +150,13 @@ def write_points(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def point_row(cfg: PACConfig, run: str, params: int, step: int, flops: float,
-              metrics: dict[str, float]) -> dict[str, Any]:
+              metrics: dict[str, float], tokens: int | None = None) -> dict[str, Any]:
     """One eval_points.csv row in the `pac scaling fit` input format."""
+    from pac.train.plan import training_tokens_per_update
+
     norm = metrics["return_norm"]
+    if tokens is None:
+        tokens = step * training_tokens_per_update(cfg)
     return {"run": run, "family": cfg.loss.variant, "params": params, "step": step,
-            "flops": flops, "return": min(max(norm, 0.0), 1.0) if math.isfinite(norm) else norm,
-            **metrics}
+            "flops": flops, "tokens": tokens,
+            "return": min(max(norm, 0.0), 1.0) if math.isfinite(norm) else norm, **metrics}

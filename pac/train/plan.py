@@ -164,6 +164,16 @@ def training_flops_per_update(cfg: PACConfig) -> float:
     return update_flops(cfg.model, samples, cfg.loss.target_update_period)["UPDATE"]
 
 
+def training_tokens_per_update(cfg: PACConfig) -> int:
+    """Input tokens one update consumes: B x T time steps of N tokens each (App. C.3: N = N^P
+    N_G + (N^V + N_tau^V) N_E + N_tau^L, 2,634 with Table 5's format), the D of eq. 4.
+
+    Counted like :func:`training_flops_per_update` (every time step of every trajectory)."""
+    from pac.model.info import input_tokens
+
+    return cfg.train.global_batch * cfg.data.trajectory_length * input_tokens(cfg.model)
+
+
 def measure_matmul_peak(device: str = "cpu", size: int = 1024, seconds: float = 0.5,
                         dtype: torch.dtype = torch.float32) -> float:
     """Measured matmul throughput (FLOP/s) of this machine in `dtype`: the MFU denominator.

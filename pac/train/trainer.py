@@ -185,8 +185,11 @@ def train(
     init_from: str | Path | None = None,
     data_root: str | Path | None = None,
     tracking_parent_run: str | None = None,
+    run_name: str | None = None,
 ) -> TrainResult:
-    """Pretrain (or fine-tune from `init_from`) PAC with `cfg`; see the module docstring."""
+    """Pretrain (or fine-tune from `init_from`) PAC with `cfg`; see the module docstring.
+
+    `run_name` names the MLflow run (default ``pretrain-<scale>`` or ``finetune-<scale>``)."""
     # 1. Everything that can be wrong is checked before the first import of DeepSpeed.
     rank, _, world_size = world_from_env()
     layout = batch_layout(cfg.train, world_size)
@@ -258,7 +261,7 @@ def train(
     run_id = run_state.get("run_id")
     stage = "finetune" if init_from else "pretrain"
     tracker = Tracker(
-        cfg, run_name=f"{stage}-{cfg.model.scale}", parent_run_id=tracking_parent_run,
+        cfg, run_name=run_name or f"{stage}-{cfg.model.scale}", parent_run_id=tracking_parent_run,
         run_id=run_id, tags={"pac.stage": stage}, enabled=rank == 0,
     )
     total_params, _ = parameter_counts(cfg.model)
@@ -318,10 +321,41 @@ def train(
     points = [r for r in periodic_eval.read_points(points_file) if int(r["step"]) <= start]
     horizons = task_horizons(sampler.store, (g.name for g in cfg.data.groups))
 
+    def evaluate_point(done: int) -> float:
+        """Evaluate theta after `done` updates (rank 0; every rank gathers under ZeRO-3), add
+        the point to eval_points.csv and MLflow; returns the seconds it took."""
+        evaluating = time.perf_counter()
+        with periodic_eval.preserved_rng(device):
+            copy = (make_target(lambda: PerceiverActorCritic(cfg.model),
+                                torch.device("cpu"), torch.float32)
+                    if rank == 0 or t.zero_stage == 3 else None)
+            if copy is not None:  # ZeRO-3: every rank takes part in the gathering
+                refresh_target(engine.module.model, copy)
+            if rank == 0:
+                scores = periodic_eval.evaluate_now(cfg, copy, out_dir, done, tokenizer,
+                                                    horizons)
+                point = periodic_eval.point_row(cfg, out_dir.name, total_params, done,
+                                                done * flops_per_update, scores)
+                tracker.log_metrics(periodic_eval.mlflow_metrics(point), step=done)
+                points.append(point)
+                periodic_eval.write_points(points_file, points)
+            del copy
+        dist.barrier()
+        return time.perf_counter() - evaluating
+
+    # A run killed between a checkpoint and the evaluation of the same update resumes from
+    # that checkpoint without the point: it is evaluated first (rank 0 decides for all ranks).
+    missing = [bool(t.eval_every and start and (start % t.eval_every == 0 or start == t.steps)
+                    and not any(int(r["step"]) == start for r in points))]
+    if world_size > 1:
+        dist.broadcast_object_list(missing, src=0)
+
     from pac.progress import progress
 
     bar = progress(t.steps, start, "pac train", "update", enabled=rank == 0)
     try:
+        if missing[0]:
+            evaluate_point(start)
         for step, batch in zip(range(start, t.steps), batches):
             engine.train()
             micro_batches = split(batch.to(device), layout.micro_batch)
@@ -365,25 +399,7 @@ def train(
                                         run_env)
                 window_start += time.perf_counter() - saving  # samples/s: training time only
             if t.eval_every and (done % t.eval_every == 0 or done == t.steps):
-                evaluating = time.perf_counter()
-                with periodic_eval.preserved_rng(device):
-                    copy = (make_target(lambda: PerceiverActorCritic(cfg.model),
-                                        torch.device("cpu"), torch.float32)
-                            if rank == 0 or t.zero_stage == 3 else None)
-                    if copy is not None:  # ZeRO-3: every rank takes part in the gathering
-                        refresh_target(engine.module.model, copy)
-                    if rank == 0:
-                        scores = periodic_eval.evaluate_now(cfg, copy, out_dir, done,
-                                                             tokenizer, horizons)
-                        point = periodic_eval.point_row(
-                            cfg, out_dir.name, total_params, done, done * flops_per_update,
-                            scores)
-                        tracker.log_metrics(periodic_eval.mlflow_metrics(point), step=done)
-                        points.append(point)
-                        periodic_eval.write_points(points_file, points)
-                    del copy
-                dist.barrier()
-                window_start += time.perf_counter() - evaluating
+                window_start += evaluate_point(done)
     except KeyboardInterrupt:
         tracker.finish("KILLED")
         raise

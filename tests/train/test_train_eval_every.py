@@ -113,3 +113,15 @@ def test_eval_every_logs_points_and_leaves_training_unchanged(
     assert resumed.start_step == 10
     with open(again / "eval_points.csv") as fh:
         assert list(csv.DictReader(fh)) == rows
+
+    # Killed between the update-10 checkpoint and its evaluation: the resumed run evaluates
+    # update 10 first, and both points equal the uninterrupted run's.
+    killed = tmp_path / "killed" / "run"
+    shutil.copytree(result.out_dir, killed)
+    shutil.rmtree(killed / "checkpoints" / "step_00000020")
+    (killed / "eval_points.csv").unlink()
+    cfg3 = train_config(killed, mlflow_root, "train.eval_every=10", "train.eval_episodes=2",
+                        f"eval.held_out_tasks=[{HELD_OUT}]")
+    assert train(cfg3, resume=True, data_root=data_root).start_step == 10
+    with open(killed / "eval_points.csv") as fh:
+        assert list(csv.DictReader(fh)) == rows
