@@ -20,8 +20,9 @@ key), and the tables, ``metrics.json`` and the MLflow params record it.
 Outputs in ``out_dir``: ``results.csv``, ``results.md`` (paper layout), ``metrics.json`` (for
 ``dvc metrics show``), ``episodes.csv``, ``references.json`` and ``videos/*.gif``: per task a
 success and a failure episode (``eval.videos_per_task``), replayed and rendered at 160x160 after
-the evaluation. The same seed gives the same tables (episodes are seeded by task and index, never
-by worker; every worker and the in-process path run torch on one thread).
+the evaluation; under a parent MLflow run also ``mlflow_run.json``, the runs it opened, which a
+rerun into the folder continues. The same seed gives the same tables (episodes are seeded by
+task and index, never by worker; every worker and the in-process path run torch on one thread).
 
 This module runs the episodes and writes the outputs; the rows and tables are
 :mod:`pac.evaluation.tables`, the videos :mod:`pac.evaluation.videos`, the episode loop and the
