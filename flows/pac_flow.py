@@ -21,10 +21,13 @@ keep the MLflow run ids, and the MLflow run keeps the Metaflow pathspec, so eith
 the other. Params are checked before Metaflow starts (one line on a bad value, exit status 2)
 and again in `start`.
 
-Fault tolerance (README § Resuming a killed flow run): a retried or resumed `pretrain` continues
-from the newest complete checkpoint of this flow run and its MLflow run; a resumed `rlft` skips
-the stages of a round its killed attempt finished; `@retry` sits on `data`, `pretrain` and
-`evaluate_join`, the steps whose rerun duplicates nothing.
+Fault tolerance (README § Resuming a killed flow run): one flow run at a time per checkout
+(`runs/flow.lock`, taken in `start`: a second run is refused there with one line; a dead run's
+lock or that of the run a `resume` continues does not block); a retried or resumed `pretrain`
+continues from the newest complete checkpoint of this flow run and its MLflow run; a rerun
+`evaluate` continues the MLflow runs its killed attempt recorded; a resumed `rlft` skips the
+stages of a round its killed attempt finished; `@retry` sits on `data`, `pretrain`, `evaluate`
+and `evaluate_join`, the steps whose rerun duplicates nothing.
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ class PACFlow(FlowSpec):
     @card
     @step
     def start(self):
-        """Validate params before any compute; open the MLflow parent run."""
+        """Take the checkout's flow lock (a second flow run started here meanwhile is refused
+        before it writes anything), validate params, open the MLflow parent run."""
         from metaflow.cards import Markdown
 
         from pac.pipeline import (
@@ -78,6 +82,7 @@ class PACFlow(FlowSpec):
         )
         from pac.tracking import Tracker
 
+        self._hold_lock()
         overrides = flow_overrides(self.overrides, self.scale, self.alpha, self.beta, self.rounds)
         self.settings = Settings(self.params_file,
                                  run_workspace_overrides(overrides, current.run_id))
@@ -105,6 +110,7 @@ class PACFlow(FlowSpec):
     @step
     def data(self):
         """Reproduce the DVC data stages (generate, tokenizer); record the dataset version."""
+        self._hold_lock()
         from pac.pipeline import data_step
 
         self.data_version = data_step(self.settings, self.mlflow_run_id)
@@ -117,6 +123,7 @@ class PACFlow(FlowSpec):
     def pretrain(self):
         """DeepSpeed ZeRO pretraining in one local process (gloo on CPU); a retry or a
         `resume` continues from the newest complete checkpoint of this flow run."""
+        self._hold_lock()
         from pac.pipeline import pretrain
 
         cfg = self.settings.config()
@@ -130,9 +137,29 @@ class PACFlow(FlowSpec):
         """The flow run the output folders belong to (see `start`)."""
         return getattr(self, "flow_run", None) or current.origin_run_id or current.run_id
 
+    def _lock_runs(self) -> tuple[str, tuple[str | None, ...]]:
+        """This run and the runs it continues (a `resume`'s origin, the first run's id)."""
+        name = current.flow_name
+        origins = (current.origin_run_id, getattr(self, "flow_run", None))
+        return f"{name}/{current.run_id}", tuple(f"{name}/{o}" for o in origins if o)
+
+    def _hold_lock(self) -> None:
+        """Hold runs/flow.lock for this run (`pac.pipeline.hold_flow_lock`): a local task is a
+        child process of the Metaflow runtime, whose PID the lock records. Another live run's
+        lock fails the step with its one-line message."""
+        from pac.pipeline import FlowRunning, hold_flow_lock
+
+        run, origins = self._lock_runs()
+        try:
+            hold_flow_lock(run, os.getppid(), origins)
+        except FlowRunning as exc:
+            print(f"pac: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+
     @step
     def pretrain_launch(self):
         """Claim train.out_dir for this flow run; the nodes then train with --resume."""
+        self._hold_lock()
         from pac.pipeline import claim_train_dir
 
         claim_train_dir(self.settings.config().train.out_dir, self._flow_run())
@@ -153,6 +180,7 @@ class PACFlow(FlowSpec):
 
     @step
     def pretrain_join(self, inputs):
+        self._hold_lock()
         from pac.train import TrainResult  # noqa: F401  (documents what the nodes produced)
 
         self.merge_artifacts(inputs, exclude=["node_index"])
@@ -165,6 +193,7 @@ class PACFlow(FlowSpec):
     @step
     def evaluate_split(self):
         """One evaluation branch per domain (cartpole, point_mass, ...)."""
+        self._hold_lock()
         from pac.evaluation.evaluator import default_tasks
 
         tasks = default_tasks(self.settings.config())
@@ -174,10 +203,12 @@ class PACFlow(FlowSpec):
         self.domains = sorted(domains.items())
         self.next(self.evaluate, foreach="domains")
 
+    @retry(**SAFE_RETRY)
     @card
     @step
     def evaluate(self):
         """dm_control rollouts of the pretrained policy for one domain (nested MLflow run)."""
+        self._hold_lock()
         from pac.evaluation.evaluator import evaluate
 
         self.domain, tasks = self.input
@@ -197,6 +228,7 @@ class PACFlow(FlowSpec):
     @step
     def evaluate_join(self, inputs):
         """The evaluation table over all domains (paper layout), plots, MLflow artefacts."""
+        self._hold_lock()
         from pac.evaluation.evaluator import log_videos, merge_evaluations
         from pac.plots import learning_curves, success_bars
         from pac.tracking import Tracker
@@ -230,6 +262,7 @@ class PACFlow(FlowSpec):
     @step
     def rlft(self):
         """One RL fine-tuning round per pass (collect, ingest, fine-tune, evaluate); loops."""
+        self._hold_lock()
         if self.round < self.rounds_total:
             from pac.rlft.rounds import STATE_FILE, rlft
 
@@ -267,6 +300,7 @@ class PACFlow(FlowSpec):
     def end(self):
         """Hand over the best-evaluated policy (the `champion` version), write its model card,
         make the MLflow parent run the dashboard and close it."""
+        self._hold_lock()
         from pac.pipeline import finish
 
         cfg = self.settings.config()
@@ -294,6 +328,10 @@ class PACFlow(FlowSpec):
         self.registered_version = summary["registered_version"]
         self.champion_round = summary["champion_round"]
         self.figures = summary["figures"]
+        from pac.pipeline import release_flow_lock
+
+        run, origins = self._lock_runs()
+        release_flow_lock((run, *origins))
         print(summary["text"])
 
 

@@ -60,12 +60,15 @@ class TempFile(io.RawIOBase):
         super().close()
 
 
-def atomic_write(path: Path, write: Callable[[TempFile], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[TempFile], None], exclusive: bool = False
+                 ) -> Path:
     """Call ``write(fh)`` with a binary file object on a temp file next to `path`, fsync it,
     then atomically rename it to `path`.
 
     A crash or a write error at any point leaves either the old file or nothing: never a
-    half-written one (the temp file is removed and the error re-raised).
+    half-written one (the temp file is removed and the error re-raised). With `exclusive`, the
+    complete file is hard-linked to `path` instead, which raises FileExistsError (and changes
+    nothing) when `path` exists: an atomic create-if-absent, e.g. for a lock file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +81,11 @@ def atomic_write(path: Path, write: Callable[[TempFile], None]) -> Path:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp_path, path)
+        if exclusive:
+            os.link(tmp_path, path)
+            tmp_path.unlink()
+        else:
+            os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -91,9 +98,9 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    """`text` as UTF-8, atomically."""
-    return atomic_write_bytes(path, text.encode())
+def atomic_write_text(path: Path, text: str, exclusive: bool = False) -> Path:
+    """`text` as UTF-8, atomically (`exclusive`: only if `path` does not exist yet)."""
+    return atomic_write(Path(path), lambda fh: fh.write(text.encode()), exclusive)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:

@@ -111,6 +111,111 @@ def resolved_flow_values(cfg: PACConfig, params_file: str, overrides: list[str]
     }
 
 
+#: The checkout's flow lock: the local flow run that may write the shared outputs (the DVC data,
+#: the episode store, the MLflow store's model registry) right now.
+FLOW_LOCK = Path("runs/flow.lock")
+
+
+#: The holder read from a lock file that does not parse.
+UNREADABLE = "unreadable"
+
+
+class FlowRunning(RuntimeError):
+    """Another flow run holds the checkout's flow lock (the message is one line)."""
+
+
+def read_flow_lock(path: str | Path = FLOW_LOCK) -> dict[str, Any] | None:
+    """The lock's holder ({"run", "pid", "host", "since"}), or None when there is no lock.
+
+    The lock is written atomically, so a file that does not parse was not written by the
+    pipeline; it is reported as a holder nobody can check (run "unknown")."""
+    import json
+
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        holder = json.loads(text)
+        return {"run": str(holder["run"]), "pid": int(holder["pid"]),
+                "host": str(holder["host"]), "since": str(holder.get("since", "?"))}
+    except (ValueError, KeyError, TypeError):
+        return {"run": UNREADABLE, "pid": -1, "host": "unknown", "since": "?"}
+
+
+def lock_holder_alive(holder: dict[str, Any]) -> bool:
+    """Whether the holder's process may still run: its PID exists on this host, or the lock
+    was taken on another host (whose processes cannot be checked from here)."""
+    import socket
+
+    if holder["host"] != socket.gethostname() or holder["pid"] <= 0:
+        return True
+    try:
+        os.kill(holder["pid"], 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def hold_flow_lock(
+    run: str, pid: int, origins: tuple[str | None, ...] = (), path: str | Path = FLOW_LOCK,
+) -> None:
+    """Make flow run `run` (``Flow/<run id>``, its Metaflow runtime process `pid`) the holder of
+    the checkout's flow lock, or raise FlowRunning naming the run that holds it.
+
+    Called by every local step of the flow: `start` takes the lock (a second flow run started
+    in the same checkout is refused there, before it writes anything); a later step finds it
+    its own. A lock is taken over when it is stale (its PID is dead on this host) or held by
+    one of `origins` (the runs a `resume` continues: the killed run's lock never blocks its
+    resume, even when its PID has been reused). A lock of a live process on another host blocks
+    until it is removed by hand. The lock file is created atomically (hard link of a complete
+    temp file: of two runs starting at once exactly one creates it) and read back after a
+    take-over, so that of two runs taking over one stale lock at once one is refused."""
+    import json
+    import socket
+
+    from pac.io import atomic_write_text
+
+    path = Path(path)
+    mine = json.dumps({"run": run, "pid": pid, "host": socket.gethostname(),
+                       "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    for _ in range(3):
+        holder = read_flow_lock(path)
+        if holder is None:
+            try:
+                atomic_write_text(path, mine, exclusive=True)
+            except FileExistsError:  # another run created it in between: look again
+                continue
+        elif holder["run"] == run and holder["pid"] == pid:
+            return
+        elif holder["run"] in {run, *origins} or not lock_holder_alive(holder):
+            atomic_write_text(path, mine)
+        elif holder["run"] == UNREADABLE:
+            raise FlowRunning(f"{path} is not a flow lock the pipeline wrote: remove it if no"
+                              " flow run is running in this checkout")
+        else:
+            raise FlowRunning(
+                f"flow run {holder['run']} is running in this checkout (pid {holder['pid']} on"
+                f" {holder['host']}, since {holder['since']}): wait for it to end, or remove"
+                f" {path} if that process is gone")
+        got = read_flow_lock(path)
+        if got is not None and got["run"] == run and got["pid"] == pid:
+            return
+    raise FlowRunning(f"{path} keeps changing: another flow run is starting in this checkout")
+
+
+def release_flow_lock(runs: tuple[str | None, ...], path: str | Path = FLOW_LOCK) -> bool:
+    """Remove the flow lock when one of `runs` holds it (a finished run and its origins);
+    a lock another run took since is left alone. Returns whether it was removed."""
+    holder = read_flow_lock(path)
+    if holder is None or holder["run"] not in runs:
+        return False
+    Path(path).unlink(missing_ok=True)
+    return True
+
+
 #: Output folders a flow run keeps to itself (so a second run never meets the first's state).
 RUN_OUTPUTS = ("train.out_dir", "eval.out_dir", "rlft.out_dir")
 

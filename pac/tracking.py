@@ -222,13 +222,17 @@ class Tracker:
             items = [RunTag(k, str(v)) for k, v in tags.items()]
             self.client.log_batch(self.run_id, tags=items)
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Log finite metrics for training step `step` (NaN/inf are skipped, not stored)."""
+    def log_metrics(self, metrics: dict[str, float], step: int, only_new: bool = False) -> None:
+        """Log finite metrics for training step `step` (NaN/inf are skipped, not stored);
+        `only_new`: skip the keys the run already has (a continued run logging the same
+        values again would add a second point at the same step)."""
         if not self.enabled:
             return
         now = int(time.time() * 1000)
+        known = self.client.get_run(self.run_id).data.metrics if only_new else {}
         items = [
-            Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(float(v))
+            Metric(k, float(v), now, step) for k, v in metrics.items()
+            if math.isfinite(float(v)) and k not in known
         ]
         for i in range(0, len(items), _BATCH):
             self.client.log_batch(self.run_id, metrics=items[i : i + _BATCH])

@@ -20,8 +20,9 @@ key), and the tables, ``metrics.json`` and the MLflow params record it.
 Outputs in ``out_dir``: ``results.csv``, ``results.md`` (paper layout), ``metrics.json`` (for
 ``dvc metrics show``), ``episodes.csv``, ``references.json`` and ``videos/*.gif``: per task a
 success and a failure episode (``eval.videos_per_task``), replayed and rendered at 160x160 after
-the evaluation. The same seed gives the same tables (episodes are seeded by task and index, never
-by worker; every worker and the in-process path run torch on one thread).
+the evaluation; under a parent MLflow run also ``mlflow_run.json``, the runs it opened, which a
+rerun into the folder continues. The same seed gives the same tables (episodes are seeded by
+task and index, never by worker; every worker and the in-process path run torch on one thread).
 
 This module runs the episodes and writes the outputs; the rows and tables are
 :mod:`pac.evaluation.tables`, the videos :mod:`pac.evaluation.videos`, the episode loop and the
@@ -576,22 +577,68 @@ def log_videos(cfg: PACConfig, run_id: str, videos: Iterable[Path],
     return logged
 
 
+#: The MLflow runs an evaluation folder's evaluation opened, by name, with their parent run:
+#: an evaluation rerun into the same folder under the same parent (a resumed flow step, a
+#: resumed RLFT round) continues them by id instead of opening second ones.
+EVAL_RUN_FILE = "mlflow_run.json"
+
+
+def _claimed_runs(out: Path, parent: str | None) -> dict[str, Any]:
+    """The record of `out` when it belongs to `parent`, else an empty one for `parent`
+    (no parent: a new evaluation, never a continuation)."""
+    state: dict[str, Any] = {"parent": parent, "runs": {}}
+    path = out / EVAL_RUN_FILE
+    if parent is None or not path.is_file():
+        return state
+    try:
+        recorded = json.loads(path.read_text())
+    except ValueError:
+        return state
+    return recorded if recorded.get("parent") == parent else state
+
+
+def _claim_run(cfg: PACConfig, out: Path, state: dict[str, Any], name: str, parent: str | None,
+               tags: dict[str, str]):
+    """(tracker, continued): the recorded run `name` reopened by id, or a new one recorded in
+    `out`/mlflow_run.json at once. A RUNNING `name` child of `parent` besides it (one a killed
+    attempt opened and had not yet recorded) is ended KILLED, tagged pac.continued_in.
+    An evaluation without a parent run (state["parent"] None) records and claims nothing."""
+    from pac.tracking import Tracker, end_stale_runs
+
+    run_id = state["runs"].get(name)
+    tracker = Tracker(cfg, name, parent_run_id=parent, run_id=run_id, tags=tags)
+    if state["parent"] is None:
+        return tracker, False
+    if run_id:
+        tracker.set_tags(tags)
+    else:
+        state["runs"][name] = tracker.run_id
+        atomic_write_text(out / EVAL_RUN_FILE, json.dumps(state, indent=1))
+    end_stale_runs(cfg, parent, name, tracker.run_id)
+    return tracker, run_id is not None
+
+
 def _log_to_mlflow(
     cfg: PACConfig, result: EvalResult, spec: PolicySpec, source: str, parent: str | None,
     horizon_source: str,
 ) -> str | None:
     """One MLflow run ``eval-<domain>`` (its "all" row under plain metric keys, its tables and
     videos) and, when it covers several tasks, one nested run ``eval-<task>`` per task. The
-    horizon used is a param of both (``eval.horizon``, ``eval.horizon_source``)."""
-    from pac.tracking import Tracker
+    horizon used is a param of both (``eval.horizon``, ``eval.horizon_source``).
 
+    Under a parent run the runs are recorded in ``mlflow_run.json`` as soon as they exist, and
+    a rerun into the same folder under the same parent continues them by id (params and
+    metrics already logged are kept): a kill while they are logged, then a resume, leaves one
+    FINISHED run of each name (:func:`_claim_run`)."""
     tasks = [r for r in result.rows if r["level"] == "task"]
     domains = sorted({TASKS[r["name"]].domain for r in tasks})
     name = f"eval-{domains[0]}" if len(domains) == 1 else "eval-all"
     every = next(r for r in result.rows if r["level"] == "all")
     tags = {"pac.stage": "evaluate", "pac.domain": ",".join(domains),
             "pac.tasks": ",".join(r["name"] for r in tasks), "pac.policy": spec.kind}
-    tracker = Tracker(cfg, name, parent_run_id=parent, tags=tags | _row_tags(every))
+    state = _claimed_runs(result.out_dir, parent)
+    tracker, again = _claim_run(cfg, result.out_dir, state, name, parent,
+                                tags | _row_tags(every))
     tracker.log_params(
         {k: v for k, v in cfg.flat().items() if k.startswith("eval.")}
         | {"eval.policy": spec.kind, "eval.checkpoint": source,
@@ -599,18 +646,19 @@ def _log_to_mlflow(
            "eval.horizon_source": horizon_source}
     )
     tracker.log_metrics(_row_metrics(every) | _flatten(result.metrics["timing"], "timing"),
-                        step=0)
+                        step=0, only_new=again)
     for name in ("results.md", "results.csv", "metrics.json", "episodes.csv", "references.json"):
         tracker.log_artifact(result.out_dir / name, "eval")
     for video in result.videos:
         tracker.log_artifact(video, "eval/videos")
     if len(tasks) > 1:
         for row in tasks:
-            task_run = Tracker(cfg, f"eval-{row['name']}", parent_run_id=tracker.run_id, tags={
-                "pac.stage": "evaluate", "pac.domain": TASKS[row["name"]].domain,
-                "pac.task": row["name"], "pac.section": row["section"]} | _row_tags(row))
+            task_run, again = _claim_run(
+                cfg, result.out_dir, state, f"eval-{row['name']}", tracker.run_id, {
+                    "pac.stage": "evaluate", "pac.domain": TASKS[row["name"]].domain,
+                    "pac.task": row["name"], "pac.section": row["section"]} | _row_tags(row))
             task_run.log_params({"eval.horizon": str(row["horizon"])})
-            task_run.log_metrics(_row_metrics(row), step=0)
+            task_run.log_metrics(_row_metrics(row), step=0, only_new=again)
             task_run.finish()
     tracker.finish()
     return tracker.run_id

@@ -23,35 +23,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from flow_helpers import copy_project, flow_env, metaflow_client, run_flow
+from flow_helpers import TINY_FLOW as SETTINGS
+from flow_helpers import (
+    copy_project,
+    flow_env,
+    kill_flow_when,
+    metaflow_client,
+    run_flow,
+    start_flow,
+    store_runs,
+)
 from safetensors.torch import load_file
-
-#: The smallest flow: one task (one evaluation branch), 20 tiny updates, no RLFT round.
-SETTINGS = [
-    "data.episode_steps=25",
-    "data.groups=[{name: expert, tasks: [point_mass.easy], quality: 1.0, episodes_per_task: 4}]",
-    "data.trajectory_length=3",
-    "train.steps=20", "train.global_batch=4", "train.log_every=5", "train.checkpoint_every=5",
-    "train.warmup_steps=3", "train.precision=fp32",
-    "loss.target_update_period=10", "loss.num_action_samples=4",
-    "eval.episodes_per_task=1", "eval.videos_per_task=0", "eval.workers=1",
-    "rlft.rounds=0",
-]
-
-
-def _wait_for(path: Path, proc: subprocess.Popen, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not path.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 @pytest.mark.slow
 def test_sigkill_inside_pretrain_then_resume_equals_an_uninterrupted_run(tmp_path):
     from pac.config import load_config
-    from pac.tracking import client, experiment_id
     from pac.train import train
 
     repo = tmp_path / "clone"
@@ -63,23 +50,10 @@ def test_sigkill_inside_pretrain_then_resume_equals_an_uninterrupted_run(tmp_pat
     delay = random.uniform(0.0, 0.05)
     print(f"\nkilling the flow {delay:.3f} s after checkpoint {after}")
     log = tmp_path / "run.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "flows/pac_flow.py", "run", "--set", ";".join(SETTINGS)],
-            cwd=repo, env=flow_env(repo), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)  # its own process group: the runtime and its tasks
-        try:
-            deadline = time.monotonic() + 600
-            while not runs.is_dir() or not any(runs.iterdir()):
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
-            train_dir = next(runs.iterdir()) / "pretrain"
-            manifest = train_dir / "checkpoints" / f"step_{after:08d}" / "manifest.json"
-            assert _wait_for(manifest, proc, 600), log.read_text()[-3000:]
-            time.sleep(delay)
-        finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    proc = start_flow(repo, log, "run", "--set", ";".join(SETTINGS))
+    manifest = f"*/pretrain/checkpoints/step_{after:08d}/manifest.json"
+    kill_flow_when(proc, log, lambda: any(runs.glob(manifest)), delay=delay)
+    train_dir = next(runs.iterdir()) / "pretrain"
     assert not (train_dir / "policy").exists(), "pretraining ended before the kill"
 
     resumed = run_flow(repo, "resume")
@@ -94,10 +68,7 @@ def test_sigkill_inside_pretrain_then_resume_equals_an_uninterrupted_run(tmp_pat
     assert got["policy"] == f"runs/flow/{got['killed']}/pretrain/policy"  # the killed run's dir
 
     # MLflow: the killed attempt's training run was continued, nothing duplicated or RUNNING
-    cfg = load_config(overrides=[f"tracking.uri=sqlite:///{repo}/mlruns/mlflow.db",
-                                 f"tracking.artifact_dir={repo}/mlruns/artifacts"])
-    mlc = client(cfg)
-    every = mlc.search_runs([experiment_id(mlc, cfg)])
+    every = store_runs(repo)
     assert {r.info.status for r in every} == {"FINISHED"}, [
         (r.info.run_name, r.info.status) for r in every]
     pretrain = [r for r in every if r.info.run_name == "pretrain-tiny"]
