@@ -81,7 +81,9 @@ def round_dir(out_dir: Path, round_k: int) -> Path:
 
 
 def finetune_config(cfg: PACConfig, round_k: int, out_dir: Path) -> PACConfig:
-    """`cfg` with the rollouts group added to the mixture and a short fine-tuning schedule.
+    """`cfg` with the rollouts group added to the mixture and a short fine-tuning schedule:
+    a constant learning rate ``rlft.lr`` (None: the pretraining schedule over the fine-tuning
+    updates).
 
     The rollouts train with their own alpha, beta (rlft.alpha, rlft.beta): the loss runs as
     alpha-PAC (Table 2, "alpha-PAC (RLFT)"), where every other group keeps its own values or
@@ -98,6 +100,8 @@ def finetune_config(cfg: PACConfig, round_k: int, out_dir: Path) -> PACConfig:
     ft.train.log_every = min(cfg.train.log_every, cfg.rlft.finetune_steps)
     ft.train.warmup_steps = 0  # warm-up: train.warmup_fraction of the fine-tuning updates
     ft.train.decay_steps = 0
+    if cfg.rlft.lr is not None:  # a constant rate (rlft.lr), not the pretraining schedule
+        ft.train.lr_init = ft.train.lr_peak = ft.train.lr_end = cfg.rlft.lr
     ft.train.out_dir = str(round_dir(out_dir, round_k) / "train")
     ft.train.seed = cfg.train.seed + round_k
     validate(ft)

@@ -134,6 +134,34 @@ def test_finetune_config_keeps_all_data_and_adds_the_rollout_group(tmp_path):
     assert effective_alpha(cfg.loss, 0, batch_alpha).tolist() == pytest.approx([0.75] * 4)
 
 
+@pytest.mark.parametrize("override, expected", [
+    ([], 1e-4),                      # the default: the pretraining's final rate, constant
+    (["rlft.lr=3e-5"], 3e-5),
+])
+def test_finetuning_runs_at_a_constant_rate(tmp_path, override, expected):
+    from pac.train.schedule import learning_rate
+
+    cfg = load_config(overrides=["rlft.finetune_steps=40", *override])
+    ft = finetune_config(cfg, 1, tmp_path)
+    rates = [learning_rate(step, ft.train) for step in range(ft.train.steps)]
+    assert rates == pytest.approx([expected] * 40, rel=1e-12)
+    assert cfg.train.lr_peak == 1e-3  # the pretraining schedule itself is untouched
+
+
+def test_finetuning_with_rlft_lr_null_repeats_the_pretraining_schedule(tmp_path):
+    from pac.config import ConfigError
+    from pac.train.schedule import learning_rate
+
+    cfg = load_config(overrides=["rlft.finetune_steps=40", "rlft.lr=null"])
+    rates = [learning_rate(step, finetune_config(cfg, 1, tmp_path).train) for step in range(40)]
+    t = cfg.train  # warm-up over 5% of the 40 updates (2), then cosine from lr_peak to lr_end
+    assert rates[0] == pytest.approx(t.lr_init) and rates[2] == pytest.approx(t.lr_peak)
+    assert rates[-1] == pytest.approx(t.lr_end + (t.lr_peak - t.lr_end) * 0.5 * (
+        1 + math.cos(math.pi * 37 / 38)), rel=1e-9)
+    with pytest.raises(ConfigError, match="rlft.lr"):
+        load_config(overrides=["rlft.lr=-1e-4"])
+
+
 def _row(k: int, successes: int, n: int = 20, champion: bool = False) -> RoundRow:
     cell = success_cell(successes, n)
     return RoundRow(round=k, episodes_added=10 if k else 80, rollout_episodes=10 * k,
