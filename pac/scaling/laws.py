@@ -324,6 +324,16 @@ def overlap_window(runs: Sequence[Run]) -> tuple[float, float]:
     return lo, hi
 
 
+def observed_window(runs: Sequence[Run]) -> tuple[float, float]:
+    """From the first to the last evaluated budget of `runs`.
+
+    With every size trained for the same number of updates (App. E.1) the smallest model is
+    alone on the envelope below the larger ones' first evaluation and the largest above the
+    others' last one, so this window always selects at least two sizes; the default window of
+    a ladder of two or three sizes can select one only (then eq. 4 cannot be fitted)."""
+    return min(r.flops_range[0] for r in runs), max(r.flops_range[1] for r in runs)
+
+
 def step_window(profiles: Sequence[Profile], num: int = ENVELOPE_POINTS) -> tuple[float, float]:
     """The default FLOP window: from the first to the last size change of the envelope.
 
@@ -568,9 +578,19 @@ def profile_row(p: Profile) -> dict[str, Any]:
 
 
 def fit_scaling(runs: Sequence[Run], num: int = ENVELOPE_POINTS, draws: int = BOOTSTRAP_DRAWS,
-                seed: int = 0, window: tuple[float, float] | None = None) -> ScalingResult:
+                seed: int = 0, window: tuple[float, float] | str | None = None) -> ScalingResult:
     """Profiles for every run, then envelope and power laws per family (validated first)."""
     profiles = [fit_profile(r) for r in runs]  # raises on the first run that cannot be fitted
+    return fit_profiles(profiles, num, draws, seed, window)
+
+
+def fit_profiles(profiles: Sequence[Profile], num: int = ENVELOPE_POINTS,
+                 draws: int = BOOTSTRAP_DRAWS, seed: int = 0,
+                 window: tuple[float, float] | str | None = None) -> ScalingResult:
+    """Envelope and power laws per family of already fitted profiles.
+
+    `window` is the envelope's FLOP range: a (low, high) pair, None (each family's
+    :func:`step_window`) or ``"observed"`` (each family's :func:`observed_window`)."""
     families: dict[str, FamilyFit] = {}
     for family in sorted({p.run.family for p in profiles}):
         members = [p for p in profiles if p.run.family == family]
@@ -580,8 +600,9 @@ def fit_scaling(runs: Sequence[Run], num: int = ENVELOPE_POINTS, draws: int = BO
                 f"family {family!r}: runs of {len(sizes)} model size(s); the power laws of eq. 4"
                 " need at least two sizes"
             )
-        families[family] = fit_family(members, family, num, draws, seed, window)
-    return ScalingResult(profiles, families, iso_return_points(profiles))
+        span = observed_window([p.run for p in members]) if window == "observed" else window
+        families[family] = fit_family(members, family, num, draws, seed, span)
+    return ScalingResult(list(profiles), families, iso_return_points(profiles))
 
 
 def write_outputs(result: ScalingResult, out: str | Path, figures: bool = True) -> list[Path]:

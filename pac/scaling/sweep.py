@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pac.config import FAMILIES, SWEEP_KEYS, ConfigError, PACConfig, load_config
+from pac.scaling.laws import observed_window  # noqa: F401  (the sweep's window, re-exported)
 
 #: The points of every member as the fit read them (in the fit's output folder).
 POINTS_FILE = "points.csv"
@@ -187,16 +188,6 @@ class SweepFit:
 WINDOWS = ("steps", "observed")
 
 
-def observed_window(runs: list) -> tuple[float, float]:
-    """From the first to the last evaluated budget of `runs` (pac.scaling.laws.Run).
-
-    With every size trained for the same number of updates (App. E.1) the smallest model is
-    alone on the envelope below the larger ones' first evaluation and the largest above the
-    others' last one, so this window always selects at least two sizes; the default window of
-    a ladder of two or three sizes can select one only (then eq. 4 cannot be fitted)."""
-    return min(r.flops_range[0] for r in runs), max(r.flops_range[1] for r in runs)
-
-
 def fit_sweep(cfg: PACConfig, rows: list[dict[str, Any]], out_dir: str | Path,
               parent_run_id: str | None = None, draws: int | None = None,
               window: str = "steps") -> SweepFit:
@@ -218,7 +209,7 @@ def fit_sweep(cfg: PACConfig, rows: list[dict[str, Any]], out_dir: str | Path,
         ScalingInputError,
         fit_params,
         fit_profile,
-        fit_scaling,
+        fit_profiles,
         log_fit,
         runs_from_rows,
         write_outputs,
@@ -241,17 +232,14 @@ def fit_sweep(cfg: PACConfig, rows: list[dict[str, Any]], out_dir: str | Path,
         kept = []
         for run in runs:
             try:
-                fit_profile(run)
-                kept.append(run)
+                kept.append(fit_profile(run))
             except ScalingInputError as exc:
                 dropped[run.name] = str(exc)
         if not kept:
             raise ScalingInputError("no member's return profile (eq. 18) could be fitted")
         draws = BOOTSTRAP_DRAWS if draws is None else draws
-        if window == "observed":
-            result = _fit_observed(kept, draws)
-        else:
-            result = fit_scaling(kept, draws=draws)
+        result = fit_profiles(kept, draws=draws, window="observed" if window == "observed"
+                              else None)
     except ScalingInputError as exc:
         error = str(exc)
         if dropped:
@@ -265,18 +253,6 @@ def fit_sweep(cfg: PACConfig, rows: list[dict[str, Any]], out_dir: str | Path,
         if dropped:
             tracker.set_tags({"pac.scaling_dropped": json.dumps(dropped)})
     return SweepFit(fit_params(result), result.summary(), written, dropped)
-
-
-def _fit_observed(runs: list, draws: int):
-    """fit_scaling with each family's envelope over its whole observed FLOP range."""
-    from pac.scaling.laws import ScalingResult, fit_scaling
-
-    parts = [fit_scaling([r for r in runs if r.family == family], draws=draws,
-                         window=observed_window([r for r in runs if r.family == family]))
-             for family in sorted({r.family for r in runs})]
-    return ScalingResult([p for part in parts for p in part.profiles],
-                         {k: v for part in parts for k, v in part.families.items()},
-                         [c for part in parts for c in part.contours])
 
 
 def fit_markdown(fit: SweepFit) -> str:
