@@ -1,7 +1,11 @@
 """The laptop Table 1: offline RL against behaviour cloning on low-quality data (§4.2, Table 1).
 
 For each task, one low-quality dataset is generated with the project's own graded behaviour
-policy (``--quality``, default 0.42: about 28% success, the CHEF:sim analogue of Table 6). Every
+policy (``--quality``, default 0.42: about 28% success, the CHEF:sim analogue of Table 6). With
+``--suboptimal random`` (the default) the rest is sticky uniform noise, so the data's mode is the
+expert's and BC's argmax filters the noise out; with ``--suboptimal weak`` a fraction
+``--quality`` of the episodes is driven by the noisy expert and the rest by the task's timid
+controller (``pac.envs.weak_action``: 20-30% of expert alone), the data's mode. Every
 arm trains on exactly the same episodes, with the same number of updates, batch and seeds, and
 is evaluated with one protocol (``pac.evaluation``: % of expert return with standard-error 95%
 intervals, success with Wilson intervals, on the same fixed episode seeds):
@@ -30,6 +34,10 @@ actions, the weights' effective sample size (N = uniform) and entropy (ln N = un
     python benchmarks/bench_offline.py --out runs/bench_offline            # the full table
     python benchmarks/bench_offline.py --out runs/bench_offline --decodes argmax sample
         # each policy also as a sampled policy: BC sampled reproduces the data's quality
+    python benchmarks/bench_offline.py --out runs/T1weak --suboptimal weak --quality 0.3 \
+        --decodes argmax sample                       # data whose mode is the weak controller
+    python benchmarks/bench_offline.py --out runs/T1native --suboptimal weak --quality 0.3 \
+        --tasks point_mass.easy_native --episode-steps 1000   # dm_control's rate and episodes
     python benchmarks/bench_offline.py --quick --out /tmp/bench_offline    # a 2-minute smoke run
 """
 
@@ -53,10 +61,11 @@ BENCH_MODEL = ["model.d_z=64", "model.num_blocks=2", "model.num_latents=16", "mo
 BENCH_ETA = 0.02
 
 
-def group_override(tasks: list[str], quality: float, episodes: int, arm: str) -> str:
+def group_override(args: argparse.Namespace, arm: str) -> str:
     alpha_beta = ", alpha: 0.0, beta: 1900.0" if arm == "alpha_pac" else ""
-    return (f"data.groups=[{{name: low_quality, tasks: [{', '.join(tasks)}], quality: {quality},"
-            f" episodes_per_task: {episodes}{alpha_beta}}}]")
+    return (f"data.groups=[{{name: low_quality, tasks: [{', '.join(args.tasks)}],"
+            f" quality: {args.quality}, suboptimal: {args.suboptimal},"
+            f" episodes_per_task: {args.episodes}{alpha_beta}}}]")
 
 
 def main() -> None:
@@ -64,6 +73,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="folder for data, runs and results")
     ap.add_argument("--tasks", nargs="+", default=["point_mass.easy", "cartpole.balance"])
     ap.add_argument("--quality", type=float, default=0.42)
+    ap.add_argument("--suboptimal", default="random", choices=["random", "weak"],
+                    help="the behaviour when not the expert: sticky uniform random actions (the"
+                         " data's mode stays the expert's) or the task's weak controller")
     ap.add_argument("--episodes", type=int, default=60, help="episodes per task")
     ap.add_argument("--episode-steps", type=int, default=100)
     ap.add_argument("--updates", type=int, default=1500)
@@ -97,10 +109,11 @@ def main() -> None:
         f"tracking.uri=sqlite:///{out / 'mlflow.db'}", f"tracking.artifact_dir={out / 'mlruns'}",
         *args.set,
     ]
-    group = group_override(args.tasks, args.quality, args.episodes, "bc")
+    group = group_override(args, "bc")
     cfg = load_config(overrides=[*base, group])
     if not (data / ".complete").exists():
-        print(f"generating {len(args.tasks)} x {args.episodes} episodes, quality {args.quality}")
+        print(f"generating {len(args.tasks)} x {args.episodes} episodes, quality {args.quality},"
+              f" suboptimal {args.suboptimal}")
         generate_group(cfg, "low_quality", store_root(data), workers=1, progress=False)
         TaskTokenizer.train(tokenizer_path(data), cfg.data.tokenizer_vocab,
                             cfg.data.tokenizer_type, num_tokens=cfg.model.num_text_tokens)
@@ -140,7 +153,7 @@ def run_arm(out: Path, data: Path, args: argparse.Namespace, base: list[str], ar
 
     torch.set_num_threads(1)  # arms run side by side, one core each
     run = out / "runs" / f"{arm}-seed{seed}"
-    overrides = [*base, group_override(args.tasks, args.quality, args.episodes, arm),
+    overrides = [*base, group_override(args, arm),
                  *ARMS[arm], f"train.seed={seed}", f"train.out_dir={run}",
                  f"tracking.uri=sqlite:///{run / 'mlflow.db'}"]  # one store per concurrent arm
     run.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pac.tasks import TASKS
+from pac.tasks import SUBOPTIMAL, TASKS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = REPO_ROOT / "params" / "default.yaml"
@@ -123,7 +123,11 @@ class GroupConfig:
 
     name: str = "expert"
     tasks: list[str] = field(default_factory=lambda: ["point_mass.easy"])
-    quality: float = 1.0  # behaviour quality in [0, 1]: 1 = scripted expert, 0 = uniform random
+    quality: float = 1.0  # behaviour quality in [0, 1]: 1 = scripted expert, 0 = `suboptimal`
+    #: what the behaviour does when it is not the expert: "random" (sticky uniform actions: the
+    #: data's mode stays the expert's) | "weak" (the task's weak controller, pac.envs.weak_action:
+    #: below quality 0.5 the data's mode is sub-optimal)
+    suboptimal: str = "random"
     episodes_per_task: int = 10
     weight: float = 1.0  # lambda (App. C.4)
     alpha: float | None = None  # alpha-PAC: per-group alpha / beta (App. C.5); None = loss.alpha
@@ -545,6 +549,13 @@ def validate(cfg: PACConfig) -> None:
         for task in g.tasks:
             _known_task(f"{key}.tasks", task)
         _range(f"{key}.quality", g.quality, 0.0, 1.0)
+        _choice(f"{key}.suboptimal", g.suboptimal, SUBOPTIMAL)
+        if g.suboptimal == "weak":
+            weakless = [t for t in g.tasks if t in TASKS and not TASKS[t].weak_gain]
+            if weakless:
+                weak = ", ".join(sorted(t for t, s in TASKS.items() if s.weak_gain))
+                raise ConfigError(f"{key}.suboptimal=weak: task(s) {', '.join(weakless)} have no"
+                                  f" weak controller; tasks with one: {weak}")
         _range(f"{key}.episodes_per_task", g.episodes_per_task, 1, None)
         if g.weight <= 0:
             raise ConfigError(f"{key}.weight={g.weight!r} is outside the allowed range (0, inf)")

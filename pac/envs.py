@@ -2,7 +2,8 @@
 
 Behaviour policies of graded quality generate the mixed-quality data PAC learns from (Table 6:
 success rates from 97% down to 12%). ``quality`` 1 is the scripted expert, 0 a sticky uniform
-random policy, anything between mixes them per step (see :func:`behaviour_action`).
+random policy, anything between mixes them per step; with ``suboptimal="weak"`` each episode is
+driven by the expert or by the task's weak controller instead (see :func:`behaviour_action`).
 
 Offscreen rendering uses ``MUJOCO_GL=egl`` by default (Mesa llvmpipe works with no GPU). Other
 back-ends need Debian packages: ``libegl1`` (egl), ``libosmesa6`` (``MUJOCO_GL=osmesa``). When
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pac.tasks import TASKS, TaskSpec
+from pac.tasks import SUBOPTIMAL, TASKS, TaskSpec
 
 _RENDER_ERROR: str | None = None
 
@@ -162,9 +163,9 @@ def _reacher(env, kp: float = 2.0, kd: float = 0.2, damping: float = 0.05) -> np
 def expert_action(task: str, env, rng: np.random.Generator | None = None) -> np.ndarray:
     """The scripted expert's action for the current state of `env` (float32 in [-1, 1])."""
     spec = task_spec(task)
-    if spec.name == "point_mass.easy":
+    if (spec.domain, spec.task) == ("point_mass", "easy"):
         action = _point_mass(env)
-    elif spec.name == "cartpole.balance":
+    elif (spec.domain, spec.task) == ("cartpole", "balance"):
         action = _cartpole(env, task)
     elif spec.domain == "reacher":
         action = _reacher(env)
@@ -176,36 +177,77 @@ def expert_action(task: str, env, rng: np.random.Generator | None = None) -> np.
 
 # --- graded behaviour ----------------------------------------------------------------------------
 
-#: per-environment memory of the sticky random action: env -> (physics time, action)
+#: per-environment memory of the behaviour: env -> (physics time, sticky random action, whether
+#: the expert drives this episode)
 _STICKY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 EXPERT_NOISE = 0.1  # std of the Gaussian added to expert actions when quality < 1
 STICKY_RESAMPLE = 0.2  # per-step probability that the random policy draws a new action
 
 
-def behaviour_action(task: str, env, quality: float, rng: np.random.Generator) -> np.ndarray:
-    """A behaviour policy of graded quality: 1 = expert ... 0 = sticky uniform random.
+def weak_action(task: str, env) -> np.ndarray:
+    """The task's weak controller: ``weak_gain`` x the scripted expert's action (pac.tasks).
 
-    Each step follows the expert (plus N(0, 0.1) noise when quality < 1) with probability
-    `quality`, otherwise a random action that is kept for several steps (redrawn with probability
-    0.2 per step), so low quality drifts away from the goal instead of averaging out.
+    A consistently sub-optimal demonstrator, a timid operator who applies only a fraction of the
+    expert's command (alone: 20-30% of expert). Unlike sticky random noise, its actions
+    concentrate at one point of each state, so when it acts most of the time it is the *mode* of
+    the data, and cloning the mode (argmax decoding) reproduces the weak controller instead of
+    filtering it out.
+    """
+    spec = task_spec(task)
+    if spec.weak_gain == 0.0:
+        weak = sorted(t for t, s in TASKS.items() if s.weak_gain)
+        raise ValueError(f"task {task!r} has no weak controller; tasks with one: {weak}")
+    return (spec.weak_gain * expert_action(task, env)).astype(np.float32)
+
+
+def behaviour_action(
+    task: str, env, quality: float, rng: np.random.Generator, suboptimal: str = "random"
+) -> np.ndarray:
+    """A behaviour policy of graded quality: 1 = expert ... 0 = the sub-optimal policy.
+
+    * ``random``: each step follows the expert (plus N(0, 0.1) noise when quality < 1) with
+      probability `quality`, otherwise a sticky uniform random action, kept for several steps
+      (redrawn with probability 0.2 per step), so low quality drifts away from the goal instead
+      of averaging out. Random actions spread over the whole range, so the data's mode at each
+      state stays the expert's: cloning the mode (argmax decoding) filters the noise out.
+    * ``weak``: each *episode* is driven either by the noisy expert (probability `quality`) or,
+      for the whole episode, by the task's weak controller (:func:`weak_action`, noise-free).
+      Mixed per step, the two would average into one adequate controller (at quality 0.3 the
+      data scored 99.0% of expert on cartpole.balance, 57.9% on point_mass.easy); mixed per
+      episode, the data is as poor as its episodes (like data from agents of several skill
+      levels) and the weak controller is its mode wherever quality < 0.5.
+
+    Noise on the weak actions would hide the weak mode: expert actions saturate at the action
+    bounds, so their clipped noise piles half its mass into the edge bin of the 101-bin
+    marginal, while N(0, 0.1) spreads a weak action over ~10 bins (per-step mixing, quality 0.3,
+    noisy weak actions: BC's argmax scored 88.0% of expert, the expert's clipped mode).
     """
     if not 0.0 <= quality <= 1.0:
         raise ValueError(f"quality must be in [0, 1], got {quality}")
+    if suboptimal not in SUBOPTIMAL:
+        raise ValueError(f"suboptimal must be one of {SUBOPTIMAL}, got {suboptimal!r}")
     spec = task_spec(task)
     low, high = spec.action_low, spec.action_high
     now = float(env.physics.time())
     previous = _STICKY.get(env)
-    if previous is None or previous[0] >= now or rng.random() < STICKY_RESAMPLE:
+    new_episode = previous is None or previous[0] >= now
+    if new_episode or rng.random() < STICKY_RESAMPLE:
         sticky = rng.uniform(low, high, spec.num_actions).astype(np.float32)
     else:
         sticky = previous[1]
-    _STICKY[env] = (now, sticky)
+    expert_drives = True
+    if suboptimal == "weak":
+        expert_drives = bool(rng.random() < quality) if new_episode else previous[2]
+    _STICKY[env] = (now, sticky, expert_drives)
     if quality >= 1.0:
         return expert_action(task, env, rng)
-    if rng.random() < quality:
-        action = expert_action(task, env, rng) + rng.normal(0.0, EXPERT_NOISE, spec.num_actions)
-        return np.clip(action, low, high).astype(np.float32)
-    return sticky
+    if suboptimal == "weak":
+        if not expert_drives:
+            return weak_action(task, env)
+    elif not rng.random() < quality:
+        return sticky
+    action = expert_action(task, env, rng) + rng.normal(0.0, EXPERT_NOISE, spec.num_actions)
+    return np.clip(action, low, high).astype(np.float32)
 
 
 def render(env, size: int = 80, camera: int = 0) -> np.ndarray:

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: what a graded behaviour policy does when it is not the expert (GroupConfig.suboptimal)
+SUBOPTIMAL = ("random", "weak")
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -41,6 +44,9 @@ class TaskSpec:
     action_repeat: int = 1  # physics steps per control step (dm_control n_sub_steps)
     scripted_expert: bool = False  # pac.envs.expert_action can drive it (data generation)
     angle_dims: tuple[int, ...] = ()  # unbounded joint angles in the observation: (sin, cos)
+    #: the weak controller of data generation (``GroupConfig.suboptimal: weak``) acts
+    #: ``weak_gain`` x the scripted expert's action; 0 = the task has none (see TASKS below)
+    weak_gain: float = 0.0
 
     @property
     def num_features(self) -> int:
@@ -72,14 +78,18 @@ def _spec(
     action_repeat: int = 1,
     scripted_expert: bool = False,
     angle_dims: tuple[int, ...] = (),
+    weak_gain: float = 0.0,
+    dm_task: str | None = None,
 ) -> TaskSpec:
     domain, task = name.split(".", 1)
+    task = dm_task or task
     last = "every step" if success_window >= 1.0 else f"the last {success_window:.0%} of steps"
     success = f"reward >= {success_reward:g} on {last}"
     return TaskSpec(
         name, domain, task, num_proprio, num_actions, success=success,
         success_reward=success_reward, success_window=success_window,
         action_repeat=action_repeat, scripted_expert=scripted_expert, angle_dims=angle_dims,
+        weak_gain=weak_gain,
     )
 
 
@@ -90,11 +100,25 @@ def _spec(
 #   reacher: reward is 1 exactly while the fingertip touches the target.
 # action_repeat stretches the 100-step default episode to a horizon where the task is solvable
 # (point_mass: 6 s, its damped mass moves at most ~0.1 m/s; cartpole/reacher: 2 s).
+# ``*_native`` variants run at dm_control's own control rate (no action repeat), the rate of data
+# recorded from the suite as it is; with data.episode_steps = 1000 they are its own episodes
+# (point_mass.easy: 20 s at 50 Hz).
+# weak_gain: the timid controller of low-quality data (pac.envs.weak_action: the expert's action
+# scaled by the gain), chosen so that alone it scores 20-30% of expert, measured over 8 episodes
+# against the expert and uniform random references of the evaluation (% of expert, as pac eval):
+#   point_mass.easy 0.35: 28.0% (0.3: 22.6, 0.4: 36.1, 0.5: 55.4) over 100 steps;
+#   point_mass.easy_native 0.1: 26.6% (reward 240.6 against the expert's 902.1) over 1000 steps;
+#   cartpole.balance 0.02: 31.6% (0.01: 26.4, 0.03: 38.3) over 100 steps; the task is forgiving
+#     (the zero action scores 22.6%), so its timid controller has 2% of the expert's authority.
 TASKS: dict[str, TaskSpec] = {
     s.name: s
     for s in (
-        _spec("point_mass.easy", 4, 2, 0.8, 0.1, action_repeat=3, scripted_expert=True),
-        _spec("cartpole.balance", 5, 1, 0.75, 1.0, action_repeat=2, scripted_expert=True),
+        _spec("point_mass.easy", 4, 2, 0.8, 0.1, action_repeat=3, scripted_expert=True,
+              weak_gain=0.35),
+        _spec("point_mass.easy_native", 4, 2, 0.8, 0.1, scripted_expert=True, weak_gain=0.1,
+              dm_task="easy"),
+        _spec("cartpole.balance", 5, 1, 0.75, 1.0, action_repeat=2, scripted_expert=True,
+              weak_gain=0.02),
         _spec("cartpole.swingup", 5, 1, 0.8, 0.1, action_repeat=2),
         # reacher's observation starts with (shoulder, wrist) angles; the shoulder is unbounded
         _spec("reacher.easy", 6, 2, 1.0, 0.1, action_repeat=2, scripted_expert=True,

@@ -89,3 +89,14 @@ def test_cli_reports_bad_params(capsys):
     assert main(["config", "--set", "loss.alpha=2"]) == 2
     assert "loss.alpha=2.0 is outside the allowed range" in capsys.readouterr().err
     assert main(["config", "--json", "--flat"]) == 0
+
+
+def test_a_weak_behaviour_needs_tasks_with_a_weak_controller():
+    group = "data.groups=[{name: g, tasks: [%s], quality: 0.3, suboptimal: %s}]"
+    cfg = load_config(overrides=[group % ("point_mass.easy, cartpole.balance", "weak")])
+    assert cfg.data.groups[0].suboptimal == "weak"
+    with pytest.raises(ConfigError, match=r"data.groups.g.suboptimal=weak: task\(s\)"
+                       r" reacher.easy have no weak controller; tasks with one: .*point_mass"):
+        load_config(overrides=[group % ("point_mass.easy, reacher.easy", "weak")])
+    with pytest.raises(ConfigError, match="data.groups.g.suboptimal"):
+        load_config(overrides=[group % ("point_mass.easy", "lazy")])

@@ -47,8 +47,9 @@ def test_registry_sizes_match_dm_control(task):
 
 @pytest.mark.parametrize("task", EXPERT_TASKS)
 def test_expert_succeeds_and_random_fails(task):
-    expert = [is_success(task, _episode(task, 1.0, seed)) for seed in range(3)]
-    random = [is_success(task, _episode(task, 0.0, seed)) for seed in range(3)]
+    steps = 1000 if task.endswith("_native") else 100  # native: dm_control's own episode
+    expert = [is_success(task, _episode(task, 1.0, seed, steps)) for seed in range(3)]
+    random = [is_success(task, _episode(task, 0.0, seed, steps)) for seed in range(3)]
     print(f"{task}: expert {sum(expert)}/3 successes, random {sum(random)}/3")
     assert all(expert) and not any(random)
 
@@ -106,3 +107,68 @@ def test_unavailable_rendering_fails_with_a_clear_message():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "rendering is unavailable" in out.stdout and "libosmesa6" in out.stdout
+
+
+def _pd_point_mass(env) -> np.ndarray:
+    """The point-mass expert written out again from the physics (40 x to-target - velocity)."""
+    to_target = env.physics.named.data.geom_xpos["target", :2] - env.physics.position()
+    return np.clip(40.0 * to_target - env.physics.velocity(), -1.0, 1.0)
+
+
+def test_the_weak_behaviour_mixes_the_expert_with_its_weak_controller_per_episode():
+    """quality 0.3 + weak: 30% of episodes by the noisy expert, 70% by exactly 0.35 x expert."""
+    env = make_env("point_mass.easy", 5, 6)
+    rng, drivers = np.random.default_rng(0), []
+    for _ in range(300):
+        env.reset()
+        steps = []
+        for _ in range(6):
+            expert = _pd_point_mass(env)
+            action = behaviour_action("point_mass.easy", env, 0.3, rng, "weak")
+            steps.append(np.allclose(action, 0.35 * expert, atol=1e-6))
+            env.step(action)
+        assert len(set(steps)) == 1  # one controller drives the whole episode
+        drivers.append(not steps[0])
+    assert abs(np.mean(drivers) - 0.3) < 0.06  # 300 episodes: SE 0.026
+    env.reset()
+    with pytest.raises(ValueError, match="suboptimal must be one of"):
+        behaviour_action("point_mass.easy", env, 0.3, rng, "lazy")
+    reacher = make_env("reacher.easy", 0, 10)
+    reacher.reset()
+    with pytest.raises(ValueError, match="task 'reacher.easy' has no weak controller"):
+        behaviour_action("reacher.easy", reacher, 0.0, rng, "weak")
+
+
+@pytest.mark.parametrize("task", sorted(t for t, s in TASKS.items() if s.weak_gain))
+def test_the_weak_controller_alone_is_far_below_the_expert(task):
+    """What makes it a sub-optimal *mode*: alone it scores < 45% of expert (measured: 22-32%)."""
+    from pac.evaluation.rollout import random_policy
+
+    steps = 1000 if task.endswith("_native") else 100  # native: dm_control's own episode
+
+    def returns(policy) -> float:
+        total = 0.0
+        for seed in range(5):
+            env = make_env(task, seed, steps)
+            act, time_step = policy(seed), env.reset()
+            while not time_step.last():
+                time_step = env.step(act(env, time_step))
+                total += time_step.reward
+        return total / 5
+
+    expert = returns(lambda seed: lambda env, ts: expert_action(task, env))
+    weak = returns(lambda seed: lambda env, ts: behaviour_action(
+        task, env, 0.0, np.random.default_rng(seed), "weak"))
+    rand = returns(lambda seed: random_policy(task, seed))
+    pct = 100 * (weak - rand) / (expert - rand)
+    print(f"{task}: expert {expert:.1f}, weak controller {weak:.1f}, random {rand:.1f}: {pct:.1f}%")
+    assert pct < 45.0
+
+
+def test_the_native_variant_runs_at_dm_controls_own_rate():
+    from pac.envs import _control_timestep
+
+    assert _control_timestep("point_mass.easy_native") == pytest.approx(0.02)
+    assert _control_timestep("point_mass.easy") == pytest.approx(0.06)  # action repeat 3
+    rewards = _episode("point_mass.easy_native", 1.0, 0, steps=1000)  # dm_control's 20 s
+    assert len(rewards) == 1000 and is_success("point_mass.easy_native", rewards)

@@ -32,7 +32,9 @@ def episode_seed(seed: int, group: str, task: str, index: int) -> int:
     return int(np.random.SeedSequence(parts).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def run_episode(env, task: str, quality: float, seed: int, cameras: int = 0) -> Episode:
+def run_episode(
+    env, task: str, quality: float, seed: int, cameras: int = 0, suboptimal: str = "random"
+) -> Episode:
     """Roll out the graded behaviour policy for one episode of `env` (o_t, a_t, r_t, d_t)."""
     from pac.envs import behaviour_action, flatten_observation, is_success, render
 
@@ -43,7 +45,7 @@ def run_episode(env, task: str, quality: float, seed: int, cameras: int = 0) -> 
         obs.append(flatten_observation(time_step.observation))
         if cameras:
             imgs.append(np.stack([render(env, 80, c) for c in range(cameras)]))
-        action = behaviour_action(task, env, quality, rng)
+        action = behaviour_action(task, env, quality, rng, suboptimal)
         time_step = env.step(action)
         acts.append(action)
         rews.append(time_step.reward)
@@ -82,6 +84,7 @@ class Chunk:
     count: int
     episode_steps: int
     cameras: int
+    suboptimal: str = "random"
 
     @property
     def name(self) -> str:
@@ -99,7 +102,8 @@ def _write_chunk(chunk: Chunk) -> tuple[int, int, int]:
     seeds = [episode_seed(chunk.seed, chunk.group, chunk.task, chunk.first + i)
              for i in range(chunk.count)]
     env = make_env(chunk.task, seeds[0], chunk.episode_steps)
-    episodes = [run_episode(env, chunk.task, chunk.quality, s, chunk.cameras) for s in seeds]
+    episodes = [run_episode(env, chunk.task, chunk.quality, s, chunk.cameras, chunk.suboptimal)
+                for s in seeds]
     write_shard(Path(chunk.folder), chunk.name, chunk.group, episodes)
     steps = sum(len(ep.rewards) for ep in episodes)
     return len(episodes), sum(ep.success for ep in episodes), steps
@@ -160,7 +164,8 @@ def generate_group(
     cameras = cfg.data.cameras if cfg.data.render else 0
     chunks = [
         Chunk(str(tmp), group, task, g.quality, cfg.data.seed, first,
-              min(per_shard, g.episodes_per_task - first), cfg.data.episode_steps, cameras)
+              min(per_shard, g.episodes_per_task - first), cfg.data.episode_steps, cameras,
+              g.suboptimal)
         for task in g.tasks
         for first in range(0, g.episodes_per_task, per_shard)
     ]

@@ -122,12 +122,14 @@ def expert_policy(task: str, seed: int = 0) -> Policy:
     return lambda env, time_step: expert_action(task, env, rng)
 
 
-def behaviour_policy(task: str, quality: float, seed: int = 0) -> Policy:
-    """The graded-quality behaviour policy of data generation (1 = expert ... 0 = random)."""
+def behaviour_policy(
+    task: str, quality: float, seed: int = 0, suboptimal: str = "random"
+) -> Policy:
+    """The graded-quality behaviour policy of data generation (1 = expert ... 0 = `suboptimal`)."""
     from pac.envs import behaviour_action
 
     rng = np.random.default_rng(seed)
-    return lambda env, time_step: behaviour_action(task, env, quality, rng)
+    return lambda env, time_step: behaviour_action(task, env, quality, rng, suboptimal)
 
 
 def random_policy(task: str, seed: int = 0) -> Policy:
