@@ -1,10 +1,10 @@
 """Does the critic prefer the expert? Probe a PAC checkpoint's Q on dataset-like states.
 
 The graded behaviour policy of data generation (``pac.envs.behaviour_action`` at ``--quality``,
-default 0.42, the low-quality data of the laptop Table 1) is rolled out for ``--episodes``
-episodes per task on fixed seeds. At every visited state the scripted expert's action a_e and the
-behaviour (data) action a_b are computed and the checkpoint's Q is queried for both, plus for N =
-``--samples`` (10) actions drawn from the policy, all in one encoder pass through
+default 0.42, and ``--suboptimal``: the low-quality data of the laptop Table 1) is rolled out
+for ``--episodes`` episodes per task on fixed seeds. At every visited state the scripted expert's
+action a_e and the behaviour (data) action a_b are computed and the checkpoint's Q is queried for
+both, plus for N = ``--samples`` (10) actions drawn from the policy, all in one encoder pass through
 :meth:`pac.evaluation.rollout.PolicyServer.q_values` (the Q decoding of ``q_rerank``). States
 where the two actions nearly coincide (|a_e - a_b|_inf < ``--min-gap``, 0.05) are skipped and
 counted. Per task it reports:
@@ -50,6 +50,7 @@ def probe_task(
     steps: int,
     samples: int = 10,
     min_gap: float = 0.05,
+    suboptimal: str = "random",
 ) -> dict[str, Any]:
     """Roll out the behaviour policy on `task` and compare Q of expert vs. data actions."""
     from pac.envs import behaviour_action, expert_action, make_env
@@ -65,7 +66,7 @@ def probe_task(
         time_step, t = env.reset(), 0
         while not time_step.last():
             a_e = expert_action(task, env)
-            a_b = behaviour_action(task, env, quality, rng)
+            a_b = behaviour_action(task, env, quality, rng, suboptimal)
             visited += 1
             if float(np.max(np.abs(a_e - a_b))) < min_gap:
                 skipped += 1
@@ -171,13 +172,14 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         steps = args.steps or horizons.get(task) or server.cfg.data.episode_steps
         try:
             rows.append(probe_task(server, task, args.quality, args.episodes, args.seed, steps,
-                                   args.samples, args.min_gap))
+                                   args.samples, args.min_gap, args.suboptimal))
         except ValueError as exc:
             raise SystemExit(f"error: {exc}") from None
     eta = float(server.cfg.loss.eta)
     report = {
         "checkpoint": str(args.checkpoint),
         "quality": args.quality,
+        "suboptimal": args.suboptimal,
         "episodes": args.episodes,
         "seed": args.seed,
         "eta": eta,
@@ -202,6 +204,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", required=True, help="inference checkpoint directory")
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
     parser.add_argument("--quality", type=float, default=0.42, help="behaviour quality in [0, 1]")
+    parser.add_argument("--suboptimal", default="random", choices=["random", "weak"],
+                        help="the behaviour when not the expert (pac.envs.behaviour_action)")
     parser.add_argument("--episodes", type=int, default=5, help="episodes per task")
     parser.add_argument("--seed", type=int, default=0, help="episode e uses seed + e")
     parser.add_argument("--steps", type=int, default=0,

@@ -210,17 +210,12 @@ def behaviour_action(
       (redrawn with probability 0.2 per step), so low quality drifts away from the goal instead
       of averaging out. Random actions spread over the whole range, so the data's mode at each
       state stays the expert's: cloning the mode (argmax decoding) filters the noise out.
-    * ``weak``: each *episode* is driven either by the noisy expert (probability `quality`) or,
-      for the whole episode, by the task's weak controller (:func:`weak_action`, noise-free).
-      Mixed per step, the two would average into one adequate controller (at quality 0.3 the
-      data scored 99.0% of expert on cartpole.balance, 57.9% on point_mass.easy); mixed per
-      episode, the data is as poor as its episodes (like data from agents of several skill
-      levels) and the weak controller is its mode wherever quality < 0.5.
-
-    Noise on the weak actions would hide the weak mode: expert actions saturate at the action
-    bounds, so their clipped noise piles half its mass into the edge bin of the 101-bin
-    marginal, while N(0, 0.1) spreads a weak action over ~10 bins (per-step mixing, quality 0.3,
-    noisy weak actions: BC's argmax scored 88.0% of expert, the expert's clipped mode).
+    * ``weak``: each *episode* is driven either by the expert (probability `quality`) or, for
+      the whole episode, by the task's weak controller (:func:`weak_action`), both with the same
+      N(0, 0.1) noise. Mixed per step, the two would average into one adequate controller (at
+      quality 0.3 the data scored 99.0% of expert on cartpole.balance, 57.9% on point_mass.easy);
+      mixed per episode, the data is as poor as its episodes (like data from agents of several
+      skill levels), and on the weak episodes' states the weak controller is the data's mode.
     """
     if not 0.0 <= quality <= 1.0:
         raise ValueError(f"quality must be in [0, 1], got {quality}")
@@ -242,11 +237,12 @@ def behaviour_action(
     if quality >= 1.0:
         return expert_action(task, env, rng)
     if suboptimal == "weak":
-        if not expert_drives:
-            return weak_action(task, env)
-    elif not rng.random() < quality:
+        driver = expert_action(task, env, rng) if expert_drives else weak_action(task, env)
+    elif rng.random() < quality:
+        driver = expert_action(task, env, rng)
+    else:
         return sticky
-    action = expert_action(task, env, rng) + rng.normal(0.0, EXPERT_NOISE, spec.num_actions)
+    action = driver + rng.normal(0.0, EXPERT_NOISE, spec.num_actions)
     return np.clip(action, low, high).astype(np.float32)
 
 

@@ -110,6 +110,7 @@ def _spec(
 #   point_mass.easy_native 0.1: 26.6% (reward 240.6 against the expert's 902.1) over 1000 steps;
 #   cartpole.balance 0.02: 31.6% (0.01: 26.4, 0.03: 38.3) over 100 steps; the task is forgiving
 #     (the zero action scores 22.6%), so its timid controller has 2% of the expert's authority.
+# With the data's N(0, 0.1) action noise (5 episodes, tests/test_envs.py): 38.3, 15.0, 20.4%.
 TASKS: dict[str, TaskSpec] = {
     s.name: s
     for s in (

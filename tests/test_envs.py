@@ -116,20 +116,26 @@ def _pd_point_mass(env) -> np.ndarray:
 
 
 def test_the_weak_behaviour_mixes_the_expert_with_its_weak_controller_per_episode():
-    """quality 0.3 + weak: 30% of episodes by the noisy expert, 70% by exactly 0.35 x expert."""
+    """quality 0.3 + weak: 30% of episodes by the expert, 70% by 0.35 x expert, each + N(0, 0.1)."""
     env = make_env("point_mass.easy", 5, 6)
-    rng, drivers = np.random.default_rng(0), []
+    rng, weak_episodes, weak_residuals = np.random.default_rng(0), 0, []
     for _ in range(300):
         env.reset()
-        steps = []
+        nearer_weak, residuals = [], []
         for _ in range(6):
             expert = _pd_point_mass(env)
             action = behaviour_action("point_mass.easy", env, 0.3, rng, "weak")
-            steps.append(np.allclose(action, 0.35 * expert, atol=1e-6))
+            to_weak = np.linalg.norm(action - 0.35 * expert)
+            nearer_weak.append(to_weak < np.linalg.norm(action - expert))
+            residuals.append(action - 0.35 * expert)
             env.step(action)
-        assert len(set(steps)) == 1  # one controller drives the whole episode
-        drivers.append(not steps[0])
-    assert abs(np.mean(drivers) - 0.3) < 0.06  # 300 episodes: SE 0.026
+        assert len(set(nearer_weak)) == 1  # one controller drives the whole episode
+        if nearer_weak[0]:
+            weak_episodes += 1
+            weak_residuals += residuals
+    assert abs(weak_episodes / 300 - 0.7) < 0.06  # 300 episodes: SE 0.026
+    weak_residuals = np.concatenate(weak_residuals)  # 0.35 x expert + N(0, 0.1), never clipped
+    assert abs(weak_residuals.mean()) < 0.01 and abs(weak_residuals.std() - 0.1) < 0.01
     env.reset()
     with pytest.raises(ValueError, match="suboptimal must be one of"):
         behaviour_action("point_mass.easy", env, 0.3, rng, "lazy")
@@ -141,7 +147,8 @@ def test_the_weak_behaviour_mixes_the_expert_with_its_weak_controller_per_episod
 
 @pytest.mark.parametrize("task", sorted(t for t, s in TASKS.items() if s.weak_gain))
 def test_the_weak_controller_alone_is_far_below_the_expert(task):
-    """What makes it a sub-optimal *mode*: alone it scores < 45% of expert (measured: 22-32%)."""
+    """What makes it a sub-optimal *mode*: alone (with the data's N(0, 0.1) noise) it scores
+    < 45% of expert (measured without noise: 22-32%)."""
     from pac.evaluation.rollout import random_policy
 
     steps = 1000 if task.endswith("_native") else 100  # native: dm_control's own episode
