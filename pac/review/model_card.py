@@ -103,14 +103,15 @@ def render_model_card(cfg: PACConfig, facts: ModelCardFacts) -> str:
         "",
         "## Data mixture (App. C.4) and alpha/beta per group (App. C.5)",
         "",
-        "| group | tasks | quality | lambda | alpha | beta |",
-        "|---|---|---|---|---|---|",
+        "| group | tasks | quality | when not the expert | lambda | alpha | beta |",
+        "|---|---|---|---|---|---|---|",
     ]
     for g in cfg.data.groups:
         alpha, beta = group_alpha_beta(cfg, g)
-        lines.append(
-            f"| {g.name} | {', '.join(g.tasks)} | {g.quality} | {g.weight} | {alpha} | {beta} |"
-        )
+        # quality only describes generated data: other sources have no behaviour to name
+        behaviour = g.suboptimal if g.source == "sim" and g.quality < 1.0 else "-"
+        lines.append(f"| {g.name} | {', '.join(g.tasks)} | {g.quality} | {behaviour} |"
+                     f" {g.weight} | {alpha} | {beta} |")
     if facts.eval_markdown:
         lines += ["", f"## {facts.eval_title}", "", facts.eval_markdown.strip()]
     if facts.rlft_markdown:
