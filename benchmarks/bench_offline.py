@@ -56,6 +56,8 @@ import math
 import time
 from pathlib import Path
 
+from pac.tasks import SUBOPTIMAL  # imports no simulator
+
 ARMS = {
     "bc": ["loss.variant=bc", "loss.alpha=1.0", "loss.beta=0.0"],
     "filtered_bc": ["loss.variant=filtered_bc", "loss.alpha=1.0", "loss.beta=0.0"],
@@ -81,7 +83,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="folder for data, runs and results")
     ap.add_argument("--tasks", nargs="+", default=["point_mass.easy", "cartpole.balance"])
     ap.add_argument("--quality", type=float, default=0.42)
-    ap.add_argument("--suboptimal", default="random", choices=["random", "weak"],
+    ap.add_argument("--suboptimal", default="random", choices=SUBOPTIMAL,
                     help="the behaviour when not the expert: sticky uniform random actions (the"
                          " data's mode stays the expert's) or the task's weak controller")
     ap.add_argument("--episodes", type=int, default=60, help="episodes per task")

@@ -37,6 +37,7 @@ import torch
 from pac.evaluation.rollout import PolicyServer
 from pac.evaluation.stats import wilson_interval
 from pac.losses import improvement_weights
+from pac.tasks import SUBOPTIMAL
 
 DEFAULT_TASKS = ("point_mass.easy", "cartpole.balance", "reacher.easy")
 
@@ -204,7 +205,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", required=True, help="inference checkpoint directory")
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
     parser.add_argument("--quality", type=float, default=0.42, help="behaviour quality in [0, 1]")
-    parser.add_argument("--suboptimal", default="random", choices=["random", "weak"],
+    parser.add_argument("--suboptimal", default="random", choices=SUBOPTIMAL,
                         help="the behaviour when not the expert (pac.envs.behaviour_action)")
     parser.add_argument("--episodes", type=int, default=5, help="episodes per task")
     parser.add_argument("--seed", type=int, default=0, help="episode e uses seed + e")

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pac.tasks import SUBOPTIMAL, TASKS
+from pac.tasks import SUBOPTIMAL, TASKS, WEAK_TASKS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = REPO_ROOT / "params" / "default.yaml"
@@ -551,11 +551,10 @@ def validate(cfg: PACConfig) -> None:
         _range(f"{key}.quality", g.quality, 0.0, 1.0)
         _choice(f"{key}.suboptimal", g.suboptimal, SUBOPTIMAL)
         if g.suboptimal == "weak":
-            weakless = [t for t in g.tasks if t in TASKS and not TASKS[t].weak_gain]
+            weakless = [t for t in g.tasks if t not in WEAK_TASKS]
             if weakless:
-                weak = ", ".join(sorted(t for t, s in TASKS.items() if s.weak_gain))
                 raise ConfigError(f"{key}.suboptimal=weak: task(s) {', '.join(weakless)} have no"
-                                  f" weak controller; tasks with one: {weak}")
+                                  f" weak controller; tasks with one: {', '.join(WEAK_TASKS)}")
         _range(f"{key}.episodes_per_task", g.episodes_per_task, 1, None)
         if g.weight <= 0:
             raise ConfigError(f"{key}.weight={g.weight!r} is outside the allowed range (0, inf)")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pac.tasks import SUBOPTIMAL, TASKS, TaskSpec
+from pac.tasks import SUBOPTIMAL, TASKS, WEAK_TASKS, TaskSpec
 
 _RENDER_ERROR: str | None = None
 
@@ -195,8 +195,9 @@ def weak_action(task: str, env) -> np.ndarray:
     """
     spec = task_spec(task)
     if spec.weak_gain == 0.0:
-        weak = sorted(t for t, s in TASKS.items() if s.weak_gain)
-        raise ValueError(f"task {task!r} has no weak controller; tasks with one: {weak}")
+        raise ValueError(
+            f"task {task!r} has no weak controller; tasks with one: {list(WEAK_TASKS)}"
+        )
     return (spec.weak_gain * expert_action(task, env)).astype(np.float32)
 
 

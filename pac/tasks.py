@@ -132,3 +132,6 @@ TASKS: dict[str, TaskSpec] = {
         _spec("walker.stand", 24, 6, 0.8, 0.1),
     )
 }
+
+#: tasks whose data generation can use ``suboptimal: weak`` (a timid controller, weak_gain != 0)
+WEAK_TASKS: tuple[str, ...] = tuple(sorted(t for t, s in TASKS.items() if s.weak_gain))

@@ -15,7 +15,7 @@ from pac.envs import (
     make_env,
     render,
 )
-from pac.tasks import TASKS
+from pac.tasks import TASKS, WEAK_TASKS
 
 EXPERT_TASKS = sorted(t for t, s in TASKS.items() if s.scripted_expert)
 
@@ -145,7 +145,7 @@ def test_the_weak_behaviour_mixes_the_expert_with_its_weak_controller_per_episod
         behaviour_action("reacher.easy", reacher, 0.0, rng, "weak")
 
 
-@pytest.mark.parametrize("task", sorted(t for t, s in TASKS.items() if s.weak_gain))
+@pytest.mark.parametrize("task", WEAK_TASKS)
 def test_the_weak_controller_alone_is_far_below_the_expert(task):
     """What makes it a sub-optimal *mode*: alone (with the data's N(0, 0.1) noise) it scores
     < 45% of expert (measured without noise: 22-32%)."""
