@@ -1,0 +1,239 @@
+"""Why reacher misses: the per-dimension categorical action head against a regression head.
+
+The PAC policy is a categorical over N_B = 101 bins per action dimension (App. B.3, Table 5).
+This benchmark isolates that choice from everything else of the model: one plain MLP (two hidden
+layers of 256, ReLU) is trained by behaviour cloning on the same expert transitions of a task
+with two heads side by side,
+
+* ``regression``: N^A outputs, mean squared error, the action itself;
+* ``categorical``: N^A x 101 logits, cross-entropy against the data action's nearest bin (the
+  PAC policy's BC term), or against a Gaussian of std ``--smoothing`` over the bins,
+
+same data, seed, batch, optimiser and number of steps, and each is evaluated in dm_control over
+the same episode seeds; the categorical head under every decoding of ``--decodes`` (argmax: the
+mode of each marginal, mean, median). Features are the model's (``pac.tasks.proprio_features``).
+
+Every arm is also probed open loop on ``--held-out`` expert episodes of other seeds: the mean
+|a - a_expert| over all their states and over the reaching phase (some |a_expert| > 0.2), and
+how often the predicted action points away from the expert's there (cosine < 0). In closed loop
+it counts the steps of the failed episodes at which some action is at an edge bin (|a| > 0.97).
+``--checkpoint DIR`` scores and probes a PAC inference checkpoint the same way (its own decoding).
+
+    python benchmarks/bench_action_head.py --task reacher.easy --episodes 200 --steps 4000 \\
+        --smoothing 0 0.2 --checkpoint runs/pretrain/policy
+
+One thread; the default budget takes about 4 minutes per head on a laptop core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pac.envs import flatten_observation, make_env
+from pac.evaluation.evaluator import episode_seed
+from pac.evaluation.rollout import expert_policy, random_policy, run_episode
+from pac.evaluation.stats import mean_ci, percent_of_expert, wilson_interval
+from pac.model.distributions import bin_centers
+from pac.tasks import TASKS, proprio_features
+
+NUM_BINS = 101  # Table 5: N_B
+DATA_SEED = 7  # data episodes use seeds DATA_SEED * 10^6 + i; evaluation uses pac eval's seeds
+
+
+def expert_data(task: str, episodes: int, steps: int,
+                raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(features [N, F], actions [N, N^A]) of `episodes` scripted-expert episodes; with `raw`,
+    the observations instead of the features, from other seeds (held-out episodes)."""
+    spec, xs, ys = TASKS[task], [], []
+    for i in range(episodes):
+        seed = DATA_SEED * 10**6 + (10**5 if raw else 0) + i
+        ep = run_episode(make_env(task, seed, steps), expert_policy(task, seed), task)
+        obs = ep.observations[:-1]
+        xs.append(obs if raw else proprio_features(spec, obs))
+        ys.append(ep.actions)
+    return np.concatenate(xs), np.clip(np.concatenate(ys), -1.0, 1.0)
+
+
+def train_mlp(x: np.ndarray, y: np.ndarray, head: str, smoothing: float, steps: int,
+              batch: int, seed: int) -> torch.nn.Module:
+    """Behaviour cloning of an MLP with a regression or a categorical head."""
+    torch.manual_seed(seed)
+    n_act = y.shape[1]
+    out = n_act * NUM_BINS if head == "categorical" else n_act
+    net = torch.nn.Sequential(
+        torch.nn.Linear(x.shape[1], 256), torch.nn.ReLU(),
+        torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, out),
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    centers = bin_centers(NUM_BINS)
+    for _ in range(steps):
+        idx = torch.randint(0, len(xt), (batch,))
+        pred, target = net(xt[idx]), yt[idx]
+        if head == "regression":
+            loss = ((pred - target) ** 2).mean()
+        else:
+            log_p = torch.log_softmax(pred.view(-1, n_act, NUM_BINS), dim=-1)
+            if smoothing > 0:
+                weights = torch.softmax(-((centers - target[..., None]) ** 2)
+                                        / (2 * smoothing**2), dim=-1)
+            else:
+                nearest = torch.round((target + 1) * 0.5 * (NUM_BINS - 1)).long()
+                weights = torch.nn.functional.one_hot(nearest, NUM_BINS).float()
+            loss = -(weights * log_p).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+def decode(output: torch.Tensor, head: str, how: str, n_act: int) -> np.ndarray:
+    if head == "regression":
+        return output.clamp(-1, 1).numpy()
+    probs = torch.softmax(output.view(n_act, NUM_BINS), dim=-1)
+    centers = bin_centers(NUM_BINS)
+    if how == "argmax":
+        a = centers[probs.argmax(-1)]
+    elif how == "mean":
+        a = (probs * centers).sum(-1)
+    else:  # median
+        a = centers[(probs.cumsum(-1) < 0.5).sum(-1).clamp(max=NUM_BINS - 1)]
+    return a.numpy()
+
+
+def returns_of(task: str, policy_for_seed: Any, episodes: int, steps: int) -> list[Any]:
+    out = []
+    for i in range(episodes):
+        seed = episode_seed(1000, task, i)
+        out.append(run_episode(make_env(task, seed, steps), policy_for_seed(seed), task))
+    return out
+
+
+def score(episodes: list[Any], expert: float, random: float) -> dict[str, float]:
+    returns = [e.total_return for e in episodes]
+    mean, low, high = mean_ci(percent_of_expert(returns, expert, random))
+    wins = sum(bool(e.success) for e in episodes)
+    s_low, s_high = wilson_interval(wins, len(episodes))
+    # closed-loop signature of a runaway: actions at the +-1 edge bins, in failed episodes
+    failed = [e for e in episodes if not e.success]
+    edge = (float(np.mean(np.concatenate([np.abs(e.actions).max(-1) > 0.97 for e in failed])))
+            if failed else float("nan"))
+    return {"mean_return": float(np.mean(returns)),
+            "pct_expert": mean, "pct_low": low, "pct_high": high,
+            "success": 100.0 * wins / len(episodes), "success_low": 100 * s_low,
+            "success_high": 100 * s_high, "edge_failed": edge}
+
+
+def fit_error(predict: Any, raw: np.ndarray, actions: np.ndarray) -> dict[str, float]:
+    """Open-loop fit on held-out expert states: mean |a_pred - a_expert| per action entry, over
+    all states and over the reaching phase (some |a_expert| > 0.2: the arm is moving), and the
+    fraction of reaching states where the predicted action points away (cosine < 0)."""
+    pred = np.stack([predict(x) for x in raw])
+    err = np.abs(pred - actions).mean(-1)
+    moving = np.abs(actions).max(-1) > 0.2
+    cos = (pred * actions).sum(-1) / (
+        np.linalg.norm(pred, axis=-1) * np.linalg.norm(actions, axis=-1) + 1e-9)
+    return {"error": float(err.mean()), "error_reaching": float(err[moving].mean()),
+            "reaching_fraction": float(moving.mean()),
+            "away_reaching": float((cos[moving] < 0).mean())}
+
+
+def fit_text(row: dict[str, Any]) -> str:
+    return (f"held-out |a - a_expert| {row['error']:.3f}, reaching {row['error_reaching']:.3f},"
+            f" pointing away {100 * row['away_reaching']:.0f}%; failed episodes: "
+            f"{100 * row['edge_failed']:.0f}% of steps at an edge bin")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="reacher.easy", choices=sorted(TASKS))
+    ap.add_argument("--episodes", type=int, default=200, help="expert episodes of data")
+    ap.add_argument("--held-out", type=int, default=20, help="held-out expert episodes")
+    ap.add_argument("--episode-steps", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=4000, help="Adam steps per head")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smoothing", type=float, nargs="+", default=[0.0],
+                    help="std of the categorical head's Gaussian target (0 = nearest bin)")
+    ap.add_argument("--decodes", nargs="+", default=["argmax", "mean", "median"],
+                    choices=["argmax", "mean", "median"])
+    ap.add_argument("--eval-episodes", type=int, default=20)
+    ap.add_argument("--checkpoint", help="also probe this PAC inference checkpoint")
+    ap.add_argument("--out", help="JSON with every number")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    task, steps, n_eval = args.task, args.episode_steps, args.eval_episodes
+
+    x, y = expert_data(task, args.episodes, steps)
+    held_raw, held_actions = expert_data(task, args.held_out, steps, raw=True)
+    expert = np.mean([e.total_return for e in returns_of(
+        task, lambda s: expert_policy(task, s), n_eval, steps)])
+    random = np.mean([e.total_return for e in returns_of(
+        task, lambda s: random_policy(task, s), n_eval, steps)])
+    print(f"{task}: {len(x)} expert transitions; references over {n_eval} episodes: "
+          f"expert {expert:.1f}, random {random:.1f}")
+    spec = TASKS[task]
+    rows = []
+    arms = [("regression", 0.0, "-")] + [
+        ("categorical", s, how) for s in args.smoothing for how in args.decodes]
+    nets: dict[tuple[str, float], torch.nn.Module] = {}
+    for head, smoothing, how in arms:
+        if (head, smoothing) not in nets:
+            nets[head, smoothing] = train_mlp(x, y, head, smoothing, args.steps, args.batch,
+                                              args.seed)
+        net = nets[head, smoothing]
+
+        def make_policy(seed: int, net=net, head=head, how=how) -> Any:
+            def act(env: Any, time_step: Any) -> np.ndarray:
+                feats = proprio_features(spec, flatten_observation(time_step.observation)[None])
+                with torch.no_grad():
+                    out = net(torch.tensor(feats))[0]
+                return decode(out, head, how, spec.num_actions)
+            return act
+
+        row = {"head": head, "smoothing": smoothing, "decode": how,
+               **score(returns_of(task, make_policy, n_eval, steps), expert, random)}
+        def predict(obs: np.ndarray, net=net, head=head, how=how) -> np.ndarray:
+            with torch.no_grad():
+                out = net(torch.tensor(proprio_features(spec, obs[None])))[0]
+            return decode(out, head, how, spec.num_actions)
+
+        row |= fit_error(predict, held_raw, held_actions)
+        rows.append(row)
+        print(f"{head:11s} smoothing {smoothing:4.2f} {how:6s}: {row['pct_expert']:6.1f}% of "
+              f"expert [{row['pct_low']:.1f}, {row['pct_high']:.1f}], success "
+              f"{row['success']:.0f}%; {fit_text(row)}", flush=True)
+    print("\n| head | target smoothing | decoding | % of expert [95% CI] | success % [Wilson 95%] |"
+          " held-out error | reaching error | pointing away | edge steps, failed episodes |\n"
+          "|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['head']} | {r['smoothing']:g} | {r['decode']} | {r['pct_expert']:.1f} "
+              f"[{r['pct_low']:.1f}, {r['pct_high']:.1f}] | {r['success']:.1f} "
+              f"[{r['success_low']:.1f}, {r['success_high']:.1f}] | {r['error']:.3f} | "
+              f"{r['error_reaching']:.3f} | {100 * r['away_reaching']:.0f}% | "
+              f"{100 * r['edge_failed']:.0f}% |")
+    result: dict[str, Any] = {"task": task, "transitions": len(x), "steps": args.steps,
+                              "expert_return": expert, "random_return": random, "rows": rows}
+    if args.checkpoint:
+        from pac.evaluation.rollout import PolicyServer
+
+        server = PolicyServer.load(args.checkpoint)
+        ckpt = score(returns_of(task, lambda s: server.policy(task, s), n_eval, steps),
+                     expert, random)
+        ckpt |= fit_error(lambda obs: server.act(obs, task), held_raw, held_actions)
+        result["checkpoint"] = {"path": args.checkpoint, **ckpt}
+        print(f"\ncheckpoint {args.checkpoint} ({server.decode}): {ckpt['pct_expert']:.1f}% of "
+              f"expert, success {ckpt['success']:.0f}%; {fit_text(ckpt)}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

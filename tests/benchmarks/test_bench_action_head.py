@@ -1,0 +1,85 @@
+"""benchmarks/bench_action_head.py: its decodings, its fit probe, and one tiny run end to end.
+
+Independent references: the decodings of a hand-written categorical against their closed forms
+(mode, expectation, median of three-point distributions); the fit probe of a constant predictor
+against the mean |a| of the expert actions it is given; the % of expert of the tiny run against
+percent_of_expert's formula written out here; real dm_control physics throughout.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from eval_helpers import tiny_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("bench_action_head",
+                                               ROOT / "benchmarks/bench_action_head.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def _logits(*masses: dict[int, float]) -> torch.Tensor:
+    """Logits of per-dimension categoricals with the given {bin: probability} (others ~0)."""
+    probs = torch.full((len(masses), bench.NUM_BINS), 1e-12)
+    for d, mass in enumerate(masses):
+        for k, p in mass.items():
+            probs[d, k] = p
+    return probs.log().reshape(-1)
+
+
+def test_decodings_against_closed_forms():
+    step = 2.0 / (bench.NUM_BINS - 1)  # bin k sits at -1 + k * step
+    out = _logits({10: 0.3, 50: 0.2, 100: 0.5}, {0: 0.6, 60: 0.4})
+    argmax = bench.decode(out, "categorical", "argmax", 2)
+    mean = bench.decode(out, "categorical", "mean", 2)
+    median = bench.decode(out, "categorical", "median", 2)
+    centre = lambda k: -1.0 + k * step  # noqa: E731
+    np.testing.assert_allclose(argmax, [centre(100), centre(0)], atol=1e-6)
+    np.testing.assert_allclose(
+        mean, [0.3 * centre(10) + 0.2 * centre(50) + 0.5 * centre(100),
+               0.6 * centre(0) + 0.4 * centre(60)], atol=1e-5)
+    # median: the first bin whose cumulative mass reaches 1/2 (0.3 + 0.2 at bin 50; 0.6 at bin 0)
+    np.testing.assert_allclose(median, [centre(50), centre(0)], atol=1e-6)
+    reg = bench.decode(torch.tensor([0.25, -3.0]), "regression", "-", 2)
+    np.testing.assert_allclose(reg, [0.25, -1.0])  # clipped to the action range
+
+
+def test_fit_error_of_a_constant_predictor():
+    actions = np.array([[0.1, -0.1], [0.5, 0.0], [-0.3, 0.25], [0.0, 0.05]], np.float32)
+    raw = np.zeros((4, 6), np.float32)
+    fit = bench.fit_error(lambda obs: np.zeros(2, np.float32), raw, actions)
+    assert fit["error"] == pytest.approx(np.mean([0.1, 0.25, 0.275, 0.025]))
+    # rows 1 and 2 have some |a| > 0.2: the reaching phase
+    assert fit["reaching_fraction"] == pytest.approx(0.5)
+    assert fit["error_reaching"] == pytest.approx(np.mean([0.25, 0.275]))
+    assert fit["away_reaching"] == 0.0  # a zero prediction has cosine 0: never pointing away
+    flipped = bench.fit_error(lambda obs: np.array([-0.5, -0.5]), raw[:1], np.array([[0.5, 0.5]]))
+    assert flipped["away_reaching"] == 1.0 and flipped["error"] == pytest.approx(1.0)
+
+
+def test_tiny_run_end_to_end(tmp_path, capsys):
+    ckpt = tiny_checkpoint(tmp_path, "model.num_action_bins=101")
+    out = tmp_path / "head.json"
+    bench.main(["--task", "reacher.easy", "--episodes", "2", "--episode-steps", "30",
+                "--steps", "5", "--batch", "8", "--eval-episodes", "2", "--held-out", "1",
+                "--decodes", "argmax", "mean", "--smoothing", "0", "0.2",
+                "--checkpoint", str(ckpt), "--out", str(out)])
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["transitions"] == 2 * 30
+    arms = [(r["head"], r["smoothing"], r["decode"]) for r in result["rows"]]
+    assert arms == [("regression", 0.0, "-"), ("categorical", 0.0, "argmax"),
+                    ("categorical", 0.0, "mean"), ("categorical", 0.2, "argmax"),
+                    ("categorical", 0.2, "mean")]
+    expert, random = result["expert_return"], result["random_return"]
+    for row in [*result["rows"], result["checkpoint"]]:
+        assert 0.0 <= row["success"] <= 100.0 and row["error"] >= 0.0
+        assert row["pct_expert"] == pytest.approx(
+            100.0 * (row["mean_return"] - random) / (expert - random))
+    assert "| regression | 0 | - |" in printed and "checkpoint" in printed
