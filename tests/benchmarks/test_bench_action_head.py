@@ -1,9 +1,10 @@
-"""benchmarks/bench_action_head.py: its decodings, its fit probe, and one tiny run end to end.
+"""benchmarks/bench_action_head.py: its decodings, its fit probe, its scores, one tiny run.
 
 Independent references: the decodings of a hand-written categorical against their closed forms
 (mode, expectation, median of three-point distributions); the fit probe of a constant predictor
-against the mean |a| of the expert actions it is given; the % of expert of the tiny run against
-percent_of_expert's formula written out here; real dm_control physics throughout.
+against the mean |a| of the expert actions it is given; the scores of three hand-made episodes
+against the % of expert formula, the standard-error interval and the edge-step count written out
+here; the tiny run end to end on real dm_control physics and a real checkpoint.
 """
 
 from __future__ import annotations
@@ -83,3 +84,21 @@ def test_tiny_run_end_to_end(tmp_path, capsys):
         assert row["pct_expert"] == pytest.approx(
             100.0 * (row["mean_return"] - random) / (expert - random))
     assert "| regression | 0 | - |" in printed and "checkpoint" in printed
+
+
+def test_score_against_the_formulas():
+    from types import SimpleNamespace as Ep
+
+    edge = np.array([[1.0, 0.0], [0.2, -0.1], [0.0, -0.99], [0.5, 0.5]], np.float32)
+    calm = np.zeros((4, 2), np.float32)
+    episodes = [Ep(total_return=10.0, success=False, actions=edge),
+                Ep(total_return=30.0, success=True, actions=calm),
+                Ep(total_return=20.0, success=False, actions=calm)]
+    row = bench.score(episodes, expert=50.0, random=10.0)
+    pct = np.array([0.0, 50.0, 25.0])  # 100 (R - 10) / (50 - 10)
+    half = 1.959963984540054 * pct.std(ddof=1) / np.sqrt(3)
+    assert row["pct_expert"] == pytest.approx(25.0) and row["mean_return"] == pytest.approx(20.0)
+    assert row["pct_low"] == pytest.approx(25.0 - half)
+    assert row["pct_high"] == pytest.approx(25.0 + half)
+    assert row["success"] == pytest.approx(100 / 3)
+    assert row["edge_failed"] == pytest.approx(2 / 8)  # failed episodes: 2 of their 8 steps at +-1
