@@ -17,6 +17,8 @@ Every arm is also probed open loop on ``--held-out`` expert episodes of other se
 |a - a_expert| over all their states and over the reaching phase (some |a_expert| > 0.2), and
 how often the predicted action points away from the expert's there (cosine < 0). In closed loop
 it counts the steps of the failed episodes at which some action is at an edge bin (|a| > 0.97).
+On reacher it also measures each joint's velocity gain d a_j / d v_j on the held-out states (the
+velocity in the observation moved by +-0.5 rad/s): the expert's is -0.2, it brakes.
 ``--checkpoint DIR`` scores and probes a PAC inference checkpoint the same way (its own decoding).
 
     python benchmarks/bench_action_head.py --task reacher.easy --episodes 200 --steps 4000 \\
@@ -145,10 +147,32 @@ def fit_error(predict: Any, raw: np.ndarray, actions: np.ndarray) -> dict[str, f
             "away_reaching": float((cos[moving] < 0).mean())}
 
 
+#: reacher's raw observation: position (2), to_target (2), velocity (2)
+REACHER_VELOCITY = (4, 5)
+
+
+def velocity_gain(predict: Any, raw: np.ndarray, delta: float = 0.5) -> list[float]:
+    """d a_j / d v_j on held-out expert states, by central difference: joint j's velocity in the
+    observation moved by +-`delta` rad/s, nothing else changed (an intervention, so not confounded
+    by how the arm moved). The expert's is -kd = -0.2 (it brakes); a positive gain pushes along
+    the motion, which in closed loop feeds it."""
+    gains = []
+    for j, dim in enumerate(REACHER_VELOCITY):
+        up, down = raw.copy(), raw.copy()
+        up[:, dim] += delta
+        down[:, dim] -= delta
+        a_up = np.stack([predict(x) for x in up])[:, j]
+        a_down = np.stack([predict(x) for x in down])[:, j]
+        gains.append(float(np.mean(a_up - a_down) / (2 * delta)))
+    return gains
+
+
 def fit_text(row: dict[str, Any]) -> str:
     return (f"held-out |a - a_expert| {row['error']:.3f}, reaching {row['error_reaching']:.3f},"
             f" pointing away {100 * row['away_reaching']:.0f}%; failed episodes: "
-            f"{100 * row['edge_failed']:.0f}% of steps at an edge bin")
+            f"{100 * row['edge_failed']:.0f}% of steps at an edge bin"
+            + (f"; d a / d v {row['velocity_gain'][0]:+.3f} {row['velocity_gain'][1]:+.3f}"
+               if "velocity_gain" in row else ""))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -180,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{task}: {len(x)} expert transitions; references over {n_eval} episodes: "
           f"expert {expert:.1f}, random {random:.1f}")
     spec = TASKS[task]
+    reacher = spec.domain == "reacher"
     rows = []
     arms = [("regression", 0.0, "-")] + [
         ("categorical", s, how) for s in args.smoothing for how in args.decodes]
@@ -206,19 +231,23 @@ def main(argv: list[str] | None = None) -> None:
             return decode(out, head, how, spec.num_actions)
 
         row |= fit_error(predict, held_raw, held_actions)
+        if reacher:
+            row["velocity_gain"] = velocity_gain(predict, held_raw)
         rows.append(row)
         print(f"{head:11s} smoothing {smoothing:4.2f} {how:6s}: {row['pct_expert']:6.1f}% of "
               f"expert [{row['pct_low']:.1f}, {row['pct_high']:.1f}], success "
               f"{row['success']:.0f}%; {fit_text(row)}", flush=True)
     print("\n| head | target smoothing | decoding | % of expert [95% CI] | success % [Wilson 95%] |"
-          " held-out error | reaching error | pointing away | edge steps, failed episodes |\n"
-          "|---|---:|---|---:|---:|---:|---:|---:|---:|")
+          " held-out error | reaching error | pointing away | edge steps, failed episodes |"
+          " d a / d v |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['head']} | {r['smoothing']:g} | {r['decode']} | {r['pct_expert']:.1f} "
               f"[{r['pct_low']:.1f}, {r['pct_high']:.1f}] | {r['success']:.1f} "
               f"[{r['success_low']:.1f}, {r['success_high']:.1f}] | {r['error']:.3f} | "
               f"{r['error_reaching']:.3f} | {100 * r['away_reaching']:.0f}% | "
-              f"{100 * r['edge_failed']:.0f}% |")
+              f"{100 * r['edge_failed']:.0f}% | "
+              + (" / ".join(f"{g:+.2f}" for g in r["velocity_gain"]) if reacher else "-")
+              + " |")
     result: dict[str, Any] = {"task": task, "transitions": len(x), "steps": args.steps,
                               "expert_return": expert, "random_return": random, "rows": rows}
     if args.checkpoint:
@@ -228,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
         ckpt = score(returns_of(task, lambda s: server.policy(task, s), n_eval, steps),
                      expert, random)
         ckpt |= fit_error(lambda obs: server.act(obs, task), held_raw, held_actions)
+        if reacher:
+            ckpt["velocity_gain"] = velocity_gain(lambda obs: server.act(obs, task), held_raw)
         result["checkpoint"] = {"path": args.checkpoint, **ckpt}
         print(f"\ncheckpoint {args.checkpoint} ({server.decode}): {ckpt['pct_expert']:.1f}% of "
               f"expert, success {ckpt['success']:.0f}%; {fit_text(ckpt)}")

@@ -1,8 +1,9 @@
-"""benchmarks/bench_action_head.py: its decodings, its fit probe, its scores, one tiny run.
+"""benchmarks/bench_action_head.py: decodings, fit probe, velocity gain, scores, one tiny run.
 
 Independent references: the decodings of a hand-written categorical against their closed forms
 (mode, expectation, median of three-point distributions); the fit probe of a constant predictor
-against the mean |a| of the expert actions it is given; the scores of three hand-made episodes
+against the mean |a| of the expert actions it is given; the velocity gain of linear policies
+against their coefficients; the scores of three hand-made episodes
 against the % of expert formula, the standard-error interval and the edge-step count written out
 here; the tiny run end to end on real dm_control physics and a real checkpoint.
 """
@@ -102,3 +103,16 @@ def test_score_against_the_formulas():
     assert row["pct_high"] == pytest.approx(25.0 + half)
     assert row["success"] == pytest.approx(100 / 3)
     assert row["edge_failed"] == pytest.approx(2 / 8)  # failed episodes: 2 of their 8 steps at +-1
+
+
+def test_velocity_gain_of_linear_policies():
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=(7, 6)).astype(np.float32)  # reacher: position, to_target, velocity
+    braking = bench.velocity_gain(lambda x: np.array([-0.2 * x[4], 0.3 * x[5] + x[0]]), raw)
+    assert braking == pytest.approx([-0.2, 0.3], abs=1e-6)
+    # a policy of the position and the target alone has no velocity gain
+    blind = bench.velocity_gain(lambda x: np.array([x[0] + x[2], x[1] * x[3]]), raw)
+    assert blind == pytest.approx([0.0, 0.0], abs=1e-6)
+    # the cross term: joint 0's action reading joint 1's velocity is not joint 0's gain
+    cross = bench.velocity_gain(lambda x: np.array([x[5], x[4]]), raw)
+    assert cross == pytest.approx([0.0, 0.0], abs=1e-6)
