@@ -1,4 +1,4 @@
-"""Why reacher misses: the per-dimension categorical action head against a regression head.
+"""Why reacher misses: the categorical action head against a regression head, MLP and Perceiver.
 
 The PAC policy is a categorical over N_B = 101 bins per action dimension (App. B.3, Table 5).
 This benchmark isolates that choice from everything else of the model: one plain MLP (two hidden
@@ -21,11 +21,20 @@ On reacher it also measures each joint's velocity gain d a_j / d v_j on the held
 velocity in the observation moved by +-0.5 rad/s): the expert's is -0.2, it brakes.
 ``--checkpoint DIR`` scores and probes a PAC inference checkpoint the same way (its own decoding).
 
+``--networks mlp perceiver`` adds the PAC model itself to the comparison: the tiny Perceiver of
+params/default.yaml (pac.model: proprio encoder, latents, policy decoder), with its last layer
+giving one output (regression) or 101 logits (categorical) per action dimension, trained in the
+same loop on the same batches. ``--proprio-tokens scalar joint`` gives one Perceiver arm per
+``model.proprio_tokens`` (App. B.2's per-scalar tokens, or one token from an MLP over all the
+features): the network is then the only thing that differs between arms.
+
     OMP_NUM_THREADS=1 python benchmarks/bench_action_head.py --task reacher.easy \\
         --episodes 200 --steps 4000 --smoothing 0 0.2 --checkpoint runs/pretrain/policy
 
 One thread: that command (three networks, seven evaluated arms and the checkpoint) took 1 min
-40 s on an idle laptop core.
+40 s on an idle laptop core; with ``--networks mlp perceiver --proprio-tokens scalar joint
+--decodes argmax mean`` (six networks, nine arms, no checkpoint) 22 min 38 s, most of it the
+four Perceivers' 4,000 steps at batch 256.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pac.config import PROPRIO_TOKENS
 from pac.envs import flatten_observation, make_env
 from pac.evaluation.evaluator import episode_seed
 from pac.evaluation.rollout import expert_policy, random_policy, run_episode
@@ -64,16 +74,50 @@ def expert_data(task: str, episodes: int, steps: int,
     return np.concatenate(xs), np.clip(np.concatenate(ys), -1.0, 1.0)
 
 
-def train_mlp(x: np.ndarray, y: np.ndarray, head: str, smoothing: float, steps: int,
-              batch: int, seed: int) -> torch.nn.Module:
-    """Behaviour cloning of an MLP with a regression or a categorical head."""
+class PerceiverBC(torch.nn.Module):
+    """The PAC model's policy path (pac.model: proprio encoder, Perceiver, policy decoder) on
+    one task's features, with the decoder's last layer giving 1 (regression) or N_B
+    (categorical) outputs per action dimension: [B, F] -> [B, N^A * outputs]."""
+
+    def __init__(self, num_features: int, num_actions: int, outputs: int,
+                 overrides: list[str]) -> None:
+        super().__init__()
+        from pac.config import load_config
+        from pac.model.pac_model import PerceiverActorCritic
+
+        sets = [f"model.num_proprio={num_features}", f"model.num_actions={num_actions}",
+                "model.num_text_tokens=0", f"model.num_action_bins={NUM_BINS}", *overrides]
+        cfg = load_config(overrides=sets).model
+        self.model = PerceiverActorCritic(cfg)
+        self.model.policy_decoder.head = torch.nn.Linear(cfg.decoder_width, outputs)
+        torch.nn.init.zeros_(self.model.policy_decoder.head.weight)
+        torch.nn.init.zeros_(self.model.policy_decoder.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from pac.batch import Observation
+
+        b, f = x.shape
+        empty = torch.zeros(b, 0, dtype=torch.long)
+        obs = Observation(x, torch.ones(b, f, dtype=torch.bool), empty, empty.bool())
+        return self.model(obs).flatten(1)
+
+
+def train_bc(x: np.ndarray, y: np.ndarray, head: str, smoothing: float, steps: int,
+             batch: int, seed: int, network: str = "mlp") -> torch.nn.Module:
+    """Behaviour cloning with a regression or a categorical head on the MLP (``mlp``) or on the
+    PAC Perceiver with the given proprio tokens (``perceiver/scalar``, ``perceiver/joint``...)."""
     torch.manual_seed(seed)
     n_act = y.shape[1]
-    out = n_act * NUM_BINS if head == "categorical" else n_act
-    net = torch.nn.Sequential(
-        torch.nn.Linear(x.shape[1], 256), torch.nn.ReLU(),
-        torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, out),
-    )
+    per_dim = NUM_BINS if head == "categorical" else 1
+    if network.startswith("perceiver/"):
+        tokens = network.split("/", 1)[1]
+        net: torch.nn.Module = PerceiverBC(x.shape[1], n_act, per_dim,
+                                           [f"model.proprio_tokens={tokens}"])
+    else:
+        net = torch.nn.Sequential(
+            torch.nn.Linear(x.shape[1], 256), torch.nn.ReLU(),
+            torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, n_act * per_dim),
+        )
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     xt, yt = torch.tensor(x), torch.tensor(y)
     centers = bin_centers(NUM_BINS)
@@ -193,6 +237,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--decodes", nargs="+", default=["argmax", "mean", "median"],
                     choices=["argmax", "mean", "median"])
     ap.add_argument("--eval-episodes", type=int, default=20)
+    ap.add_argument("--networks", nargs="+", default=["mlp"], choices=["mlp", "perceiver"],
+                    help="the MLP and/or the PAC Perceiver (pac.model, params/default.yaml)")
+    ap.add_argument("--proprio-tokens", nargs="+", default=["scalar"], choices=PROPRIO_TOKENS,
+                    help="the Perceiver arms' model.proprio_tokens (one arm each)")
     ap.add_argument("--checkpoint", help="also probe this PAC inference checkpoint")
     ap.add_argument("--out", help="JSON with every number")
     args = ap.parse_args(argv)
@@ -210,14 +258,16 @@ def main(argv: list[str] | None = None) -> None:
     spec = TASKS[task]
     reacher = spec.domain == "reacher"
     rows = []
-    arms = [("regression", 0.0, "-")] + [
-        ("categorical", s, how) for s in args.smoothing for how in args.decodes]
-    nets: dict[tuple[str, float], torch.nn.Module] = {}
-    for head, smoothing, how in arms:
-        if (head, smoothing) not in nets:
-            nets[head, smoothing] = train_mlp(x, y, head, smoothing, args.steps, args.batch,
-                                              args.seed)
-        net = nets[head, smoothing]
+    networks = [f"perceiver/{t}" if n == "perceiver" else n
+                for n in args.networks for t in (args.proprio_tokens if n == "perceiver" else [""])]
+    arms = [(network, arm) for network in networks for arm in [("regression", 0.0, "-")] + [
+        ("categorical", s, how) for s in args.smoothing for how in args.decodes]]
+    nets: dict[tuple[str, str, float], torch.nn.Module] = {}
+    for network, (head, smoothing, how) in arms:
+        if (network, head, smoothing) not in nets:
+            nets[network, head, smoothing] = train_bc(
+                x, y, head, smoothing, args.steps, args.batch, args.seed, network)
+        net = nets[network, head, smoothing]
 
         def predict(obs: np.ndarray, net=net, head=head, how=how) -> np.ndarray:
             """The arm's action for one raw observation (the model's features, then decode)."""
@@ -228,21 +278,24 @@ def main(argv: list[str] | None = None) -> None:
         def make_policy(seed: int, predict=predict) -> Any:
             return lambda env, time_step: predict(flatten_observation(time_step.observation))
 
-        row = {"head": head, "smoothing": smoothing, "decode": how,
+        row = {"network": network, "head": head, "smoothing": smoothing, "decode": how,
                **score(returns_of(task, make_policy, n_eval, steps), expert, random)}
         row |= fit_error(predict, held_raw, held_actions)
         if reacher:
             row["velocity_gain"] = velocity_gain(predict, held_raw)
         rows.append(row)
-        print(f"{head:11s} smoothing {smoothing:4.2f} {how:6s}: {row['pct_expert']:6.1f}% of "
-              f"expert [{row['pct_low']:.1f}, {row['pct_high']:.1f}], success "
+        print(f"{network:16s} {head:11s} smoothing {smoothing:4.2f} {how:6s}: "
+              f"{row['pct_expert']:6.1f}% of expert [{row['pct_low']:.1f}, "
+              f"{row['pct_high']:.1f}], success "
               f"{row['success']:.0f}%; {fit_text(row)}", flush=True)
-    print("\n| head | target smoothing | decoding | % of expert [95% CI] | success % [Wilson 95%] |"
-          " held-out error | reaching error | pointing away | edge steps, failed episodes |"
-          " d a / d v |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| network | head | target smoothing | decoding | % of expert [95% CI] |"
+          " success % [Wilson 95%] | held-out error | reaching error | pointing away |"
+          " edge steps, failed episodes |"
+          " d a / d v |\n|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['head']} | {r['smoothing']:g} | {r['decode']} | {r['pct_expert']:.1f} "
-              f"[{r['pct_low']:.1f}, {r['pct_high']:.1f}] | {r['success']:.1f} "
+        print(f"| {r['network']} | {r['head']} | {r['smoothing']:g} | {r['decode']} | "
+              f"{r['pct_expert']:.1f} [{r['pct_low']:.1f}, {r['pct_high']:.1f}] | "
+              f"{r['success']:.1f} "
               f"[{r['success_low']:.1f}, {r['success_high']:.1f}] | {r['error']:.3f} | "
               f"{r['error_reaching']:.3f} | {100 * r['away_reaching']:.0f}% | "
               f"{100 * r['edge_failed']:.0f}% | "

@@ -57,6 +57,8 @@ SCALES: dict[str, dict[str, int]] = {
     "card15B": _scale(6144, 32, 4, 15_700_000_000),
 }
 
+#: what phi^P gives the Perceiver (model.proprio_tokens, pac.model.encoders.ProprioEncoder)
+PROPRIO_TOKENS = ("scalar", "joint", "both")
 VARIANTS = ("pac", "bc", "bc_q", "filtered_bc", "alpha_pac", "pac_v")
 PRECISIONS = ("fp32", "bf16")
 #: train.precision: auto = bf16 where this machine runs it faster (pac.train.ds_config)
@@ -82,6 +84,8 @@ class ModelConfig:
     #: where the state summary and the action query interact; without it Q stays action-blind
     q_decoder_widening: int = 1
     num_gains: int = 8  # N_G, multi-scale normaliser gains 1e-4 ... 1e3 (eq. 15)
+    #: phi^P's tokens: scalar (App. B.2: N_G per scalar) | joint (one, an MLP over all) | both
+    proprio_tokens: str = "scalar"
     num_action_bins: int = 101  # N_B
     num_value_bins: int = 101  # N_Q
     # Input format (Table 5: 223, 5, 3, 50, 38, 32000, 80x80).
@@ -491,6 +495,7 @@ def validate(cfg: PACConfig) -> None:
     """Range and consistency checks (raise ConfigError naming the key and the allowed range)."""
     m, lo, d, t, e, r = cfg.model, cfg.loss, cfg.data, cfg.train, cfg.eval, cfg.rlft
     _choice("model.scale", m.scale, list(SCALES))
+    _choice("model.proprio_tokens", m.proprio_tokens, PROPRIO_TOKENS)
     for key in ("d_z", "num_blocks", "widening", "num_heads", "num_latents", "d_i",
                 "num_gains", "num_action_bins", "num_value_bins", "num_proprio",
                 "num_actions", "vocab_size", "image_size"):

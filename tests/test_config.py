@@ -39,6 +39,8 @@ def test_every_preset_loads(preset):
         ("rlft.tasks=[humanoid.fly]", "rlft.tasks: unknown task 'humanoid.fly'"),
         ("loss.variant=dqn", "loss.variant: 'dqn' is not one of"),
         ("eval.precision=fp16", "eval.precision: 'fp16' is not one of"),
+        ("model.proprio_tokens=pooled",
+         "model.proprio_tokens: 'pooled' is not one of scalar, joint, both"),
         ("data.groups=[{name: g, tasks: [point_mass.easy], alpha: 0.3}]",
          "data.groups.g: alpha=0.3, beta=None apply only with loss.variant=alpha_pac"),
     ],

@@ -130,7 +130,9 @@ class PerceiverActorCritic(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.proprio_encoder = ProprioEncoder(cfg.num_proprio, cfg.num_gains, cfg.d_i)
+        self.proprio_encoder = ProprioEncoder(
+            cfg.num_proprio, cfg.num_gains, cfg.d_i, cfg.proprio_tokens
+        )
         num_image_slots = cfg.num_images + cfg.num_goal_images
         self.image_encoder = (
             ImageEncoder(cfg.resnet_channels, cfg.image_size, num_image_slots, cfg.d_i)

@@ -115,7 +115,10 @@ def resnet_flops(m: ModelConfig) -> float:
 def forward_flops(m: ModelConfig) -> dict[str, float]:
     """FLOPs of one forward pass for one time step, per part of Figure 7 (App. E.2)."""
     tokens_per_image = (m.image_size // 8) ** 2  # N_E (100 at 80x80)
-    t_p = m.num_proprio * m.num_gains
+    scalars = m.num_proprio * m.num_gains  # multi-scale features of the proprioception
+    # proprio tokens: N^P * N_G scalar ones (App. B.2) and/or one joint token (ProprioEncoder)
+    t_p = {"scalar": scalars, "joint": 1, "both": scalars + 1}[m.proprio_tokens]
+    joint = 0 if m.proprio_tokens == "scalar" else MAF * (scalars + m.d_i) * 4 * m.d_i
     t_v = (m.num_images + m.num_goal_images) * tokens_per_image
     t_l = m.num_text_tokens
     t_a = m.num_actions * m.num_gains
@@ -123,7 +126,7 @@ def forward_flops(m: ModelConfig) -> dict[str, float]:
     dec_ffw = m.decoder_widening * d_o  # decoder blocks: no MLP by default
     images = m.num_images + m.num_goal_images
     parts = {
-        "ENC_P": MAF * t_p * m.d_i,
+        "ENC_P": MAF * (t_p - (m.proprio_tokens != "scalar")) * m.d_i + joint,
         "ENC_V": MAF * t_v * m.d_i + images * resnet_flops(m),
         "ENC_L": MAF * t_l * m.vocab_size * m.d_i,
         "ENC_A": MAF * t_a * m.d_i,

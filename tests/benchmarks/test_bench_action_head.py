@@ -71,20 +71,24 @@ def test_tiny_run_end_to_end(tmp_path, capsys):
     bench.main(["--task", "reacher.easy", "--episodes", "2", "--episode-steps", "30",
                 "--steps", "5", "--batch", "8", "--eval-episodes", "2", "--held-out", "1",
                 "--decodes", "argmax", "mean", "--smoothing", "0", "0.2",
+                "--networks", "mlp", "perceiver", "--proprio-tokens", "scalar", "joint",
                 "--checkpoint", str(ckpt), "--out", str(out)])
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())
     assert result["transitions"] == 2 * 30
-    arms = [(r["head"], r["smoothing"], r["decode"]) for r in result["rows"]]
-    assert arms == [("regression", 0.0, "-"), ("categorical", 0.0, "argmax"),
-                    ("categorical", 0.0, "mean"), ("categorical", 0.2, "argmax"),
-                    ("categorical", 0.2, "mean")]
+    arms = [(r["network"], r["head"], r["smoothing"], r["decode"]) for r in result["rows"]]
+    per_network = [("regression", 0.0, "-"), ("categorical", 0.0, "argmax"),
+                   ("categorical", 0.0, "mean"), ("categorical", 0.2, "argmax"),
+                   ("categorical", 0.2, "mean")]
+    assert arms == [(n, *arm) for n in ("mlp", "perceiver/scalar", "perceiver/joint")
+                    for arm in per_network]
     expert, random = result["expert_return"], result["random_return"]
     for row in [*result["rows"], result["checkpoint"]]:
         assert 0.0 <= row["success"] <= 100.0 and row["error"] >= 0.0
         assert row["pct_expert"] == pytest.approx(
             100.0 * (row["mean_return"] - random) / (expert - random))
-    assert "| regression | 0 | - |" in printed and "checkpoint" in printed
+    assert "| mlp | regression | 0 | - |" in printed and "checkpoint" in printed
+    assert "| perceiver/joint | categorical | 0.2 | mean |" in printed
 
 
 def test_score_against_the_formulas():
@@ -116,3 +120,14 @@ def test_velocity_gain_of_linear_policies():
     # the cross term: joint 0's action reading joint 1's velocity is not joint 0's gain
     cross = bench.velocity_gain(lambda x: np.array([x[5], x[4]]), raw)
     assert cross == pytest.approx([0.0, 0.0], abs=1e-6)
+
+
+def test_perceiver_arms_are_the_pac_model_with_the_chosen_tokens():
+    x = np.random.default_rng(0).normal(size=(8, 8)).astype(np.float32)
+    y = np.zeros((8, 2), np.float32)
+    for tokens, joint in (("scalar", False), ("joint", True)):
+        net = bench.train_bc(x, y, "categorical", 0.0, 0, 4, 0, f"perceiver/{tokens}")
+        assert (net.model.proprio_encoder.joint is not None) == joint
+        assert net(torch.tensor(x)).shape == (8, 2 * bench.NUM_BINS)
+    reg = bench.train_bc(x, y, "regression", 0.0, 0, 4, 0, "perceiver/joint")
+    assert reg(torch.tensor(x)).shape == (8, 2)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pac.batch import Observation
-from pac.config import ModelConfig
+from pac.config import PROPRIO_TOKENS, ModelConfig
 from pac.model import PerceiverActorCritic
 from pac.model.examples import random_batch
 from pac.model.normalizer import MultiScaleNormalizer
@@ -18,10 +18,11 @@ TINY = ModelConfig(
 )
 
 
-@pytest.fixture(scope="module")
-def model() -> PerceiverActorCritic:
+@pytest.fixture(scope="module", params=PROPRIO_TOKENS)
+def model(request) -> PerceiverActorCritic:
+    """The tiny model with each of phi^P's token layouts (model.proprio_tokens)."""
     torch.manual_seed(0)
-    m = PerceiverActorCritic(TINY).eval()
+    m = PerceiverActorCritic(dataclasses.replace(TINY, proprio_tokens=request.param)).eval()
     with torch.no_grad():  # non-zero heads so every output depends on its inputs
         for head in (m.policy_decoder.head, m.q_decoder.head, m.value_decoder.head):
             head.weight.normal_(std=0.5)

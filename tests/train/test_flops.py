@@ -22,13 +22,15 @@ def _softmax(heads: int, n_q: int, n_kv: int) -> int:
     return 3 * heads * n_q * n_kv
 
 
-def test_count_equals_torch_flop_counter_on_the_real_model():
+@pytest.mark.parametrize("proprio_tokens", ["scalar", "joint", "both"])
+def test_count_equals_torch_flop_counter_on_the_real_model(proprio_tokens):
     """Every matrix product of forward_flops is what FlopCounterMode measures, module by module.
 
     A wrong token count, a missing input channel in the ResNet or a wrong decoder width would
-    change one of these sums.
+    change one of these sums; so would a joint proprio token counted wrongly (its MLP, or the
+    N^P * N_G scalar tokens it replaces).
     """
-    m = load_config(None, SMALL).model
+    m = load_config(None, [*SMALL, f"model.proprio_tokens={proprio_tokens}"]).model
     model = PerceiverActorCritic(m)
     batch = random_batch(m, 1, 1)
     for mask in (batch.image_mask, batch.goal_mask, batch.proprio_mask, batch.text_mask,
@@ -42,7 +44,16 @@ def test_count_equals_torch_flop_counter_on_the_real_model():
     got = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
     parts = forward_flops(m)
     images = m.num_images + m.num_goal_images
-    n_kv = m.num_proprio * m.num_gains + images * (m.image_size // 8) ** 2 + m.num_text_tokens
+    scalars = m.num_proprio * m.num_gains
+    t_p = {"scalar": scalars, "joint": 1, "both": scalars + 1}[proprio_tokens]
+    n_kv = t_p + images * (m.image_size // 8) ** 2 + m.num_text_tokens
+    if proprio_tokens == "scalar":
+        assert "ProprioEncoder.joint" not in got
+    else:  # the joint token's MLP: N^P*N_G -> 4 D_I -> D_I, 2 FLOPs per multiply-add
+        joint = 2 * (scalars * 4 * m.d_i + 4 * m.d_i * m.d_i)
+        assert got["ProprioEncoder.joint"] == joint
+        scalar_part = MAF * scalars * m.d_i if proprio_tokens == "both" else 0
+        assert parts["ENC_P"] == joint + scalar_part
     h, n_z = m.num_heads, m.num_latents
 
     assert got["ImageEncoder.resnet"] == images * resnet_flops(m)
