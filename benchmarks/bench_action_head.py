@@ -48,11 +48,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from pac.config import PROPRIO_TOKENS
+from pac.batch import Observation
+from pac.config import PROPRIO_TOKENS, load_config
 from pac.envs import flatten_observation, make_env
 from pac.evaluation.evaluator import episode_seed
 from pac.evaluation.rollout import expert_policy, random_policy, run_episode
 from pac.evaluation.stats import mean_ci, percent_of_expert, wilson_interval
+from pac.model import PerceiverActorCritic
 from pac.model.distributions import actions_to_bins, bin_centers, mean_action, mode
 from pac.tasks import TASKS, proprio_features
 
@@ -82,9 +84,6 @@ class PerceiverBC(torch.nn.Module):
     def __init__(self, num_features: int, num_actions: int, outputs: int,
                  overrides: list[str]) -> None:
         super().__init__()
-        from pac.config import load_config
-        from pac.model.pac_model import PerceiverActorCritic
-
         sets = [f"model.num_proprio={num_features}", f"model.num_actions={num_actions}",
                 "model.num_text_tokens=0", f"model.num_action_bins={NUM_BINS}", *overrides]
         cfg = load_config(overrides=sets).model
@@ -94,8 +93,6 @@ class PerceiverBC(torch.nn.Module):
         torch.nn.init.zeros_(self.model.policy_decoder.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from pac.batch import Observation
-
         b, f = x.shape
         empty = torch.zeros(b, 0, dtype=torch.long)
         obs = Observation(x, torch.ones(b, f, dtype=torch.bool), empty, empty.bool())
@@ -258,8 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     spec = TASKS[task]
     reacher = spec.domain == "reacher"
     rows = []
-    networks = [f"perceiver/{t}" if n == "perceiver" else n
-                for n in args.networks for t in (args.proprio_tokens if n == "perceiver" else [""])]
+    networks: list[str] = []  # "mlp", "perceiver/<tokens>": one network per arm group
+    for n in args.networks:
+        networks += [f"perceiver/{t}" for t in args.proprio_tokens] if n == "perceiver" else [n]
     arms = [(network, arm) for network in networks for arm in [("regression", 0.0, "-")] + [
         ("categorical", s, how) for s in args.smoothing for how in args.decodes]]
     nets: dict[tuple[str, str, float], torch.nn.Module] = {}

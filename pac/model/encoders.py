@@ -57,8 +57,8 @@ class ProprioEncoder(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B, N^P] float, mask [B, N^P] -> tokens [B, N, D_I], mask [B, N]: N = N^P*N_G
         scalar tokens, then (joint, both) the joint token."""
+        # [B, N^P, N_G]; exactly zero where padded (tanh(0)), so padding never reaches the MLP
         features = self.normalizer(x.masked_fill(~mask, 0.0)).to(self.weight.dtype)
-        features = features * mask[..., None]  # [B, N^P, N_G], zero where padded
         parts = []
         if self.tokens != "joint":
             tokens = features.unsqueeze(-1) * self.weight + self.bias + self.position

@@ -116,9 +116,10 @@ def forward_flops(m: ModelConfig) -> dict[str, float]:
     """FLOPs of one forward pass for one time step, per part of Figure 7 (App. E.2)."""
     tokens_per_image = (m.image_size // 8) ** 2  # N_E (100 at 80x80)
     scalars = m.num_proprio * m.num_gains  # multi-scale features of the proprioception
-    # proprio tokens: N^P * N_G scalar ones (App. B.2) and/or one joint token (ProprioEncoder)
-    t_p = {"scalar": scalars, "joint": 1, "both": scalars + 1}[m.proprio_tokens]
-    joint = 0 if m.proprio_tokens == "scalar" else MAF * (scalars + m.d_i) * 4 * m.d_i
+    # proprio tokens (ProprioEncoder): N^P * N_G scalar ones (App. B.2) and/or one joint token
+    scalar_tokens = 0 if m.proprio_tokens == "joint" else scalars
+    joint_tokens = 0 if m.proprio_tokens == "scalar" else 1
+    t_p = scalar_tokens + joint_tokens
     t_v = (m.num_images + m.num_goal_images) * tokens_per_image
     t_l = m.num_text_tokens
     t_a = m.num_actions * m.num_gains
@@ -126,7 +127,8 @@ def forward_flops(m: ModelConfig) -> dict[str, float]:
     dec_ffw = m.decoder_widening * d_o  # decoder blocks: no MLP by default
     images = m.num_images + m.num_goal_images
     parts = {
-        "ENC_P": MAF * (t_p - (m.proprio_tokens != "scalar")) * m.d_i + joint,
+        "ENC_P": MAF * scalar_tokens * m.d_i
+        + joint_tokens * MAF * (scalars + m.d_i) * 4 * m.d_i,  # the joint token's MLP
         "ENC_V": MAF * t_v * m.d_i + images * resnet_flops(m),
         "ENC_L": MAF * t_l * m.vocab_size * m.d_i,
         "ENC_A": MAF * t_a * m.d_i,
