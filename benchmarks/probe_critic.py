@@ -13,7 +13,15 @@ counted. Per task it reports:
 * the mean of Q(s, a_e) - Q(s, a_b);
 * the spread (max - min) of Q over the N policy samples, the eq. 11 weights softmax(Q / eta) at
   the checkpoint's ``loss.eta``: their effective sample size 1 / sum w^2 (N = uniform) and
-  entropy (ln N = uniform), averaged over the probed states.
+  entropy (ln N = uniform), averaged over the probed states;
+* does Q know the *direction* of a good action: the fraction of states with Q(s, a_e) above Q
+  of the expert's action mirrored through the centre of the action box (low + high - a_e: the
+  same magnitude, the opposite way);
+* where Q itself would send the policy (tasks with N^A <= 3): over a grid of ``GRID_POINTS``
+  values per action dimension, how often Q's best grid action lies on the box's boundary, and
+  the cosine between it and a_e (both taken from the box's centre). A critic that extrapolates
+  to the largest actions it never saw at these states puts its best action on the boundary
+  whatever the direction: the corner an alpha = 0 policy then collapses to.
 
 A markdown table goes to stdout, every number (and per-state values) to ``--out`` (JSON). One
 thread; a few hundred states per task take seconds.
@@ -40,6 +48,20 @@ from pac.losses import improvement_weights
 from pac.tasks import SUBOPTIMAL
 
 DEFAULT_TASKS = ("point_mass.easy", "cartpole.balance", "reacher.easy")
+GRID_POINTS = 5  # per action dimension: low, the quarter points, high
+MAX_GRID_ACTIONS = 3  # a grid over more action dimensions is not probed (5^N actions)
+
+
+def action_grid(low: float, high: float, num_actions: int) -> np.ndarray:
+    """[GRID_POINTS ** N^A, N^A] every combination of GRID_POINTS evenly spaced values."""
+    axis = np.linspace(low, high, GRID_POINTS, dtype=np.float32)
+    mesh = np.meshgrid(*[axis] * num_actions, indexing="ij")
+    return np.stack([m.reshape(-1) for m in mesh], axis=-1)
+
+
+def _cosine(u: np.ndarray, v: np.ndarray) -> float:
+    norm = float(np.linalg.norm(u) * np.linalg.norm(v))
+    return float(u @ v) / norm if norm > 0 else math.nan
 
 
 def probe_task(
@@ -54,9 +76,14 @@ def probe_task(
     suboptimal: str = "random",
 ) -> dict[str, Any]:
     """Roll out the behaviour policy on `task` and compare Q of expert vs. data actions."""
-    from pac.envs import behaviour_action, expert_action, make_env
+    from pac.envs import behaviour_action, expert_action, make_env, task_spec
 
     eta = float(server.cfg.loss.eta)
+    spec = task_spec(task)
+    low, high = spec.action_low, spec.action_high
+    centre = 0.5 * (low + high)
+    grid = (action_grid(low, high, spec.num_actions) if spec.num_actions <= MAX_GRID_ACTIONS
+            else np.zeros((0, spec.num_actions), np.float32))
     generator = torch.Generator().manual_seed(seed)
     states: list[dict[str, Any]] = []
     visited = skipped = 0
@@ -72,11 +99,23 @@ def probe_task(
             if float(np.max(np.abs(a_e - a_b))) < min_gap:
                 skipped += 1
             else:
+                mirrored = (low + high - a_e).astype(np.float32)
                 q_given, q_pi = server.q_values(
-                    time_step.observation, task, np.stack([a_e, a_b]), samples,
+                    time_step.observation, task, np.concatenate([np.stack([a_e, a_b, mirrored]),
+                                                                 grid]), samples,
                     generator=generator,
                 )
                 w = improvement_weights(torch.from_numpy(q_pi), eta).double().numpy()
+                grid_stats = {}
+                if len(grid):
+                    q_grid = q_given[3:]
+                    best = grid[int(np.argmax(q_grid))]
+                    grid_stats = {
+                        "grid_best": [float(v) for v in best],
+                        "grid_best_on_boundary": bool(np.any((best <= low) | (best >= high))),
+                        "grid_cosine": _cosine(best - centre, a_e - centre),
+                        "grid_range": float(q_grid.max() - q_grid.min()),
+                    }
                 states.append({
                     "episode": episode,
                     "t": t,
@@ -85,9 +124,11 @@ def probe_task(
                     "a_data": [float(v) for v in a_b],
                     "q_expert": float(q_given[0]),
                     "q_data": float(q_given[1]),
+                    "q_mirrored": float(q_given[2]),
                     "q_spread": float(q_pi.max() - q_pi.min()),
                     "ess": float(1.0 / np.sum(w * w)),
                     "weight_entropy": float(-np.sum(w * np.log(np.clip(w, 1e-300, None)))),
+                    **grid_stats,
                 })
             time_step, t = env.step(a_b), t + 1
     return summarise_task(task, states, visited, skipped, samples)
@@ -108,7 +149,8 @@ def summarise_task(
     low, high = wilson_interval(wins, n) if n else (math.nan, math.nan)
 
     def mean(key: str) -> float:
-        return float(np.mean([s[key] for s in states])) if n else math.nan
+        values = [float(s[key]) for s in states if key in s and not math.isnan(float(s[key]))]
+        return float(np.mean(values)) if values else math.nan
 
     return {
         "task": task,
@@ -124,6 +166,13 @@ def summarise_task(
         "q_spread": mean("q_spread"),
         "ess": mean("ess"),
         "weight_entropy": mean("weight_entropy"),
+        "over_mirrored": float(np.mean([s["q_expert"] > s["q_mirrored"] for s in states])) if n
+        else math.nan,
+        "mean_mirrored_diff": float(np.mean([s["q_expert"] - s["q_mirrored"] for s in states]))
+        if n else math.nan,
+        "grid_on_boundary": mean("grid_best_on_boundary"),
+        "grid_cosine": mean("grid_cosine"),
+        "grid_range": mean("grid_range"),
         "num_samples": samples,
         "per_state": states,
     }
@@ -134,14 +183,16 @@ def markdown(rows: list[dict[str, Any]], eta: float) -> str:
     lines = [
         "| task | states (skipped) | Q(s,a_e) > Q(s,a_b) [Wilson 95%] | mean Q(a_e) - Q(a_b) |"
         f" Q spread (N={rows[0]['num_samples'] if rows else 0}) | ESS at eta={eta:g} |"
-        " weight entropy |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        " weight entropy | Q(s,a_e) > Q(s,mirrored a_e) | grid best on boundary |"
+        " cos(grid best, a_e) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['task']} | {r['states']} ({r['skipped']}) | {r['fraction']:.3f}"
             f" [{r['wilson_low']:.3f}, {r['wilson_high']:.3f}] | {r['mean_q_diff']:+.4f} |"
             f" {r['q_spread']:.4f} | {r['ess']:.2f} | {r['weight_entropy']:.3f} |"
+            f" {r['over_mirrored']:.3f} | {r['grid_on_boundary']:.2f} | {r['grid_cosine']:+.2f} |"
         )
     return "\n".join(lines)
 

@@ -96,3 +96,57 @@ def test_probe_counts_q_values_and_wilson(tmp_path, capsys):
             assert math.isclose(s[key], q, rel_tol=1e-5, abs_tol=1e-6), (key, s[key], q)
     # the tiny random critic is not constant in the action (the comparison means something)
     assert len({round(s["q_expert"], 9) for s in row["per_state"]}) > 1
+
+
+class _ClosedFormCritic:
+    """A stand-in for PolicyServer whose Q(s, a) is a closed-form function of the action alone,
+    so the probe's direction and grid statistics have exact answers (real physics for states)."""
+
+    def __init__(self, q, eta: float = 0.02):
+        self.q = q
+        self.cfg = type("Cfg", (), {"loss": type("Loss", (), {"eta": eta})()})()
+
+    def q_values(self, proprio, task, actions, num_samples=0, images=None, generator=None):
+        samples = np.random.default_rng(0).uniform(-1, 1, (num_samples, actions.shape[1]))
+        return (np.array([self.q(a) for a in actions], np.float64),
+                np.array([self.q(a) for a in samples], np.float64))
+
+
+def test_grid_is_every_combination():
+    grid = probe.action_grid(-1.0, 1.0, 2)
+    axis = [-1.0, -0.5, 0.0, 0.5, 1.0]
+    assert sorted(map(tuple, grid.tolist())) == sorted((x, y) for x in axis for y in axis)
+
+
+def test_a_linear_critic_points_to_the_corner_of_its_gradient():
+    """Q = a . d: the best grid action is the corner sign(d) (on the boundary), its cosine with
+    a_e is the closed form, and Q(a_e) > Q(-a_e) exactly where a_e . d > 0."""
+    d = np.array([1.0, 0.5])
+    row = probe.probe_task(_ClosedFormCritic(lambda a: float(a @ d)), "point_mass.easy", 0.3, 1,
+                           0, 20, suboptimal="weak")
+    states = row["per_state"]
+    assert states and row["grid_on_boundary"] == 1.0
+    corner = np.array([1.0, 1.0])
+    for s in states:
+        assert s["grid_best"] == [1.0, 1.0] and s["grid_best_on_boundary"]
+        a_e = np.array(s["a_expert"])
+        assert math.isclose(s["grid_cosine"], corner @ a_e / (np.sqrt(2) * np.linalg.norm(a_e)),
+                            rel_tol=1e-6)
+        assert math.isclose(s["q_mirrored"], float(-a_e @ d), rel_tol=1e-6, abs_tol=1e-9)
+    toward = np.mean([np.array(s["a_expert"]) @ d > 0 for s in states])
+    assert row["over_mirrored"] == toward
+    assert math.isclose(row["mean_mirrored_diff"],
+                        np.mean([2 * np.array(s["a_expert"]) @ d for s in states]), rel_tol=1e-6)
+
+
+def test_a_peaked_critic_has_an_interior_best_action():
+    """Q = -|a - c|^2 with c on the grid: the best grid action is c, not on the boundary."""
+    c = np.array([0.5, -0.5])
+    row = probe.probe_task(_ClosedFormCritic(lambda a: -float(np.sum((a - c) ** 2))),
+                           "point_mass.easy", 0.3, 1, 0, 20, suboptimal="weak")
+    assert row["grid_on_boundary"] == 0.0
+    for s in row["per_state"]:
+        assert s["grid_best"] == [0.5, -0.5] and math.isclose(s["grid_range"], 4.5)
+        a_e = np.array(s["a_expert"])
+        assert math.isclose(s["grid_cosine"], c @ a_e / (np.linalg.norm(c) * np.linalg.norm(a_e)),
+                            rel_tol=1e-6)
