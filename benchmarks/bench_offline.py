@@ -31,6 +31,11 @@ iterations, fewer than the 1 / (1 - gamma) = 20-step horizon). Measured on the w
 data (point_mass.easy + cartpole.balance, quality 0.3, one seed, argmax): PAC 60.0% of expert
 at period 100, 60.2 at 25, 77.1 at 10 (point_mass.easy 22.8 / 21.7 / 55.3; BC 22.7), and the
 critic ranked the expert's action above the data's in 53 / 61 / 59% of point_mass states.
+The critic needs more than the default 1,500 updates on the weak-controller data: on
+point_mass.easy (quality 0.3, three seeds) PAC went from 23.9-47.0% of expert at 1,500 updates to
+41.5-85.3% at 6,000 (``--updates 6000``; pooled 67.8 against BC's 29.0), with Q ranking the
+expert's action above the data's in 70-77% of states instead of 57% (``probe_critic.py``;
+BENCHMARKS.md).
 Arms run ``--jobs`` at a time, one thread each. Per arm, intervals pool every evaluation episode
 of every seed (% of expert: mean +- 1.96 SE; success: Wilson).
 
@@ -45,6 +50,8 @@ actions, the weights' effective sample size (N = uniform) and entropy (ln N = un
     python benchmarks/bench_offline.py --out runs/T1native --suboptimal weak --quality 0.3 \
         --tasks point_mass.easy_native --episode-steps 1000 \
         --set loss.gamma=0.99 --set loss.value_max=100     # dm_control's rate and episodes
+    python benchmarks/bench_offline.py --out runs/T6 --suboptimal weak --quality 0.3 \
+        --tasks point_mass.easy --arms bc pac --updates 6000   # the updates the critic needs
     python benchmarks/bench_offline.py --quick --out /tmp/bench_offline    # a 2-minute smoke run
 """
 
