@@ -54,8 +54,8 @@ actions, the weights' effective sample size (N = uniform) and entropy (ln N = un
         --tasks point_mass.easy_native --episode-steps 1000 \
         --set loss.gamma=0.99 --set loss.value_max=100 \
         --set model.num_value_bins=401 --updates 3000       # dm_control's rate and episodes
-    python benchmarks/bench_offline.py --out runs/T6 --suboptimal weak --quality 0.3 \
-        --tasks point_mass.easy --arms bc pac --updates 6000   # the updates the critic needs
+    python benchmarks/bench_offline.py --out runs/T10 --suboptimal weak --quality 0.3 \
+        --tasks point_mass.easy --arms bc pac --updates 10000  # the updates the critic needs
     python benchmarks/bench_offline.py --quick --out /tmp/bench_offline    # a 2-minute smoke run
 """
 
