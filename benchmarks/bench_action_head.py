@@ -52,7 +52,12 @@ from pac.batch import Observation
 from pac.config import PROPRIO_TOKENS, load_config
 from pac.envs import flatten_observation, make_env
 from pac.evaluation.evaluator import episode_seed
-from pac.evaluation.rollout import expert_policy, random_policy, run_episode
+from pac.evaluation.rollout import (
+    behaviour_policy,
+    expert_policy,
+    random_policy,
+    run_episode,
+)
 from pac.evaluation.stats import mean_ci, percent_of_expert, wilson_interval
 from pac.model import PerceiverActorCritic
 from pac.model.distributions import actions_to_bins, bin_centers, mean_action, mode
@@ -62,14 +67,18 @@ NUM_BINS = 101  # Table 5: N_B
 DATA_SEED = 7  # data episodes use seeds DATA_SEED * 10^6 + i; evaluation uses pac eval's seeds
 
 
-def expert_data(task: str, episodes: int, steps: int,
-                raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def expert_data(task: str, episodes: int, steps: int, raw: bool = False,
+                noise: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(features [N, F], actions [N, N^A]) of `episodes` scripted-expert episodes; with `raw`,
-    the observations instead of the features, from other seeds (held-out episodes)."""
+    the observations instead of the features, from other seeds (held-out episodes). With
+    `noise`, the expert's every action gets fresh N(0, noise) noise, executed and recorded
+    (``GroupConfig.action_noise``); held-out episodes stay noiseless."""
     spec, xs, ys = TASKS[task], [], []
     for i in range(episodes):
         seed = DATA_SEED * 10**6 + (10**5 if raw else 0) + i
-        ep = run_episode(make_env(task, seed, steps), expert_policy(task, seed), task)
+        policy = (expert_policy(task, seed) if noise == 0.0 else
+                  behaviour_policy(task, 1.0, seed, noise=noise))
+        ep = run_episode(make_env(task, seed, steps), policy, task)
         obs = ep.observations[:-1]
         xs.append(obs if raw else proprio_features(spec, obs))
         ys.append(ep.actions)
@@ -221,10 +230,14 @@ def fit_text(row: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global NUM_BINS  # --bins: every head, target and decoding of this run
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="reacher.easy", choices=sorted(TASKS))
     ap.add_argument("--episodes", type=int, default=200, help="expert episodes of data")
     ap.add_argument("--held-out", type=int, default=20, help="held-out expert episodes")
+    ap.add_argument("--action-noise", type=float, default=0.0,
+                    help="std of fresh Gaussian noise on every expert action of the data")
+    ap.add_argument("--bins", type=int, default=NUM_BINS, help="categorical bins per dimension")
     ap.add_argument("--episode-steps", type=int, default=100)
     ap.add_argument("--steps", type=int, default=4000, help="Adam steps per head")
     ap.add_argument("--batch", type=int, default=256)
@@ -241,17 +254,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--checkpoint", help="also probe this PAC inference checkpoint")
     ap.add_argument("--out", help="JSON with every number")
     args = ap.parse_args(argv)
+    NUM_BINS = args.bins
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     task, steps, n_eval = args.task, args.episode_steps, args.eval_episodes
 
-    x, y = expert_data(task, args.episodes, steps)
+    x, y = expert_data(task, args.episodes, steps, noise=args.action_noise)
     held_raw, held_actions = expert_data(task, args.held_out, steps, raw=True)
     expert = np.mean([e.total_return for e in returns_of(
         task, lambda s: expert_policy(task, s), n_eval, steps)])
     random = np.mean([e.total_return for e in returns_of(
         task, lambda s: random_policy(task, s), n_eval, steps)])
-    print(f"{task}: {len(x)} expert transitions; references over {n_eval} episodes: "
-          f"expert {expert:.1f}, random {random:.1f}")
+    print(f"{task}: {len(x)} expert transitions (action noise {args.action_noise:g});"
+          f" references over {n_eval} episodes: expert {expert:.1f}, random {random:.1f}")
     spec = TASKS[task]
     reacher = spec.domain == "reacher"
     rows = []

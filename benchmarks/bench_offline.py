@@ -84,9 +84,10 @@ BENCH_TARGET_PERIOD = 10
 
 def group_override(args: argparse.Namespace, arm: str) -> str:
     alpha_beta = ", alpha: 0.0, beta: 1900.0" if arm == "alpha_pac" else ""
+    noise = "" if args.action_noise is None else f", action_noise: {args.action_noise}"
     return (f"data.groups=[{{name: low_quality, tasks: [{', '.join(args.tasks)}],"
             f" quality: {args.quality}, suboptimal: {args.suboptimal},"
-            f" episodes_per_task: {args.episodes}{alpha_beta}}}]")
+            f" episodes_per_task: {args.episodes}{noise}{alpha_beta}}}]")
 
 
 def main() -> None:
@@ -98,6 +99,9 @@ def main() -> None:
                     help="the behaviour when not the expert: sticky uniform random actions (the"
                          " data's mode stays the expert's) or the task's weak controller")
     ap.add_argument("--episodes", type=int, default=60, help="episodes per task")
+    ap.add_argument("--action-noise", type=float, default=None,
+                    help="std of the per-step Gaussian on the behaviour's actions"
+                         " (data.groups[].action_noise; default: 0.1 below quality 1, else 0)")
     ap.add_argument("--episode-steps", type=int, default=100)
     ap.add_argument("--updates", type=int, default=1500)
     ap.add_argument("--seeds", type=int, default=3)

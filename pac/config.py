@@ -132,6 +132,10 @@ class GroupConfig:
     #: data's mode stays the expert's) | "weak" (the task's weak controller, pac.envs.weak_action:
     #: below quality 0.5 the data's mode is sub-optimal)
     suboptimal: str = "random"
+    #: std of the per-step Gaussian added to the driving controller's action (expert or weak),
+    #: executed and recorded, like the exploration noise of an RL agent's replay (App. C.3's data
+    #: come from MPO agents). None: 0.1 below quality 1, none at quality 1 (pac.envs.EXPERT_NOISE)
+    action_noise: float | None = None
     episodes_per_task: int = 10
     weight: float = 1.0  # lambda (App. C.4)
     alpha: float | None = None  # alpha-PAC: per-group alpha / beta (App. C.5); None = loss.alpha
@@ -560,6 +564,8 @@ def validate(cfg: PACConfig) -> None:
             if weakless:
                 raise ConfigError(f"{key}.suboptimal=weak: task(s) {', '.join(weakless)} have no"
                                   f" weak controller; tasks with one: {', '.join(WEAK_TASKS)}")
+        if g.action_noise is not None:
+            _range(f"{key}.action_noise", g.action_noise, 0.0, None)
         _range(f"{key}.episodes_per_task", g.episodes_per_task, 1, None)
         if g.weight <= 0:
             raise ConfigError(f"{key}.weight={g.weight!r} is outside the allowed range (0, inf)")

@@ -184,6 +184,14 @@ EXPERT_NOISE = 0.1  # std of the Gaussian added to expert actions when quality <
 STICKY_RESAMPLE = 0.2  # per-step probability that the random policy draws a new action
 
 
+def action_noise_std(quality: float, noise: float | None = None) -> float:
+    """The std of the per-step Gaussian on the driving controller's action: `noise` when given
+    (``GroupConfig.action_noise``), else EXPERT_NOISE below quality 1 and none at quality 1."""
+    if noise is not None:
+        return float(noise)
+    return EXPERT_NOISE if quality < 1.0 else 0.0
+
+
 def weak_action(task: str, env) -> np.ndarray:
     """The task's weak controller: ``weak_gain`` x the scripted expert's action (pac.tasks).
 
@@ -202,7 +210,12 @@ def weak_action(task: str, env) -> np.ndarray:
 
 
 def behaviour_action(
-    task: str, env, quality: float, rng: np.random.Generator, suboptimal: str = "random"
+    task: str,
+    env,
+    quality: float,
+    rng: np.random.Generator,
+    suboptimal: str = "random",
+    noise: float | None = None,
 ) -> np.ndarray:
     """A behaviour policy of graded quality: 1 = expert ... 0 = the sub-optimal policy.
 
@@ -217,6 +230,12 @@ def behaviour_action(
       quality 0.3 the data scored 99.0% of expert on cartpole.balance, 57.9% on point_mass.easy);
       mixed per episode, the data is as poor as its episodes (like data from agents of several
       skill levels), and on the weak episodes' states the weak controller is the data's mode.
+
+    `noise` is the std of the Gaussian added to the driving controller's action at every step
+    (None: EXPERT_NOISE below quality 1, none at quality 1). Noise that is new at every step is
+    what lets a cloned policy read the expert's feedback: a noiseless reacher expert's actions
+    follow the joint velocity they caused, and its clones push along the motion
+    (BENCHMARKS.md, "Reacher and exploration noise").
     """
     if not 0.0 <= quality <= 1.0:
         raise ValueError(f"quality must be in [0, 1], got {quality}")
@@ -235,15 +254,18 @@ def behaviour_action(
     if suboptimal == "weak":
         expert_drives = bool(rng.random() < quality) if new_episode else previous[2]
     _STICKY[env] = (now, sticky, expert_drives)
-    if quality >= 1.0:
+    std = action_noise_std(quality, noise)
+    if quality >= 1.0 and std == 0.0:
         return expert_action(task, env, rng)
-    if suboptimal == "weak":
+    if quality >= 1.0:
+        driver = expert_action(task, env, rng)
+    elif suboptimal == "weak":
         driver = expert_action(task, env, rng) if expert_drives else weak_action(task, env)
     elif rng.random() < quality:
         driver = expert_action(task, env, rng)
     else:
         return sticky
-    action = driver + rng.normal(0.0, EXPERT_NOISE, spec.num_actions)
+    action = driver + rng.normal(0.0, std, spec.num_actions)
     return np.clip(action, low, high).astype(np.float32)
 
 

@@ -102,3 +102,7 @@ def test_a_weak_behaviour_needs_tasks_with_a_weak_controller():
         load_config(overrides=[group % ("point_mass.easy, reacher.easy", "weak")])
     with pytest.raises(ConfigError, match="data.groups.g.suboptimal"):
         load_config(overrides=[group % ("point_mass.easy", "lazy")])
+    noisy = "data.groups=[{name: g, tasks: [reacher.easy], action_noise: %s}]"
+    assert load_config(overrides=[noisy % "0.2"]).data.groups[0].action_noise == 0.2
+    with pytest.raises(ConfigError, match="data.groups.g.action_noise=-0.1 is outside"):
+        load_config(overrides=[noisy % "-0.1"])

@@ -145,6 +145,31 @@ def test_the_weak_behaviour_mixes_the_expert_with_its_weak_controller_per_episod
         behaviour_action("reacher.easy", reacher, 0.0, rng, "weak")
 
 
+def test_action_noise_is_fresh_gaussian_noise_on_the_expert_at_every_step():
+    """quality 1 + action_noise 0.2: expert + N(0, 0.2) per step, independent across steps; no
+    noise given keeps the noiseless expert of quality 1 (data generated before stays as it was)."""
+    env = make_env("point_mass.easy", 3, 400)
+    rng = np.random.default_rng(1)
+    env.reset()
+    residuals = []
+    for _ in range(400):
+        expert = _pd_point_mass(env)
+        action = behaviour_action("point_mass.easy", env, 1.0, rng, noise=0.2)
+        inside = np.abs(action) < 0.999  # a clipped entry hides its noise
+        residuals.append(np.where(inside, action - expert, np.nan))
+        env.step(action)
+    r = np.asarray(residuals)
+    r0, r1 = r[:-1, 0], r[1:, 0]
+    both = ~np.isnan(r0) & ~np.isnan(r1)
+    assert abs(np.nanstd(r) - 0.2) < 0.02 and abs(np.nanmean(r)) < 0.03
+    assert abs(np.corrcoef(r0[both], r1[both])[0, 1]) < 0.15  # new noise every step
+    env.reset()
+    for _ in range(5):
+        clean = behaviour_action("point_mass.easy", env, 1.0, rng)
+        np.testing.assert_allclose(clean, _pd_point_mass(env), atol=1e-6)
+        env.step(clean)
+
+
 @pytest.mark.parametrize("task", WEAK_TASKS)
 def test_the_weak_controller_alone_is_far_below_the_expert(task):
     """What makes it a sub-optimal *mode*: alone (with the data's N(0, 0.1) noise) it scores

@@ -33,7 +33,13 @@ def episode_seed(seed: int, group: str, task: str, index: int) -> int:
 
 
 def run_episode(
-    env, task: str, quality: float, seed: int, cameras: int = 0, suboptimal: str = "random"
+    env,
+    task: str,
+    quality: float,
+    seed: int,
+    cameras: int = 0,
+    suboptimal: str = "random",
+    noise: float | None = None,
 ) -> Episode:
     """Roll out the graded behaviour policy for one episode of `env` (o_t, a_t, r_t, d_t)."""
     from pac.envs import behaviour_action, flatten_observation, is_success, render
@@ -45,7 +51,7 @@ def run_episode(
         obs.append(flatten_observation(time_step.observation))
         if cameras:
             imgs.append(np.stack([render(env, 80, c) for c in range(cameras)]))
-        action = behaviour_action(task, env, quality, rng, suboptimal)
+        action = behaviour_action(task, env, quality, rng, suboptimal, noise)
         time_step = env.step(action)
         acts.append(action)
         rews.append(time_step.reward)
@@ -85,6 +91,7 @@ class Chunk:
     episode_steps: int
     cameras: int
     suboptimal: str = "random"
+    noise: float | None = None
 
     @property
     def name(self) -> str:
@@ -102,7 +109,8 @@ def _write_chunk(chunk: Chunk) -> tuple[int, int, int]:
     seeds = [episode_seed(chunk.seed, chunk.group, chunk.task, chunk.first + i)
              for i in range(chunk.count)]
     env = make_env(chunk.task, seeds[0], chunk.episode_steps)
-    episodes = [run_episode(env, chunk.task, chunk.quality, s, chunk.cameras, chunk.suboptimal)
+    episodes = [run_episode(env, chunk.task, chunk.quality, s, chunk.cameras, chunk.suboptimal,
+                            chunk.noise)
                 for s in seeds]
     write_shard(Path(chunk.folder), chunk.name, chunk.group, episodes)
     steps = sum(len(ep.rewards) for ep in episodes)
@@ -165,7 +173,7 @@ def generate_group(
     chunks = [
         Chunk(str(tmp), group, task, g.quality, cfg.data.seed, first,
               min(per_shard, g.episodes_per_task - first), cfg.data.episode_steps, cameras,
-              g.suboptimal)
+              g.suboptimal, g.action_noise)
         for task in g.tasks
         for first in range(0, g.episodes_per_task, per_shard)
     ]

@@ -123,13 +123,14 @@ def expert_policy(task: str, seed: int = 0) -> Policy:
 
 
 def behaviour_policy(
-    task: str, quality: float, seed: int = 0, suboptimal: str = "random"
+    task: str, quality: float, seed: int = 0, suboptimal: str = "random",
+    noise: float | None = None,
 ) -> Policy:
     """The graded-quality behaviour policy of data generation (1 = expert ... 0 = `suboptimal`)."""
     from pac.envs import behaviour_action
 
     rng = np.random.default_rng(seed)
-    return lambda env, time_step: behaviour_action(task, env, quality, rng, suboptimal)
+    return lambda env, time_step: behaviour_action(task, env, quality, rng, suboptimal, noise)
 
 
 def random_policy(task: str, seed: int = 0) -> Policy:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pac.config import PACConfig, group_alpha_beta
+from pac.envs import action_noise_std
 from pac.io import atomic_write_text
 
 
@@ -103,14 +104,16 @@ def render_model_card(cfg: PACConfig, facts: ModelCardFacts) -> str:
         "",
         "## Data mixture (App. C.4) and alpha/beta per group (App. C.5)",
         "",
-        "| group | tasks | quality | when not the expert | lambda | alpha | beta |",
-        "|---|---|---|---|---|---|---|",
+        "| group | tasks | quality | when not the expert | action noise | lambda | alpha | beta |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for g in cfg.data.groups:
         alpha, beta = group_alpha_beta(cfg, g)
         # quality only describes generated data: other sources have no behaviour to name
-        behaviour = g.suboptimal if g.source == "sim" and g.quality < 1.0 else "-"
-        lines.append(f"| {g.name} | {', '.join(g.tasks)} | {g.quality} | {behaviour} |"
+        sim = g.source == "sim"
+        behaviour = g.suboptimal if sim and g.quality < 1.0 else "-"
+        noise = f"{action_noise_std(g.quality, g.action_noise):g}" if sim else "-"
+        lines.append(f"| {g.name} | {', '.join(g.tasks)} | {g.quality} | {behaviour} | {noise} |"
                      f" {g.weight} | {alpha} | {beta} |")
     if facts.eval_markdown:
         lines += ["", f"## {facts.eval_title}", "", facts.eval_markdown.strip()]

@@ -70,7 +70,7 @@ def test_tiny_run_end_to_end(tmp_path, capsys):
     out = tmp_path / "head.json"
     bench.main(["--task", "reacher.easy", "--episodes", "2", "--episode-steps", "30",
                 "--steps", "5", "--batch", "8", "--eval-episodes", "2", "--held-out", "1",
-                "--decodes", "argmax", "mean", "--smoothing", "0", "0.2",
+                "--action-noise", "0.1", "--decodes", "argmax", "mean", "--smoothing", "0", "0.2",
                 "--networks", "mlp", "perceiver", "--proprio-tokens", "scalar", "joint",
                 "--checkpoint", str(ckpt), "--out", str(out)])
     printed = capsys.readouterr().out
@@ -88,6 +88,7 @@ def test_tiny_run_end_to_end(tmp_path, capsys):
         assert row["pct_expert"] == pytest.approx(
             100.0 * (row["mean_return"] - random) / (expert - random))
     assert "| mlp | regression | 0 | - |" in printed and "checkpoint" in printed
+    assert "60 expert transitions (action noise 0.1)" in printed
     assert "| perceiver/joint | categorical | 0.2 | mean |" in printed
 
 
