@@ -255,10 +255,10 @@ def behaviour_action(
         expert_drives = bool(rng.random() < quality) if new_episode else previous[2]
     _STICKY[env] = (now, sticky, expert_drives)
     std = action_noise_std(quality, noise)
-    if quality >= 1.0 and std == 0.0:
-        return expert_action(task, env, rng)
     if quality >= 1.0:
         driver = expert_action(task, env, rng)
+        if std == 0.0:  # the noiseless expert, as generated before action_noise existed
+            return driver
     elif suboptimal == "weak":
         driver = expert_action(task, env, rng) if expert_drives else weak_action(task, env)
     elif rng.random() < quality:
