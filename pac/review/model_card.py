@@ -67,7 +67,7 @@ def _resolved(precision: str) -> str:
 
 def render_model_card(cfg: PACConfig, facts: ModelCardFacts) -> str:
     """The card as Markdown."""
-    t, lo = cfg.train, cfg.loss
+    t, lo, T = cfg.train, cfg.loss, cfg.data.trajectory_length
     gpus = f"{facts.gpu_count} x {facts.hardware}" if facts.gpu_count else facts.hardware
     warmup = t.warmup_steps or f"{t.warmup_fraction:.0%} of steps"
     data_version = ", ".join(f"{k}: {v}" for k, v in facts.data_version.items())
@@ -90,8 +90,8 @@ def render_model_card(cfg: PACConfig, facts: ModelCardFacts) -> str:
         f"| training duration (wall clock, whole flow run) | {_duration(facts.wall_clock_s)} |",
         f"| optimiser | AdamW lr {t.lr_init:g} -> {t.lr_peak:g} -> {t.lr_end:g}, warm-up {warmup},"
         f" cosine; betas ({t.adam_beta1}, {t.adam_beta2}), wd {t.weight_decay:g} |",
-        f"| batch | {t.global_batch} trajectories x {cfg.data.trajectory_length} steps ="
-        f" {t.global_batch * cfg.data.trajectory_length} transitions |",
+        f"| batch | {t.global_batch} trajectories x {T} steps = {t.global_batch * T} time steps"
+        f" ({t.global_batch * (T - 1)} transitions at loss positions 0..T-2) |",
         f"| gradient clipping | {t.grad_clip} |",
         f"| updates | {t.steps} |",
         f"| objective | {lo.variant} (alpha={lo.alpha}, beta={lo.beta}, eta={lo.eta},"

@@ -1,5 +1,5 @@
 """The model card's data-mixture table names what each generated group does when not the expert,
-and the action noise its behaviour carried."""
+and the action noise its behaviour carried; its batch row counts time steps and transitions."""
 
 from pac.config import load_config
 from pac.review.model_card import ModelCardFacts, render_model_card
@@ -29,3 +29,11 @@ def test_the_mixture_table_names_each_groups_behaviour():
         "| sticky | cartpole.balance | 0.42 | random | 0.1 | 1.0 | 0.75 | 38.0 |",
         "| robot | point_mass.easy | 0.5 | - | - | 1.0 | 0.75 | 38.0 |",
     ]
+
+
+def test_the_batch_row_counts_time_steps_and_the_transitions_the_loss_sees():
+    # 80 windows of 2 steps: 160 time steps, one transition (s_0, a_0, r_0, s_1) per window.
+    cfg = load_config(overrides=["train.global_batch=80", "data.trajectory_length=2"])
+    card = render_model_card(cfg, ModelCardFacts(name="pac-policy v1", params=1, wall_clock_s=1))
+    assert ("| batch | 80 trajectories x 2 steps = 160 time steps"
+            " (80 transitions at loss positions 0..T-2) |") in card.splitlines()
