@@ -154,7 +154,10 @@ class DataConfig:
     cameras: int = 1
     seed: int = 0
     generate_workers: int = 2
-    trajectory_length: int = 5  # App. C.4; the card preset: 32 (64 windows = 2048 steps)
+    # T: §4.1's trajectories of length five; the card preset 32 (64 windows = 2048 steps). The
+    # laptop default sets 2: 80 x 2 has the compute of 32 x 5 and 80 independent states per
+    # update, which raised the default from 72.8 to 75.2 % of expert over 3 seeds (BENCHMARKS.md).
+    trajectory_length: int = 5
     sampler_workers: int = 0
     tokenizer_vocab: int = 64  # SentencePiece vocabulary (N_T); capped by the corpus
     tokenizer_type: str = "bpe"  # bpe | unigram
