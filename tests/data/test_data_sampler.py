@@ -167,7 +167,7 @@ def test_groups_and_sizes_are_checked(small_store, tokenizer, tmp_path):
         cam_store.append_episodes(g, [synthetic_episode(task, 6, rng, cameras=1)])
     cams = TrajectorySampler(
         make_cfg(GROUPS.replace("point_mass.easy, reacher.easy", "reacher.easy"),
-                 "model.num_images=2", AP),
+                 "model.num_images=2", "data.trajectory_length=5", AP),
         cam_store, tokenizer,
     ).batch(0, 4)
     assert cams.images.shape == (4, 5, 2, 80, 80, 3) and cams.images.dtype == torch.uint8
