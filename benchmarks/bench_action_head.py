@@ -91,10 +91,10 @@ class PerceiverBC(torch.nn.Module):
     (categorical) outputs per action dimension: [B, F] -> [B, N^A * outputs]."""
 
     def __init__(self, num_features: int, num_actions: int, outputs: int,
-                 overrides: list[str]) -> None:
+                 overrides: list[str], bins: int = NUM_BINS) -> None:
         super().__init__()
         sets = [f"model.num_proprio={num_features}", f"model.num_actions={num_actions}",
-                "model.num_text_tokens=0", f"model.num_action_bins={NUM_BINS}", *overrides]
+                "model.num_text_tokens=0", f"model.num_action_bins={bins}", *overrides]
         cfg = load_config(overrides=sets).model
         self.model = PerceiverActorCritic(cfg)
         self.model.policy_decoder.head = torch.nn.Linear(cfg.decoder_width, outputs)
@@ -109,16 +109,17 @@ class PerceiverBC(torch.nn.Module):
 
 
 def train_bc(x: np.ndarray, y: np.ndarray, head: str, smoothing: float, steps: int,
-             batch: int, seed: int, network: str = "mlp") -> torch.nn.Module:
+             batch: int, seed: int, network: str = "mlp",
+             bins: int = NUM_BINS) -> torch.nn.Module:
     """Behaviour cloning with a regression or a categorical head on the MLP (``mlp``) or on the
     PAC Perceiver with the given proprio tokens (``perceiver/scalar``, ``perceiver/joint``...)."""
     torch.manual_seed(seed)
     n_act = y.shape[1]
-    per_dim = NUM_BINS if head == "categorical" else 1
+    per_dim = bins if head == "categorical" else 1
     if network.startswith("perceiver/"):
         tokens = network.split("/", 1)[1]
         net: torch.nn.Module = PerceiverBC(x.shape[1], n_act, per_dim,
-                                           [f"model.proprio_tokens={tokens}"])
+                                           [f"model.proprio_tokens={tokens}"], bins)
     else:
         net = torch.nn.Sequential(
             torch.nn.Linear(x.shape[1], 256), torch.nn.ReLU(),
@@ -126,20 +127,20 @@ def train_bc(x: np.ndarray, y: np.ndarray, head: str, smoothing: float, steps: i
         )
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     xt, yt = torch.tensor(x), torch.tensor(y)
-    centers = bin_centers(NUM_BINS)
+    centers = bin_centers(bins)
     for _ in range(steps):
         idx = torch.randint(0, len(xt), (batch,))
         pred, target = net(xt[idx]), yt[idx]
         if head == "regression":
             loss = ((pred - target) ** 2).mean()
         else:
-            log_p = torch.log_softmax(pred.view(-1, n_act, NUM_BINS), dim=-1)
+            log_p = torch.log_softmax(pred.view(-1, n_act, bins), dim=-1)
             if smoothing > 0:
                 weights = torch.softmax(-((centers - target[..., None]) ** 2)
                                         / (2 * smoothing**2), dim=-1)
             else:
-                nearest = actions_to_bins(target, NUM_BINS)  # the PAC policy's BC target
-                weights = torch.nn.functional.one_hot(nearest, NUM_BINS).float()
+                nearest = actions_to_bins(target, bins)  # the PAC policy's BC target
+                weights = torch.nn.functional.one_hot(nearest, bins).float()
             loss = -(weights * log_p).sum(-1).mean()
         opt.zero_grad()
         loss.backward()
@@ -149,10 +150,12 @@ def train_bc(x: np.ndarray, y: np.ndarray, head: str, smoothing: float, steps: i
 
 def decode(output: torch.Tensor, head: str, how: str, n_act: int) -> np.ndarray:
     """One action from the network's output: argmax and mean are the PAC policy server's own
-    decodings (pac.model.distributions); the median is the first bin holding half the mass."""
+    decodings (pac.model.distributions); the median is the first bin holding half the mass.
+    A categorical output holds n_act x bins logits."""
     if head == "regression":
         return output.clamp(-1, 1).numpy()
-    logits = output.view(1, n_act, NUM_BINS)
+    logits = output.view(1, n_act, -1)
+    bins = logits.shape[-1]
     mask = torch.ones(1, n_act, dtype=torch.bool)
     if how == "argmax":
         a = mode(logits, mask)[0]
@@ -160,7 +163,7 @@ def decode(output: torch.Tensor, head: str, how: str, n_act: int) -> np.ndarray:
         a = mean_action(logits, mask)[0]
     else:  # median
         probs = torch.softmax(logits[0].float(), dim=-1)
-        a = bin_centers(NUM_BINS)[(probs.cumsum(-1) < 0.5).sum(-1).clamp(max=NUM_BINS - 1)]
+        a = bin_centers(bins)[(probs.cumsum(-1) < 0.5).sum(-1).clamp(max=bins - 1)]
     return a.numpy()
 
 
@@ -230,7 +233,6 @@ def fit_text(row: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    global NUM_BINS  # --bins: every head, target and decoding of this run
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="reacher.easy", choices=sorted(TASKS))
     ap.add_argument("--episodes", type=int, default=200, help="expert episodes of data")
@@ -254,7 +256,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--checkpoint", help="also probe this PAC inference checkpoint")
     ap.add_argument("--out", help="JSON with every number")
     args = ap.parse_args(argv)
-    NUM_BINS = args.bins
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     task, steps, n_eval = args.task, args.episode_steps, args.eval_episodes
 
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     for network, (head, smoothing, how) in arms:
         if (network, head, smoothing) not in nets:
             nets[network, head, smoothing] = train_bc(
-                x, y, head, smoothing, args.steps, args.batch, args.seed, network)
+                x, y, head, smoothing, args.steps, args.batch, args.seed, network, args.bins)
         net = nets[network, head, smoothing]
 
         def predict(obs: np.ndarray, net=net, head=head, how=how) -> np.ndarray:
