@@ -42,15 +42,18 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
 def _cmd_ingest(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     from pac.rlft.ingest import dvc_track, ingest, log_ingest
+    from pac.rlft.ingest.checks import printable
 
     try:
         report = ingest(args.landing, args.data_root or cfg.data.root, group=args.group,
                         round_k=args.round, source=args.source, lock_wait_s=args.lock_wait)
-    except (FileNotFoundError, ValueError) as exc:  # IngestRefused is a ValueError
-        print(f"pac ingest: {exc}", file=sys.stderr)
+    except (OSError, ValueError) as exc:  # IngestRefused is a ValueError
+        print(f"pac ingest: {printable(str(exc))}", file=sys.stderr)
         return 2
-    for label, reason in report.rejected.items():
+    for label, reason in report.rejected.items():  # labels and reasons: one printable line each
         print(f"rejected {label}: {reason}", file=sys.stderr)
+    for label, reason in report.left.items():
+        print(f"left {label}: {reason}", file=sys.stderr)
     if report.accepted and not args.no_dvc:
         from pac.data import store_root
 
@@ -64,8 +67,10 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
                           tags={"pac.stage": "ingest"})
         log_ingest(tracker, report)
         tracker.finish()
-    summary = {k: v for k, v in report.to_dict().items() if k not in ("accepted", "rejected")}
-    print(json.dumps(summary | {"rejected": len(report.rejected)}, indent=1))
+    summary = {k: v for k, v in report.to_dict().items()
+               if k not in ("accepted", "rejected", "left")}
+    print(json.dumps(summary | {"rejected": len(report.rejected), "left": len(report.left)},
+                     indent=1))
     return report.exit_code
 
 
@@ -116,10 +121,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         " One ingest at a time per landing folder and per store (others wait, --lock-wait)."
         " Reason codes: docs/rollout_format.md.",
         epilog="exit status: 0 every item accepted or already ingested; 1 something was"
-        " rejected (see LANDING/quarantine; the batch report is still written); 2 usage error"
-        " or nothing done: LANDING missing, a file, a LeRobot dataset itself (put it inside a"
-        " landing folder), a git/DVC repository root, the data folder, inside the store, or"
-        " with a symlinked quarantine/ or processed/; or the lock held past --lock-wait.",
+        " rejected (see LANDING/quarantine; the batch report is still written) or left in"
+        " LANDING (changed while being read); 2 usage error or nothing done: LANDING missing,"
+        " a file, a LeRobot dataset itself (put it inside a landing folder) or a folder inside"
+        " one, the parent of a landing folder, a git/DVC repository root, the data folder,"
+        " inside the store, not writable, with a symlinked quarantine/ or processed/ or a"
+        " dataset named so; or the lock held past --lock-wait.",
     )
     add_config_args(p)
     p.add_argument("landing", help="landing folder holding rollout files / LeRobot dataset"

@@ -120,6 +120,42 @@ def load_json(raw: bytes, what: str, code: str) -> Any:
         raise Rejected(code, f"{what} is not valid JSON: {exc}") from exc
 
 
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str, name: bool = False) -> str:
+    """`text` as one printable line: control characters, line breaks and the undecodable bytes
+    of a non-UTF-8 file name (Python's surrogate escapes) become backslash escapes.
+
+    Every label and reason that reaches an output line, a reason file or the store goes through
+    this, so a name holding a newline can neither split a reason nor forge another line. With
+    `name`, a backslash is escaped too: two different names never print the same.
+    """
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch == "\\" and name:
+            out.append("\\\\")
+        elif 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's escape of the raw byte code - 0xDC00
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch.isprintable() and not 0xD800 <= code <= 0xDFFF:
+            out.append(ch)
+        else:
+            out.append(_NAMED_ESCAPES.get(ch) or (f"\\x{code:02x}" if code < 0x100 else
+                                                  f"\\u{code:04x}" if code < 0x10000 else
+                                                  f"\\U{code:08x}"))
+    return "".join(out)
+
+
+def is_utf8_name(name: str) -> bool:
+    """False for a file name whose bytes are not UTF-8 (os.fsdecode kept them as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def describe(exc: BaseException, limit: int = 160) -> str:
     """An unexpected exception as 'Type: message', cut to `limit` characters."""
     text = f"{type(exc).__name__}: {exc}"

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -44,9 +45,15 @@ from typing import Any
 
 from pac.data.store import SOURCES, Episode, EpisodeStore, is_group_name
 from pac.io import atomic_write_text
-from pac.rlft.ingest.checks import Rejected, content_hash, describe
-from pac.rlft.ingest.lerobot import Parsed, is_lerobot_dir, read_lerobot
-from pac.rlft.ingest.rollout_file import read_rollout
+from pac.rlft.ingest.checks import (
+    Rejected,
+    content_hash,
+    describe,
+    is_utf8_name,
+    printable,
+)
+from pac.rlft.ingest.lerobot import MAX_TREE_ENTRIES, Parsed, is_lerobot_dir, read_lerobot
+from pac.rlft.ingest.rollout_file import SUFFIX, read_rollout
 
 ROLLOUT_GROUP = "rollouts"  # the default store group of ingested robot episodes
 QUARANTINE = "quarantine"
@@ -55,6 +62,10 @@ LOCK_WAIT_S = 600.0  # how long a second ingest waits for the first before givin
 #: test hook: "STAGE:SECONDS[:PATH]" sleeps at STAGE (before_commit | after_commit) for SECONDS
 #: or until PATH exists, so a test can kill us or start a second ingest meanwhile
 PAUSE_ENV = "PAC_INGEST_PAUSE"
+#: bytes of a name given to a moved item: a longer delivered name is cut and hashed, leaving
+#: room within NAME_MAX (255) for ".N", ".reason.txt" and a temp file's 14 extra bytes
+NAME_BUDGET = 200
+MAX_PEEK = 1000  # entries of each LANDING subfolder looked at to tell a nested landing folder
 
 
 class IngestRefused(ValueError):
@@ -72,6 +83,8 @@ class IngestReport:
     accepted: list[str] = field(default_factory=list)  # committed by this run
     already: list[str] = field(default_factory=list)  # committed by an earlier, interrupted run
     rejected: dict[str, str] = field(default_factory=dict)
+    #: items not moved on (changed while being read, or a move that failed): left in LANDING
+    left: dict[str, str] = field(default_factory=dict)
     shards: list[str] = field(default_factory=list)
     successes: int = 0
     data_version: dict[str, Any] = field(default_factory=dict)
@@ -86,8 +99,8 @@ class IngestReport:
 
     @property
     def exit_code(self) -> int:
-        """0: everything accepted or already known; 1: anything rejected (`pac ingest`)."""
-        return 1 if self.rejected else 0
+        """0: everything accepted or already known; 1: anything rejected or left in LANDING."""
+        return 1 if self.rejected or self.left else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "episodes_added": self.episodes_added,
@@ -120,6 +133,10 @@ def check_landing(landing: Path, data_root: Path) -> None:
             f"{landing} is itself a LeRobotDataset (it has meta/info.json), not a landing folder:"
             f" put it inside one, e.g. mkdir landing && mv {landing} landing/ && pac ingest landing"
         )
+    dataset = next((p for p in landing.resolve().parents if is_lerobot_dir(p)), None)
+    if dataset is not None:
+        raise IngestRefused(f"{landing} is inside the LeRobotDataset {dataset}, not a landing"
+                            f" folder: pass the folder that holds the dataset{hint}")
     for marker in (".git", ".dvc"):
         if os.path.lexists(landing / marker):
             raise IngestRefused(f"{landing} is the root of a {marker[1:]} repository, not a"
@@ -135,6 +152,48 @@ def check_landing(landing: Path, data_root: Path) -> None:
         if os.path.lexists(path) and not stat.S_ISDIR(os.lstat(path).st_mode):
             raise IngestRefused(f"{path} is a symbolic link or a file: refused (nothing is moved"
                                 " through it); remove it and rerun")
+        if is_lerobot_dir(path):
+            raise IngestRefused(f"{path} is a LeRobotDataset, but pac ingest keeps its {sub}/"
+                                " folder under that name: rename the dataset (e.g. mv"
+                                f" {path} {path}_dataset) and rerun")
+    for entry in os.scandir(landing):
+        why = _looks_like_landing(landing / entry.name)
+        if why:
+            raise IngestRefused(f"{landing} holds {entry.name}, which {why}: it looks like the"
+                                f" landing folder itself; pass it instead of its parent{hint}")
+    for path in (landing, landing / QUARANTINE, landing / PROCESSED):
+        if os.path.isdir(path) and not os.access(path, os.W_OK | os.X_OK):
+            raise IngestRefused(f"{path} is not writable by this user: nothing was read, moved"
+                                " or stored; make it writable and rerun")
+
+
+def _looks_like_landing(folder: Path) -> str:
+    """Why `folder`, an entry of LANDING, is a landing folder and not a delivery ('' if not):
+    it has our quarantine/ or processed/ folder, or holds rollout files or datasets."""
+    try:
+        if not entry_is_plain_dir(folder) or is_lerobot_dir(folder) or \
+                folder.name.startswith(".") or folder.name in (QUARANTINE, PROCESSED):
+            return ""
+        for sub in (QUARANTINE, PROCESSED):
+            if entry_is_plain_dir(folder / sub):
+                return f"has a {sub}/ folder"
+        with os.scandir(folder) as entries:
+            for _, entry in zip(range(MAX_PEEK), entries):
+                if entry.is_dir(follow_symlinks=False) and is_lerobot_dir(folder / entry.name):
+                    return "holds a LeRobotDataset"
+                if entry.is_file(follow_symlinks=False) and entry.name.endswith(SUFFIX):
+                    return f"holds {SUFFIX} rollout files"
+    except OSError:
+        return ""
+    return ""
+
+
+def entry_is_plain_dir(path: Path) -> bool:
+    """A real folder (not a link to one); False for anything else or a missing path."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -176,8 +235,14 @@ def parse_item(path: Path) -> list[tuple[str, Parsed | Rejected]]:
 
     Never raises: a symlink is rejected unread, and any failure while reading becomes the
     item's rejection (``unreadable`` names the exception) so the rest of the batch goes on.
+    Labels are :func:`printable` names: a newline or a non-UTF-8 byte in a name is escaped.
     """
+    label = printable(path.name, name=True)
     try:
+        if not is_utf8_name(path.name):
+            raise Rejected("encoding", f"the name {label} is not valid UTF-8 (its undecodable"
+                           " bytes shown as \\xNN): rename it with a UTF-8 name and deliver"
+                           " it again")
         mode = os.lstat(path).st_mode
         if stat.S_ISLNK(mode):
             raise Rejected("symlink", "a symbolic link: not followed, its target is not read")
@@ -188,11 +253,11 @@ def parse_item(path: Path) -> list[tuple[str, Parsed | Rejected]]:
             return read_lerobot(path)
         if not stat.S_ISREG(mode):
             raise Rejected("not-a-rollout", "not a regular file (a FIFO, socket or device)")
-        return [(path.name, read_rollout(path))]
+        return [(label, read_rollout(path))]
     except Rejected as exc:
-        return [(path.name, exc)]
+        return [(label, exc)]
     except Exception as exc:  # noqa: BLE001 - one bad item must never stop the batch
-        return [(path.name, Rejected("unreadable", describe(exc)))]
+        return [(label, Rejected("unreadable", describe(exc)))]
 
 
 # --- ledger, quarantine, moves -------------------------------------------------------------------
@@ -207,9 +272,24 @@ def read_ledger(store: EpisodeStore) -> dict[str, str]:
     return dict(zip(eps["content_hash"], eps["origin"]))
 
 
+def short_name(name: str) -> str:
+    """`name`, or when longer than NAME_BUDGET bytes its start + "~" + a hash of all of it, so
+    every name derived from it ('.N', '.reason.txt', temp files) stays within NAME_MAX."""
+    raw = os.fsencode(name)
+    if len(raw) <= NAME_BUDGET:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    head = name
+    while len(os.fsencode(head)) > NAME_BUDGET - len(digest) - 1:
+        head = head[:-1]
+    return f"{head}~{digest}"
+
+
 def _free_path(folder: Path, name: str) -> Path:
-    """`folder/name`, or `folder/name.N` when taken (moves never overwrite anything)."""
+    """`folder/name`, or `folder/name.N` when taken (moves never overwrite anything); a long
+    name is shortened first (:func:`short_name`)."""
     folder.mkdir(parents=True, exist_ok=True)
+    name = short_name(name)
     dest, n = folder / name, 1
     while os.path.lexists(dest) or os.path.lexists(dest.with_name(dest.name + ".reason.txt")):
         dest, n = folder / f"{name}.{n}", n + 1
@@ -218,7 +298,7 @@ def _free_path(folder: Path, name: str) -> Path:
 
 def _relocated(reason: str, item: Path, dest: Path) -> str:
     """A reason that quotes where the item is now, not where it was delivered."""
-    return reason.replace(str(item), str(dest))
+    return reason.replace(printable(str(item)), printable(str(dest)))
 
 
 def quarantine(path: Path, reason: str, folder: Path) -> Path:
@@ -233,13 +313,38 @@ def quarantine(path: Path, reason: str, folder: Path) -> Path:
 def keep_evidence(dataset: Path, reason: str, folder: Path) -> Path:
     """Copy a partly rejected dataset into `folder` (its original goes on to processed/)."""
     dest = _free_path(folder, dataset.name)
-    tmp = folder / f".tmp-{dataset.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    shutil.copytree(dataset, tmp, symlinks=True)
-    atomic_write_text(dest.with_name(dest.name + ".reason.txt"), _relocated(reason, dataset, dest)
-                      + f"(a copy; the dataset's other episodes were ingested and the original"
-                      f" is in {PROCESSED}/)\n")
-    os.rename(tmp, dest)
+    tmp = folder / f".tmp-evidence-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    try:
+        shutil.copytree(dataset, tmp, symlinks=True)
+        atomic_write_text(dest.with_name(dest.name + ".reason.txt"),
+                          _relocated(reason, dataset, dest) + "(a copy; the dataset's other"
+                          f" episodes were ingested and the original is in {PROCESSED}/)\n")
+        os.rename(tmp, dest)
+    finally:
+        if os.path.lexists(tmp):  # our own half copy, never the delivery
+            shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def fingerprint(path: Path) -> tuple | None:
+    """(entry, inode, size, mtime) of `path` and of everything inside it: what a file added,
+    rewritten or removed while the item is read changes (None: unreadable, or too many)."""
+    def one(p: str, rel: str) -> tuple:
+        st = os.lstat(p)
+        return (rel, st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    try:
+        entries = [one(str(path), ".")]
+        if stat.S_ISDIR(entries[0][1]):
+            for folder, dirs, files in os.walk(path, followlinks=False):
+                for name in dirs + files:
+                    full = os.path.join(folder, name)
+                    entries.append(one(full, os.path.relpath(full, path)))
+                    if len(entries) > MAX_TREE_ENTRIES + 1:
+                        return None
+        return tuple(sorted(entries))
+    except OSError:
+        return None
 
 
 def _pause(stage: str) -> None:
@@ -295,13 +400,16 @@ def _ingest_locked(
     landing: Path, store: EpisodeStore, group: str, round_k: int, source: str
 ) -> IngestReport:
     batch = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    report = IngestReport(batch, str(landing), group, round_k)
+    report = IngestReport(batch, printable(str(landing)), group, round_k)
     ledger = read_ledger(store)  # read under the lock: what an earlier run committed counts
     seen: dict[str, str] = {}  # hash -> origin within this batch
     to_commit: list[Episode] = []
-    moves: list[Path] = []  # originals to move to processed/ once their episodes are committed
+    #: originals to move to processed/ once their episodes are committed, with their
+    #: fingerprint taken before they were read
+    moves: list[tuple[Path, str, tuple | None]] = []
     evidence: list[tuple[Path, str]] = []  # partly rejected datasets to copy into quarantine/
     for item in landing_items(landing):
+        before = fingerprint(item)
         outcomes = []
         for label, parsed in parse_item(item):
             if not isinstance(parsed, Rejected):
@@ -322,14 +430,14 @@ def _ingest_locked(
                 where = "already in the store" if digest in ledger else "earlier in this batch"
                 parsed = Rejected("duplicate", f"same content as {first} ({where})")
             outcomes.append((label, parsed))
-        rejected = [(lb, str(r)) for lb, r in outcomes if isinstance(r, Rejected)]
+        rejected = [(lb, printable(str(r))) for lb, r in outcomes if isinstance(r, Rejected)]
         report.already += [lb for lb, r in outcomes if r == "already"]
         if len(rejected) == len(outcomes):
             try:
                 dest = quarantine(item, "".join(f"{lb}: {r}\n" for lb, r in rejected),
                                   landing / QUARANTINE)
             except OSError as exc:  # e.g. the item vanished meanwhile: the batch goes on
-                report.rejected.update({lb: f"{r} (not moved: {describe(exc)})"
+                report.rejected.update({lb: f"{r} (not moved: {printable(describe(exc))})"
                                         for lb, r in rejected})
                 continue
             report.rejected.update({lb: _relocated(r, item, dest) for lb, r in rejected})
@@ -337,18 +445,35 @@ def _ingest_locked(
         if rejected:  # a dataset with some bad episodes: copy it to quarantine/ after the commit
             evidence.append((item, "".join(f"{lb}: {r}\n" for lb, r in rejected)))
             report.rejected.update(dict(rejected))
-        moves.append(item)
+        moves.append((item, printable(item.name, name=True), before))
     _pause("before_commit")
     if to_commit:
-        report.shards = store.append_episodes(group, to_commit)  # the atomic step (per task)
+        # one append per camera count: a shard holds one kind of episode, so rollouts with and
+        # without images (or with 1 and 2 cameras) in one batch land in shards of their own
+        kinds: dict[int, list[Episode]] = {}
+        for ep in to_commit:
+            kinds.setdefault(0 if ep.images is None else ep.images.shape[1], []).append(ep)
+        for cams in sorted(kinds):
+            report.shards += store.append_episodes(group, kinds[cams])  # atomic per shard
         report.accepted = [ep.extra["origin"] for ep in to_commit]
         report.successes = sum(bool(ep.success) for ep in to_commit)
     _pause("after_commit")
-    for item, reason in evidence:
-        keep_evidence(item, reason, landing / QUARANTINE)
-    for item in moves:
-        dest = _free_path(landing / PROCESSED, item.name)
-        os.rename(item, dest)
+    for item, label, before in moves:
+        if before is None or fingerprint(item) != before:
+            report.left[label] = ("changed while it was being read (a file added, rewritten or"
+                                  " removed): left in LANDING, the next pac ingest reads it again"
+                                  " (what was read is stored)")
+            continue
+        try:
+            if any(i == item for i, _ in evidence):
+                keep_evidence(item, next(r for i, r in evidence if i == item),
+                              landing / QUARANTINE)
+            dest = _free_path(landing / PROCESSED, item.name)
+            os.rename(item, dest)
+        except OSError as exc:  # its episodes are stored: a rerun finds them in the ledger
+            report.left[label] = (f"not moved to {PROCESSED}/: {printable(describe(exc))}; its"
+                                  " episodes are stored, a rerun moves it")
+            continue
         report.rejected = {lb: _relocated(r, item, dest) for lb, r in report.rejected.items()}
     return report
 

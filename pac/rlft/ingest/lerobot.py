@@ -29,6 +29,7 @@ from pac.rlft.ingest.checks import (
     Rejected,
     describe,
     load_json,
+    printable,
     quote,
     task_spec,
     validate_episode,
@@ -37,7 +38,16 @@ from pac.rlft.ingest.rollout_file import open_regular
 
 LEROBOT_COLUMNS = ("observation.state", "action", "episode_index", "frame_index", "task_index")
 INTEGER_COLUMNS = ("episode_index", "frame_index", "task_index")
+FLAG_COLUMNS = ("next.done", "next.terminated", "next.truncated")  # end flags: bool, 0/1
+SUCCESS_COLUMNS = ("success", "next.success")  # a success label per frame
 MAX_TREE_ENTRIES = 100_000  # files and folders inside one dataset folder
+#: decoded bytes the parquet files of one dataset may declare in their footers (all files
+#: together); a dataset declaring more is refused before any column is decoded
+MAX_DECODED_BYTES = 1 << 30
+#: bytes per value of each parquet physical type once decoded (BYTE_ARRAY: its offsets; its
+#: data is counted by the column chunk's uncompressed size)
+_PHYSICAL_BYTES = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8,
+                   "BYTE_ARRAY": 8}
 #: lerobot's own tolerance between consecutive timestamps and 1/fps (``tolerance_s``)
 TIMESTAMP_TOLERANCE_S = 1e-4
 FPS_TOLERANCE = 1e-3  # relative: 16.6667 vs 1/0.06 s passes, 16.5 vs 16.67 fps does not
@@ -53,24 +63,52 @@ Parsed = tuple[Episode, dict[str, Any]]  # an episode and its metadata
 
 
 def discounts_from_done(
-    done: np.ndarray | None, terminated: np.ndarray | None = None
+    done: np.ndarray | None,
+    terminated: np.ndarray | None = None,
+    truncated: np.ndarray | None = None,
+    success: np.ndarray | None = None,
+    rewards: np.ndarray | None = None,
 ) -> np.ndarray | None:
-    """Discounts of one episode from its `next.done` / `next.terminated` columns (None: all ones).
+    """Discounts of one episode from its end flags (None: no flag at all, all ones).
 
-    The one place where LeRobot's flags meet the store's discount. LeRobot sets `next.done` on
-    the last frame of every episode, whatever ended it, and dm_control episodes end by a time
-    limit: a done without `next.terminated` is a *truncation* (d = 1; the last transition then
-    has no successor to bootstrap from and gets no TD loss). Only `next.terminated` marks a
-    terminal state (d_t = 1 - terminated_t, the TD target there is r_t alone).
+    The one place where LeRobot's flags meet the store's discount d_t (0: the episode ends in a
+    terminal state after step t, the TD target there is r_t alone; 1: it goes on, or was cut by
+    a time limit, and the last transition, having no successor, gets no TD loss). First rule
+    that applies:
+
+    1. `next.terminated`: d_t = 1 - terminated_t (it says everything);
+    2. `next.truncated`: a done frame that is not truncated is terminal;
+    3. `success` / `next.success`: a done frame that is a success is terminal (the goal state);
+    4. `next.done` alone, with rewards: when the done frame's reward is the episode's only
+       nonzero reward (a sparse success reward on the final frame), that frame is terminal, so
+       the reward reaches Q; otherwise every done is a time-limit truncation (dm_control's
+       episodes, dense rewards). Our choice: LeRobot leaves the case open.
+
+    `done` absent means LeRobot's convention of a done on the last frame only. NaN or inf in
+    `done` / `terminated` pass through for the episode's finite check to reject.
     """
+    flags = [np.asarray(f, dtype=np.float32) for f in (done, terminated, truncated, success)
+             if f is not None]
+    if any(not np.all(np.isfinite(f)) for f in flags):
+        bad = next(f for f in flags if not np.all(np.isfinite(f)))
+        return 1.0 - bad  # NaN / inf: the episode's validation rejects it as non-finite
     if terminated is not None:
         return 1.0 - np.asarray(terminated, dtype=np.float32)
-    if done is None:
+    if done is None and truncated is None and success is None:
         return None
-    flags = 1.0 - np.asarray(done, dtype=np.float32)
-    if not np.all(np.isfinite(flags)):
-        return flags  # NaN / inf: the episode's validation rejects it as non-finite
-    return np.ones(len(done), dtype=np.float32)
+    steps = len(next(f for f in (done, truncated, success) if f is not None))
+    ends = np.arange(steps) == steps - 1 if done is None else np.asarray(done, dtype=bool)
+    if truncated is not None:
+        terminal = ends & ~np.asarray(truncated, dtype=bool)
+    elif success is not None:
+        terminal = ends & np.asarray(success, dtype=bool)
+    else:
+        terminal = np.zeros(steps, dtype=bool)
+        if rewards is not None and steps and ends[-1]:
+            r = np.asarray(rewards, dtype=np.float64)
+            if r[-1] != 0 and not np.any(r[:-1]) and ends.sum() == 1:
+                terminal[-1] = True
+    return np.where(terminal, 0.0, 1.0).astype(np.float32)
 
 
 def is_lerobot_dir(path: Path) -> bool:
@@ -147,6 +185,46 @@ def _read_info(root: Path) -> dict[str, Any]:
     return info
 
 
+def _decoded_bytes(path: Path, what: str) -> int:
+    """What decoding `path` would take, from its footer alone: every column chunk's value count
+    times its decoded width, plus its uncompressed size (text, levels, dictionaries).
+
+    Dictionary and run-length encodings make a 1 MB file of a billion equal values possible;
+    counting values, not encoded bytes, measures the memory it would take before decoding it.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        with open_regular(path) as fh:
+            meta = pq.ParquetFile(fh).metadata
+    except Rejected:
+        raise
+    except Exception as exc:  # noqa: BLE001 - truncated or mismatched parquet files
+        raise Rejected("lerobot-data", f"{what}: unreadable parquet: {describe(exc)}") from exc
+    total = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            width = _PHYSICAL_BYTES.get(chunk.physical_type, 0)
+            if chunk.physical_type == "FIXED_LEN_BYTE_ARRAY":
+                width = max(1, meta.schema.column(c).length or 1)
+            total += chunk.num_values * width + chunk.total_uncompressed_size
+    return total
+
+
+def check_decoded_size(root: Path, files: list[Path]) -> None:
+    """Refuse (`too-large`) a dataset whose parquet files declare more than MAX_DECODED_BYTES."""
+    total = 0
+    for path in files:
+        total += _decoded_bytes(path, str(path.relative_to(root)))
+        if total > MAX_DECODED_BYTES:
+            raise Rejected(
+                "too-large", f"its parquet files decode to more than {MAX_DECODED_BYTES >> 20}"
+                f" MiB (the limit of one dataset, {path.relative_to(root)} and those before it"
+                f" declare {total >> 20} MiB): split the recording into several datasets")
+
+
 def _read_parquet(path: Path, what: str):
     import pyarrow.parquet as pq
 
@@ -188,6 +266,10 @@ def _read_tasks(root: Path) -> dict[int, str]:
         if not isinstance(text, str):
             raise Rejected("lerobot-meta", f"meta/tasks.parquet: the task of row {row} is"
                            f" {quote(text)}, not text")
+        if int(i) in tasks and tasks[int(i)] != text:
+            raise Rejected("lerobot-meta", f"meta/tasks.parquet gives task_index {int(i)} to two"
+                           f" tasks, {quote(tasks[int(i)])} and {quote(text)}: which of them an"
+                           " episode shows is unknown")
         tasks[int(i)] = text
     return tasks
 
@@ -213,6 +295,13 @@ def _read_parquets(root: Path, pattern: str):
                        f" {describe(exc)}") from exc
 
 
+def _is_list(arrow_type) -> bool:
+    import pyarrow as pa
+
+    return (pa.types.is_fixed_size_list(arrow_type) or pa.types.is_list(arrow_type)
+            or pa.types.is_large_list(arrow_type))
+
+
 def _kind(arrow_type) -> tuple[str, int | None]:
     """(numpy kind letter, width) of a column type: scalars width 1, lists their size or None."""
     import pyarrow as pa
@@ -234,34 +323,54 @@ def _kind(arrow_type) -> tuple[str, int | None]:
 
 
 def _column(table, name: str) -> np.ndarray:
-    """A parquet column as numpy: scalars -> [N], lists -> [N, n]; null floats become NaN.
+    """A parquet column as numpy: scalars -> [N], lists -> [N, n] (also n = 1); null floats
+    become NaN.
 
-    Null floats are left to the per-episode finite check (which names episode and row); a null
-    anywhere else (an index, a flag, a whole list) is the dataset's `missing` value.
+    Null floats, and null rows of a float list (a whole missing ``observation.state`` row), are
+    NaN for the per-episode finite check, which names episode and row and rejects only that
+    episode; a null anywhere else (an index, a flag) is the dataset's `missing` value.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     col = table.column(name).combine_chunks()
-    kind, width = _kind(col.type)
-    if col.null_count:
-        if kind != "f" or width != 1:
-            first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-            raise Rejected("missing", f"column {name} has {col.null_count} null value(s), first"
-                           f" at row {first}")
-        col = pc.fill_null(col, math.nan)
-    if width == 1:
+    kind, _ = _kind(col.type)
+    if not _is_list(col.type):
+        if col.null_count:
+            if kind != "f":
+                raise _null(name, col)
+            col = pc.fill_null(col, math.nan)
         return col.to_numpy(zero_copy_only=False)
+    null_rows = col.is_null().to_numpy(zero_copy_only=False) if col.null_count else None
+    if null_rows is not None:
+        if kind != "f":
+            raise _null(name, col)
+        col = col.filter(pa.array(~null_rows))
     values = col.flatten()
     if values.null_count:
-        values = pc.fill_null(values, math.nan) if kind == "f" else values
+        if kind != "f":
+            raise _null(name, col)
+        values = pc.fill_null(values, math.nan)
     if pa.types.is_fixed_size_list(col.type):
-        return values.to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
-    lengths = pc.list_value_length(col).to_numpy()
-    if len(lengths) and (lengths != lengths[0]).any():
-        row = int(np.flatnonzero(lengths != lengths[0])[0])
-        raise Rejected("shape", f"column {name} has rows of different lengths (row {row})")
-    return values.to_numpy(zero_copy_only=False).reshape(len(col), int(lengths[0]))
+        width = col.type.list_size
+    else:
+        lengths = pc.list_value_length(col).to_numpy()
+        if len(lengths) and (lengths != lengths[0]).any():
+            row = int(np.flatnonzero(lengths != lengths[0])[0])
+            raise Rejected("shape", f"column {name} has rows of different lengths (row {row})")
+        width = int(lengths[0]) if len(lengths) else 0
+    dense = values.to_numpy(zero_copy_only=False).reshape(len(col), width)
+    if null_rows is None:
+        return dense
+    out = np.full((len(null_rows), width), np.nan, dtype=dense.dtype)
+    out[~null_rows] = dense
+    return out
+
+
+def _null(name: str, col) -> Rejected:
+    first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0]) \
+        if col.null_count else 0
+    return Rejected("missing", f"column {name} has null value(s), first at row {first}")
 
 
 def _check_columns(frames, features: dict[str, Any]) -> None:
@@ -271,7 +380,7 @@ def _check_columns(frames, features: dict[str, Any]) -> None:
     if missing:
         raise Rejected("missing", f"data parquet files lack column(s) {missing}")
     required = {"observation.state": "f", "action": "f", "next.reward": "f",
-                "next.done": "bif", "next.terminated": "bif", "next.success": "bi",
+                **{c: "bif" for c in FLAG_COLUMNS}, "next.success": "bi", "success": "bi",
                 "timestamp": "f",
                 **{c: "i" for c in INTEGER_COLUMNS}}
     for name, kinds in required.items():
@@ -309,6 +418,10 @@ def read_lerobot(root: str | Path) -> list[tuple[str, Parsed | Rejected]]:
     root = Path(root)
     check_tree(root)
     info = _read_info(root)
+    check_decoded_size(root, sorted(
+        p for pattern in ("meta/tasks.parquet", "meta/episodes/chunk-*/file-*.parquet",
+                          "data/chunk-*/file-*.parquet") for p in root.glob(pattern)
+        if p.is_file()))
     tasks = _read_tasks(root)
     index = _read_parquets(root, "meta/episodes/chunk-*/file-*.parquet")
     frames = _read_parquets(root, "data/chunk-*/file-*.parquet")
@@ -322,7 +435,9 @@ def read_lerobot(root: str | Path) -> list[tuple[str, Parsed | Rejected]]:
         raise Rejected("empty", "the data parquet files hold no frames")
     _check_columns(frames, info["features"])
     cols = {name: _column(frames, name) for name in LEROBOT_COLUMNS}
-    for name in ("next.reward", "next.done", "next.terminated", "next.success", "timestamp"):
+    for name in ("observation.state", "action"):  # lerobot writes a shape-[1] one as a scalar
+        cols[name] = cols[name].reshape(len(frames), -1)
+    for name in ("next.reward", *FLAG_COLUMNS, *SUCCESS_COLUMNS, "timestamp"):
         if name in frames.column_names:
             cols[name] = _column(frames, name).reshape(len(frames), -1)[:, 0]
     listed = _column(index, "episode_index").astype(np.int64)
@@ -332,7 +447,7 @@ def read_lerobot(root: str | Path) -> list[tuple[str, Parsed | Rejected]]:
     episode_of = cols["episode_index"].astype(np.int64)
     results: list[tuple[str, Parsed | Rejected]] = []
     for ep in sorted(set(episode_of.tolist()) | set(listed.tolist())):
-        label = f"{root.name}#episode_{ep}"
+        label = f"{printable(root.name, name=True)}#episode_{ep}"
         try:
             parsed = _episode(ep, np.flatnonzero(episode_of == ep), cols, tasks, lengths, info)
             results.append((label, parsed))
@@ -367,18 +482,22 @@ def _episode(
         raise Rejected("unknown-task", f"episode {ep}: task_index {int(task_ids[0])} is not in"
                        " meta/tasks.parquet")
     task = tasks[int(task_ids[0])]
+    def column(name: str) -> np.ndarray | None:
+        return cols[name][rows] if name in cols else None
+
+    labels = next((column(c) for c in SUCCESS_COLUMNS if c in cols), None)
     success = None
-    if "next.reward" not in cols and "next.success" in cols:
-        success = bool(np.asarray(cols["next.success"][rows], dtype=bool).any())
+    if "next.reward" not in cols and labels is not None:
+        success = bool(np.asarray(labels, dtype=bool).any())
     try:
         episode = validate_episode(
             task,
             cols["observation.state"][rows],
             cols["action"][rows],
-            rewards=cols["next.reward"][rows] if "next.reward" in cols else None,
+            rewards=column("next.reward"),
             discounts=discounts_from_done(
-                cols["next.done"][rows] if "next.done" in cols else None,
-                cols["next.terminated"][rows] if "next.terminated" in cols else None,
+                column("next.done"), column("next.terminated"), column("next.truncated"),
+                labels, column("next.reward"),
             ),
             success=success,
         )
