@@ -156,10 +156,10 @@ def check_landing(landing: Path, data_root: Path) -> None:
             raise IngestRefused(f"{path} is a LeRobotDataset, but pac ingest keeps its {sub}/"
                                 " folder under that name: rename the dataset (e.g. mv"
                                 f" {path} {path}_dataset) and rerun")
-    for entry in os.scandir(landing):
-        why = _looks_like_landing(landing / entry.name)
+    for name in sorted(os.listdir(landing)):
+        why = _looks_like_landing(landing / name)
         if why:
-            raise IngestRefused(f"{landing} holds {entry.name}, which {why}: it looks like the"
+            raise IngestRefused(f"{landing} holds {name}, which {why}: it looks like the"
                                 f" landing folder itself; pass it instead of its parent{hint}")
     for path in (landing, landing / QUARANTINE, landing / PROCESSED):
         if os.path.isdir(path) and not os.access(path, os.W_OK | os.X_OK):

@@ -300,12 +300,18 @@ def write_lerobot(
     frames_edit=None,
     rewards: bool = True,
     fps: float | None = None,
+    vectors: str = "mixed",
 ) -> Path:
     """A LeRobotDataset v3.0 folder: several episodes per data parquet file.
 
     `task_texts` (default: each episode's task) go to meta/tasks.parquet, indexed by the text
     as lerobot writes it. `frames_edit(episode_index, DataFrame) -> DataFrame` corrupts frames.
     `fps` defaults to the first task's control rate (dm_control timestep x action repeat).
+    `vectors`: how state and action columns are stored: "mixed" (fixed-size lists in even
+    files, plain lists in odd ones), "fixed" (fixed-size lists everywhere, also of size 1),
+    "plain" (plain lists everywhere: what pandas writes, and the only layout in which pyarrow
+    reads a null row back) or "scalar" (as lerobot 0.4.4 writes a shape-[1] feature: a plain
+    float column; wider ones as in "mixed").
     """
     fps = fps or 1.0 / _control_timestep(episodes[0].task)
     texts = task_texts or [ep.task for ep in episodes]
@@ -357,10 +363,14 @@ def write_lerobot(
                               "dataset_from_index": index, "dataset_to_index": index + steps})
             index += steps
         table = pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
-        if f % 2 == 0:  # lerobot writes fixed-size lists; accept plain lists as well
-            for name, n in (("observation.state", n_state), ("action", n_action)):
-                col = table.column(name).cast(pa.list_(pa.float32(), n))
-                table = table.set_column(table.schema.get_field_index(name), name, col)
+        for name, n in (("observation.state", n_state), ("action", n_action)):
+            if vectors == "scalar" and n == 1:
+                col = table.column(name).combine_chunks().flatten()
+            elif vectors == "fixed" or (vectors in ("mixed", "scalar") and f % 2 == 0):
+                col = table.column(name).cast(pa.list_(pa.float32(), n))  # as lerobot writes
+            else:  # accept plain lists as well
+                continue
+            table = table.set_column(table.schema.get_field_index(name), name, col)
         pq.write_table(table, root / "data" / "chunk-000" / f"file-{f:03d}.parquet")
     episodes_file = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
     pd.DataFrame(rows_meta).to_parquet(episodes_file)
