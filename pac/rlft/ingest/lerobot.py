@@ -63,7 +63,7 @@ Parsed = tuple[Episode, dict[str, Any]]  # an episode and its metadata
 
 
 def discounts_from_done(
-    done: np.ndarray | None,
+    done: np.ndarray | None = None,
     terminated: np.ndarray | None = None,
     truncated: np.ndarray | None = None,
     success: np.ndarray | None = None,

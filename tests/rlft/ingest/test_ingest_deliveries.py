@@ -195,9 +195,9 @@ def test_a_file_added_to_a_dataset_while_it_is_read_is_not_moved_unread(tmp_path
     monkeypatch.setattr(landing_module, "parse_item", robot_appends)
     first = ingest(landing, data_root)
     monkeypatch.setattr(landing_module, "parse_item", parse)
+    assert (landing / "arm").is_dir() and not (landing / PROCESSED / "arm").exists()
     assert first.accepted == ["arm#episode_0", "arm#episode_1"]
     assert list(first.left) == ["arm"] and first.exit_code == 1
-    assert (landing / "arm").is_dir() and not (landing / PROCESSED / "arm").exists()
 
     second = ingest(landing, data_root)  # the next ingest reads the new file
     assert second.accepted == ["arm#episode_2"] and second.exit_code == 0
@@ -242,11 +242,11 @@ def test_a_small_parquet_decoding_to_gigabytes_is_refused_in_bounded_memory(tmp_
                          cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"\npeak RSS {result['peak_mb']:.0f} MB; {result['rejected']}")
+    assert result["peak_mb"] < 400
     assert result["accepted"] == ["good.npz"]
     limit = f"more than {MAX_DECODED_BYTES >> 20} MiB (the limit of one dataset"
     assert result["rejected"]["bomb"].startswith(f"too-large: its parquet files decode to {limit}")
     assert result["rejected"]["text_bomb"].startswith("missing: data parquet files lack column")
-    assert result["peak_mb"] < 400
 
 
 # --- 8. a wrong LANDING argument -----------------------------------------------------------------
@@ -371,3 +371,76 @@ def test_a_newline_in_a_name_cannot_split_a_reason_or_forge_a_line(tmp_path, cap
     assert _origins(data_root) == ["ok\\nname.npz"]
     (report,) = (landing / PROCESSED).glob("ingest-*.json")
     assert list(json.loads(report.read_text())["rejected"]) == [shown]
+
+
+# --- episode ends: terminal or time limit, from the data -----------------------------------------
+
+#: (end columns of one 3-frame episode, its discounts), written by hand from the rule in
+#: docs/rollout_format.md: terminated > truncated > success > a sparse final reward > time limit
+END_CASES = {
+    "done alone, dense rewards: time limit": (dict(done=[0, 0, 1], rewards=[.1, .2, .3]),
+                                              [1, 1, 1]),
+    "done alone, the final reward the only one": (dict(done=[0, 0, 1], rewards=[0, 0, 1]),
+                                                  [1, 1, 0]),
+    "done alone, a final penalty the only one": (dict(done=[0, 0, 1], rewards=[0, 0, -1]),
+                                                 [1, 1, 0]),
+    "done alone, no reward at all": (dict(done=[0, 0, 1], rewards=[0, 0, 0]), [1, 1, 1]),
+    "done alone, rewards before the end too": (dict(done=[0, 0, 1], rewards=[0, 1, 1]),
+                                               [1, 1, 1]),
+    "done alone, no rewards given": (dict(done=[0, 0, 1]), [1, 1, 1]),
+    "terminated": (dict(done=[0, 0, 1], terminated=[0, 0, 1], rewards=[.1, .2, .3]), [1, 1, 0]),
+    "terminated 0 over a sparse reward": (dict(done=[0, 0, 1], terminated=[0, 0, 0],
+                                               rewards=[0, 0, 1]), [1, 1, 1]),
+    "truncated over a sparse reward": (dict(done=[0, 0, 1], truncated=[0, 0, 1],
+                                            rewards=[0, 0, 1]), [1, 1, 1]),
+    "done and not truncated": (dict(done=[0, 0, 1], truncated=[0, 0, 0]), [1, 1, 0]),
+    "success on the done frame": (dict(done=[0, 0, 1], success=[0, 0, 1], rewards=[.1, .2, .3]),
+                                  [1, 1, 0]),
+    "no success over a sparse reward": (dict(done=[0, 0, 1], success=[0, 0, 0],
+                                             rewards=[0, 0, 1]), [1, 1, 1]),
+    "success before the done frame only": (dict(done=[0, 0, 1], success=[0, 1, 0]), [1, 1, 1]),
+    "no done column: the last frame ends it": (dict(truncated=[0, 0, 0]), [1, 1, 0]),
+    "no end column at all": ({}, None),
+}
+
+
+@pytest.mark.parametrize("case", list(END_CASES))
+def test_discounts_from_the_end_columns(case):
+    from pac.rlft.ingest import discounts_from_done
+
+    columns, want = END_CASES[case]
+    got = discounts_from_done(**{k: np.array(v) for k, v in columns.items()})
+    assert (got if got is None else got.tolist()) == want
+
+
+def test_a_sparse_final_reward_is_stored_as_a_terminal_step(tmp_path):
+    """`sparse`: next.done only; episode 0 succeeds (reward 1 on its final frame only), 1 fails
+    (all 0), 2 has dense rewards. `flags`: next.truncated and next.success columns."""
+    from ingest_corpus import _features
+
+    landing, data_root = tmp_path / "landing", tmp_path / "data"
+    def episodes(seed: int) -> list:
+        eps = [make_episode(steps=5, seed=seed + i) for i in range(3)]
+        eps[0].rewards[:] = [0, 0, 0, 0, 1]
+        eps[1].rewards[:] = 0
+        return eps
+
+    write_lerobot(landing / "sparse", episodes(0))
+    truncated, success = {0: False, 1: True, 2: False}, {0: True, 1: False, 2: False}
+
+    def flags(e: int, df: pd.DataFrame) -> pd.DataFrame:
+        last = np.arange(len(df)) == len(df) - 1
+        return df.assign(**{"next.truncated": last & truncated[e],
+                            "next.success": last & success[e]})
+
+    write_lerobot(landing / "flags", episodes(10), frames_edit=flags)
+    _features(landing / "flags", **{f"next__{k}": {"dtype": "bool", "shape": [1], "names": None}
+                                     for k in ("truncated", "success")})
+    assert ingest(landing, data_root).exit_code == 0
+    want = {"sparse#episode_0": [1, 1, 1, 1, 0], "sparse#episode_1": [1] * 5,
+            "sparse#episode_2": [1] * 5,
+            "flags#episode_0": [1, 1, 1, 1, 0],  # not truncated: terminal
+            "flags#episode_1": [1] * 5,  # truncated
+            "flags#episode_2": [1, 1, 1, 1, 0]}  # not truncated: terminal (truncated decides)
+    for origin, discounts in want.items():
+        assert _arrays(data_root, origin, "discounts").tolist() == discounts, origin
