@@ -2,9 +2,10 @@
 
 ``ingest(LANDING, data_root)``:
 
-1. refuses a LANDING that is not a landing folder (a file, a LeRobot dataset itself, a git or
-   DVC repository root, the data folder or the store, a symlinked ``quarantine/`` or
-   ``processed/``): :class:`IngestRefused`, nothing moved;
+1. refuses a LANDING that is not a landing folder (a file, a LeRobot dataset itself or a folder
+   inside one, the parent of a landing folder, a git or DVC repository root, the data folder or
+   the store, a symlinked ``quarantine/`` or ``processed/`` or a dataset named so, a folder this
+   user cannot write): :class:`IngestRefused`, nothing moved;
 2. takes an exclusive ``fcntl.flock`` on LANDING and then on the store folder (both directory
    locks: no lock file is written anywhere) and holds them for the whole run; a second ingest
    waits for them, then finds the delivery gone from LANDING or its hashes in the ledger, which
@@ -15,9 +16,11 @@
    ``content_hash`` column of each shard's episode index, so it is written in the same atomic
    step (the shard rename) as the episodes it describes;
 5. quarantines rejected items (moved to ``quarantine/`` next to a ``NAME.reason.txt``), commits
-   the accepted episodes with source = rollout, round k (one atomic shard per task), keeps a copy
-   of a partly rejected LeRobot dataset in ``quarantine/`` and only then moves the originals to
-   ``processed/``. Nothing is ever modified or deleted.
+   the accepted episodes with source = rollout, round k (one atomic shard per task and camera
+   count), keeps a copy of a partly rejected LeRobot dataset in ``quarantine/`` and only then
+   moves the originals to ``processed/``, each only if it is unchanged since it was read (else
+   it stays for the next run). Nothing is ever modified or deleted. Names are escaped in every
+   label and reason (:func:`printable`) and shortened where a derived name would pass NAME_MAX.
 
 A crash (even SIGKILL) at any point leaves a consistent state: a shard is in the store with its
 ledger entries or not at all, and originals stay in the landing folder until their episodes are

@@ -3,8 +3,9 @@
 meta/info.json (codebase_version, fps, features), meta/tasks.parquet (task text -> task_index),
 meta/episodes/chunk-*/file-*.parquet (one row per episode), data/chunk-*/file-*.parquet (frames
 of several episodes per file). observation.state -> proprio, action -> actions, next.reward ->
-rewards (or next.success -> sparse rewards), next.terminated -> discounts (next.done alone is a
-time-limit end: :func:`discounts_from_done`).
+rewards (or next.success -> sparse rewards), the end flags (next.done with next.terminated,
+next.truncated, success) -> discounts (:func:`discounts_from_done`). The parquet footers are
+checked against MAX_DECODED_BYTES before any column is decoded.
 Camera videos are not read: the default model is proprioception-only (N^V = 0).
 
 A problem of the whole dataset (layout, info.json, tasks, a column's type) rejects the folder; a

@@ -163,9 +163,10 @@ def _edit_info(root: Path, **changes) -> None:
     path.write_text(json.dumps(json.loads(path.read_text()) | changes))
 
 
-def test_done_is_a_time_limit_and_only_terminated_ends_in_a_terminal_state():
-    """LeRobot's next.done closes every episode: without next.terminated it is a truncation (the
-    last step keeps discount 1); next.terminated gives discount 0 exactly where it is set."""
+def test_done_without_rewards_is_a_time_limit_and_terminated_a_terminal_state():
+    """LeRobot's next.done closes every episode: alone (no rewards to tell a sparse success) it
+    is a truncation (the last step keeps discount 1); next.terminated gives discount 0 exactly
+    where it is set. The whole rule: test_ingest_deliveries.py::END_CASES."""
     import numpy as np
 
     from pac.rlft.ingest.lerobot import discounts_from_done
