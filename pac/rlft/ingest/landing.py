@@ -491,6 +491,7 @@ def log_ingest(tracker: Any, report: IngestReport) -> None:
         "ingest/episodes_added": report.episodes_added,
         "ingest/rejected": len(report.rejected),
         "ingest/already_ingested": len(report.already),
+        "ingest/left_in_landing": len(report.left),
     } | {f"ingest/rejected_{code}": n for code, n in sorted(codes.items())}
     if report.accepted:
         metrics["ingest/success_rate"] = 100.0 * report.success_rate
