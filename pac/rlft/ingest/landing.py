@@ -410,7 +410,7 @@ def _ingest_locked(
     #: originals to move to processed/ once their episodes are committed, with their
     #: fingerprint taken before they were read
     moves: list[tuple[Path, str, tuple | None]] = []
-    evidence: list[tuple[Path, str]] = []  # partly rejected datasets to copy into quarantine/
+    evidence: dict[Path, str] = {}  # partly rejected datasets to copy into quarantine/
     for item in landing_items(landing):
         before = fingerprint(item)
         outcomes = []
@@ -446,7 +446,7 @@ def _ingest_locked(
             report.rejected.update({lb: _relocated(r, item, dest) for lb, r in rejected})
             continue
         if rejected:  # a dataset with some bad episodes: copy it to quarantine/ after the commit
-            evidence.append((item, "".join(f"{lb}: {r}\n" for lb, r in rejected)))
+            evidence[item] = "".join(f"{lb}: {r}\n" for lb, r in rejected)
             report.rejected.update(dict(rejected))
         moves.append((item, printable(item.name, name=True), before))
     _pause("before_commit")
@@ -468,9 +468,8 @@ def _ingest_locked(
                                   " (what was read is stored)")
             continue
         try:
-            if any(i == item for i, _ in evidence):
-                keep_evidence(item, next(r for i, r in evidence if i == item),
-                              landing / QUARANTINE)
+            if item in evidence:
+                keep_evidence(item, evidence[item], landing / QUARANTINE)
             dest = _free_path(landing / PROCESSED, item.name)
             os.rename(item, dest)
         except OSError as exc:  # its episodes are stored: a rerun finds them in the ledger

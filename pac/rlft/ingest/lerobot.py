@@ -380,9 +380,12 @@ def _column(table, name: str) -> np.ndarray:
 
 
 def _null(name: str, col) -> Rejected:
-    first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0]) \
-        if col.null_count else 0
-    return Rejected("missing", f"column {name} has null value(s), first at row {first}")
+    """The `missing` rejection of a column with nulls where no NaN can stand for them."""
+    if not col.null_count:  # the nulls are inside its lists
+        return Rejected("missing", f"column {name} has null values inside its lists")
+    first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+    return Rejected("missing", f"column {name} has {col.null_count} null value(s), first at"
+                    f" row {first}")
 
 
 def _check_columns(frames, features: dict[str, Any]) -> None:
