@@ -126,12 +126,19 @@ def test_a_non_utf8_file_or_folder_name_is_quarantined_and_the_rest_stored(tmp_p
     write_rollout(landing / bad_file, make_episode(seed=2))
     write_lerobot(landing / "arm", [make_episode(steps=6, seed=3)])
     os.rename(landing / "arm", landing / bad_folder)
+    data = write_lerobot(landing / "cut", [make_episode(steps=6, seed=4)]) / "data" / "chunk-000"
+    (data / "file-000.parquet").unlink()  # a cut data file, named with a bad byte and a newline
+    (data / os.fsdecode(b"file-\xfd\n.parquet")).write_bytes(b"PAR1 cut")
 
     assert _pac_ingest(str(landing), "--data-root", str(data_root)) == 1
     assert _origins(data_root) == ["good.npz"]
     err = capsys.readouterr().err.splitlines()
-    assert sorted(line.split(": ")[0] for line in err) == ["rejected arm\\xfe",
-                                                          "rejected ep\\xff.npz"]
+    assert sorted(line.split(": ")[0] for line in err) == [
+        "rejected arm\\xfe", "rejected cut", "rejected ep\\xff.npz"]
+    assert (landing / QUARANTINE / "cut.reason.txt").read_text() == (
+        "cut: lerobot-data: data/chunk-000/file-\\xfd\\n.parquet: unreadable parquet:"
+        " ArrowInvalid: Parquet magic bytes not found in footer. Either the file is corrupted or"
+        " this is not a parquet file.\n")
     for name, shown in ((bad_file, "ep\\xff.npz"), (bad_folder, "arm\\xfe")):
         assert os.path.lexists(landing / QUARANTINE / name)  # the item, under its own name
         note = (landing / QUARANTINE / f"{name}.reason.txt").read_bytes().decode("utf-8")
