@@ -4,20 +4,17 @@
 # benchmarks/.ogbench with --no-deps so nothing already in .venv is replaced. ogbench's
 # Requires-Dist are mujoco, dm_control (pinned in .venv: 3.17.0, 1.0.50) and gymnasium[mujoco];
 # gymnasium's are numpy, cloudpickle, typing-extensions (in .venv) and farama-notifications, and its
-# [mujoco] extra's imageio and packaging are in .venv too. gymnasium 1.0.0 is the version of the
-# peers' environment (benchmarks/peers_env.sh), so both can sit on one PYTHONPATH.
+# [mujoco] extra's imageio is in .venv too. gymnasium 1.0.0 is the version of the peers'
+# environment (benchmarks/peers_env.sh), so both can sit on one PYTHONPATH.
 #
 #     bash benchmarks/ogbench_env.sh            # then:
 #     PYTHONPATH=benchmarks/.ogbench:$PWD .venv/bin/python benchmarks/ogbench_generate.py --help
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-.venv/bin/python}
-TARGET=benchmarks/.ogbench
-rm -rf "$TARGET.tmp"
-"$PYTHON" -m pip install --target "$TARGET.tmp" --no-deps \
+source benchmarks/side_env.sh
+install_side_env benchmarks/.ogbench \
+    'import gymnasium, mujoco, dm_control, ogbench.manipspace
+from importlib.metadata import version
+print("ogbench", version("ogbench"), "gymnasium", gymnasium.__version__, "mujoco",
+      mujoco.__version__)' \
     ogbench==1.2.2 gymnasium==1.0.0 farama-notifications==0.0.6
-rm -rf "$TARGET"
-mv "$TARGET.tmp" "$TARGET"  # a failed install leaves the previous environment in place
-PYTHONPATH="$TARGET:$PWD" "$PYTHON" -c 'import gymnasium, mujoco, dm_control, ogbench.manipspace
-print("ogbench", __import__("importlib.metadata").metadata.version("ogbench"), "gymnasium",
-      gymnasium.__version__, "mujoco", mujoco.__version__)'
