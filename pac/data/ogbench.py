@@ -270,6 +270,8 @@ def generate(
         raise ValueError(f"frames must be an integer >= 2 (a transition needs a next state),"
                          f" got {frames!r}")
     chosen = env_tasks(env) if tasks is None else [OGBenchTask(env, k) for k in tasks]
+    if not chosen or len({t.task_id for t in chosen}) != len(chosen):
+        raise ValueError(f"tasks must name distinct evaluation tasks, got {tasks!r}")
     for task in chosen:
         if not 1 <= task.task_id <= NUM_TASKS:
             raise ValueError(f"tasks must lie in 1..{NUM_TASKS}, got {task.task_id}")
