@@ -206,9 +206,9 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
 
 
 class TaskRegistry(Mapping[str, TaskSpec]):
-    """The resolver of task names: the built-ins plus the tasks declared by the params loaded in
-    this process (a later declaration of a name replaces an earlier one; a built-in name cannot
-    be declared, :mod:`pac.config` refuses it)."""
+    """The resolver of task names: the built-ins plus the tasks declared by the params last
+    validated in this process (a built-in name cannot be declared, :mod:`pac.config` refuses
+    it)."""
 
     def __init__(self, builtin: dict[str, TaskSpec]):
         self._builtin = dict(builtin)
@@ -226,11 +226,12 @@ class TaskRegistry(Mapping[str, TaskSpec]):
         return len({**self._builtin, **self._declared})
 
     def declare(self, specs: dict[str, TaskSpec]) -> None:
-        """Add (or replace) declared tasks; built-in names are refused."""
+        """Make `specs` the declared tasks (replacing earlier declarations: the registry knows
+        the params this process works with); built-in names are refused."""
         taken = sorted(set(specs) & set(self._builtin))
         if taken:
             raise ValueError(f"task {taken[0]!r} is a built-in task; declare it under another name")
-        self._declared.update(specs)
+        self._declared = dict(specs)
 
     @property
     def declared(self) -> dict[str, TaskSpec]:

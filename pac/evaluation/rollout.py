@@ -208,7 +208,10 @@ class PolicyServer:
     def _task_input(self, task: str) -> _TaskInput:
         """Per-task constant inputs (tokens, masks), built once and cached."""
         if task not in self._tasks:
-            spec, m = _spec(task), self.cfg.model
+            from pac.config import declared_tasks
+
+            m = self.cfg.model
+            spec = declared_tasks(self.cfg).get(task) or _spec(task)  # the policy's own params
             if task in self.task_table:  # as trained (the policy's action normalisation)
                 row = self.task_table[task]
                 spec = dataclasses.replace(spec, instruction=row["instruction"],

@@ -388,11 +388,12 @@ def _episode(
     if int(task_ids[0]) not in tasks:
         raise Rejected("unknown-task", f"episode {ep}: task_index {int(task_ids[0])} is not in"
                        " meta/tasks.parquet")
-    task = task_for(tasks[int(task_ids[0])], float(info["fps"]))
+    text = tasks[int(task_ids[0])]
     success = None
     if "next.reward" not in cols and "next.success" in cols:
         success = bool(np.asarray(cols["next.success"][rows], dtype=bool).any())
     try:
+        task = task_for(text, float(info["fps"]))
         episode = validate_episode(
             task,
             cols["observation.state"][rows],
