@@ -85,10 +85,7 @@ def load_task_table(ckpt_dir: str | Path) -> dict[str, dict]:
     path = Path(ckpt_dir) / TASK_TABLE
     if not path.is_file():
         return {}
-    try:
-        table = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a JSON file ({exc})") from exc
+    table = _read_json(path)
     ok = isinstance(table, dict) and all(
         isinstance(v, dict) and isinstance(v.get("instruction"), str)
         and all(isinstance(v.get(k), list) and all(isinstance(x, (int, float)) for x in v[k])
@@ -122,13 +119,14 @@ def load_checkpoint_horizons(ckpt_dir: str | Path) -> dict[str, int]:
     """{task: episode length} of the data the checkpoint was trained on ({} when not recorded,
     e.g. a checkpoint written before horizons were recorded)."""
     path = Path(ckpt_dir) / HORIZONS
-    if not path.is_file():
-        return {}
+    return _check_horizons(_read_json(path), path) if path.is_file() else {}
+
+
+def _read_json(path: Path) -> object:
     try:
-        horizons = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a JSON file ({exc})") from exc
-    return _check_horizons(horizons, path)
 
 
 def load_inference_checkpoint(

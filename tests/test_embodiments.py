@@ -7,50 +7,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from embodiment_helpers import DECLARATIONS, HIGH, LOW
+from embodiment_helpers import write_params as write_file
 
-from pac.config import DEFAULT_PARAMS, REPO_ROOT, ConfigError, load_config
+from pac.config import REPO_ROOT, ConfigError, load_config
 from pac.data import EpisodeStore, TaskTokenizer
 from pac.data.sampler import TrajectorySampler, return_range
 from pac.data.store import Episode
 from pac.data.tokenizer import instruction_tasks
 from pac.tasks import TASKS, from_unit, to_unit
 
-#: a 7-joint arm: radians for the joints, metres for the gripper opening
-LOW = [-3.1, -2.0, -2.6, -3.1, -2.0, -3.1, 0.0]
-HIGH = [3.1, 2.0, 2.6, 3.1, 2.0, 3.1, 0.085]
-ARM = f"""
-embodiments:
-  arm7:
-    state_size: 14
-    action_names: [j1, j2, j3, j4, j5, j6, gripper]
-    action_low: {LOW}
-    action_high: {HIGH}
-    fps: 30
-    cameras: [wrist]
-tasks:
-  pick_red: {{instruction: pick up the red cube, embodiment: arm7}}
-  reacher.easy_50hz:
-    instruction: reacher.easy
-    simulator: {{dm_control: reacher.easy, action_repeat: 1}}
-model: {{num_proprio: 14, num_actions: 7, vocab_size: 96}}
-data:
+ARM = DECLARATIONS + """data:
   tokenizer_vocab: 96
-  groups: [{{name: lab, tasks: [pick_red], source: real}}]
+  groups: [{name: lab, tasks: [pick_red], source: real}]
 """
 
 
-@pytest.fixture
-def declared():
-    """Restore the process's declared tasks after a test that loads params declaring some."""
-    saved = TASKS.declared
-    yield
-    TASKS.declare(saved)
-
-
 def write_params(folder: Path, body: str = ARM) -> Path:
-    path = folder / "robot.yaml"
-    path.write_text(f"extends: {DEFAULT_PARAMS}\n{body}")
-    return path
+    return write_file(folder, body)
 
 
 def affine(x: np.ndarray, src: list[float], dst: tuple[float, float] | list) -> np.ndarray:
@@ -66,7 +40,7 @@ def affine(x: np.ndarray, src: list[float], dst: tuple[float, float] | list) -> 
     return out
 
 
-def test_declared_robot_and_rate_resolve_like_builtins(tmp_path, declared):
+def test_declared_robot_and_rate_resolve_like_builtins(tmp_path, declared_tasks):
     load_config(write_params(tmp_path))
     arm = TASKS.resolve("pick_red")
     assert (arm.num_proprio, arm.num_actions, arm.fps, arm.simulator) == (14, 7, 30.0, "")
@@ -87,7 +61,7 @@ def test_declared_robot_and_rate_resolve_like_builtins(tmp_path, declared):
     assert "pick_red" not in TASKS and "reacher.easy" in TASKS
 
 
-def test_example_preset_loads(declared):
+def test_example_preset_loads(declared_tasks):
     cfg = load_config(REPO_ROOT / "params" / "presets" / "my_robot_example.yaml")
     spec = TASKS.resolve(cfg.data.groups[0].tasks[0])
     assert spec.num_actions == 7 and spec.simulator == "" and spec.fps > 0
@@ -116,7 +90,7 @@ def test_example_preset_loads(declared):
     (("tasks: [pick_red]", "tasks: [place_red]"),
      "data.groups.lab.tasks: unknown task 'place_red'"),
 ])
-def test_declarations_are_validated_naming_the_field(tmp_path, declared, edit, message):
+def test_declarations_are_validated_naming_the_field(tmp_path, declared_tasks, edit, message):
     body = ARM.replace(*edit)
     assert body != ARM
     with pytest.raises(ConfigError) as err:
@@ -147,7 +121,7 @@ def _arm_episode(rng: np.random.Generator, rewards: np.ndarray) -> Episode:
                    source="real")
 
 
-def test_sampler_feeds_unit_actions_and_the_instruction(tmp_path, declared):
+def test_sampler_feeds_unit_actions_and_the_instruction(tmp_path, declared_tasks):
     cfg = load_config(write_params(tmp_path), ["data.trajectory_length=3"])
     rng = np.random.default_rng(1)
     store = EpisodeStore(tmp_path / "episodes")
@@ -177,7 +151,7 @@ def test_return_range_is_the_geometric_bound(r_min, r_max, gamma, horizon, expec
     assert return_range(r_min, r_max, gamma, horizon) == pytest.approx(expected)
 
 
-def test_rewards_outside_the_value_support_are_refused_before_training(tmp_path, declared):
+def test_rewards_outside_the_value_support_are_refused_before_training(tmp_path, declared_tasks):
     cfg = load_config(write_params(tmp_path))  # default support [0, 20], gamma 0.95
     rng = np.random.default_rng(2)
     store = EpisodeStore(tmp_path / "episodes")

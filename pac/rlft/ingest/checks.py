@@ -38,7 +38,7 @@ REASON_CODES = {
     "meta": "meta.json is not a pac-rollout v1 JSON object, or a meta field has a wrong type",
     "encoding": "text that is not UTF-8",
     "task": "the task is empty, not a string, or changes within an episode",
-    "unknown-task": "the task is not a task of pac/tasks.py",
+    "unknown-task": "the task is neither built in nor declared in params",
     "dtype": "an array or column of the wrong type (integer, complex, text, ...)",
     "shape": "an array or column whose shape does not match the task spec or the declared feature",
     "length": "arrays of one episode with different step counts, or a LeRobot meta/episodes"

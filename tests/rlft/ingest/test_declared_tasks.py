@@ -15,44 +15,20 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
+from embodiment_helpers import DECLARATIONS, HIGH, LOW, write_params
 from ingest_corpus import write_lerobot
 from test_lerobot import sim_episodes
 
-from pac.config import DEFAULT_PARAMS, REPO_ROOT, load_config
+from pac.config import REPO_ROOT, load_config
 from pac.data import EpisodeStore, TaskTokenizer, store_root, tokenizer_path
 from pac.data.store import Episode
 from pac.data.tokenizer import instruction_tasks
-from pac.tasks import TASKS
 
-LOW = [-3.1, -2.0, -2.6, -3.1, -2.0, -3.1, 0.0]  # radians; the gripper opening in metres
-HIGH = [3.1, 2.0, 2.6, 3.1, 2.0, 3.1, 0.085]
-PARAMS = f"""extends: {DEFAULT_PARAMS}
-embodiments:
-  arm7:
-    state_size: 14
-    action_names: [j1, j2, j3, j4, j5, j6, gripper]
-    action_low: {LOW}
-    action_high: {HIGH}
-    fps: 30
-tasks:
-  pick_red: {{instruction: pick up the red cube, embodiment: arm7}}
-  reacher.easy_50hz:
-    instruction: reacher.easy
-    simulator: {{dm_control: reacher.easy, action_repeat: 1}}
-model: {{num_proprio: 14, num_actions: 7, vocab_size: 96}}
-data:
+PARAMS = DECLARATIONS + """data:
   tokenizer_vocab: 96
   trajectory_length: 3
-  groups: [{{name: lab, tasks: [pick_red, reacher.easy_50hz], source: real}}]
+  groups: [{name: lab, tasks: [pick_red, reacher.easy_50hz], source: real}]
 """
-
-
-@pytest.fixture
-def declared():
-    saved = TASKS.declared
-    yield
-    TASKS.declare(saved)
 
 
 def arm_episodes(count: int, steps: int = 12) -> list[Episode]:
@@ -68,13 +44,13 @@ def arm_episodes(count: int, steps: int = 12) -> list[Episode]:
     return out
 
 
-def test_declared_robot_and_50hz_reacher_ingest_train_and_serve(tmp_path, monkeypatch, declared):
+def test_declared_robot_and_50hz_reacher_ingest_train_and_serve(
+        tmp_path, monkeypatch, declared_tasks):
     from pac.evaluation.rollout import PolicyServer
     from pac.train.trainer import train
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    params = tmp_path / "my_robot.yaml"
-    params.write_text(PARAMS)
+    params = write_params(tmp_path, PARAMS, "my_robot.yaml")
     cfg = load_config(params, [
         f"data.root={tmp_path / 'data'}", "train.steps=3", "train.global_batch=4",
         "train.log_every=1", "loss.num_action_samples=2", f"train.out_dir={tmp_path / 'run'}",
@@ -136,7 +112,7 @@ def test_declared_robot_and_50hz_reacher_ingest_train_and_serve(tmp_path, monkey
     assert 10.0 <= moved[6] <= 20.0 and np.all(moved[:6] >= low[:6])
 
 
-def test_the_refused_50fps_reacher_is_stored_once_its_rate_is_declared(tmp_path, declared):
+def test_the_refused_50fps_reacher_is_stored_once_its_rate_is_declared(tmp_path, declared_tasks):
     """The recording of test_lerobot_fps_must_be_the_task_control_rate (dm_control's reacher at
     its own 20 ms, labelled reacher.easy) lands under the declared 50 Hz task; two declared
     tasks that the label and rate cannot tell apart refuse the episode."""
@@ -151,10 +127,8 @@ def test_the_refused_50fps_reacher_is_stored_once_its_rate_is_declared(tmp_path,
     assert not before.accepted and before.rejected["reacher_50fps#episode_0"].startswith(
         "fps: episode 0: fps 50 is not reacher.easy's control rate 25 fps")
 
-    params = tmp_path / "reacher.yaml"
-    params.write_text(f"extends: {DEFAULT_PARAMS}\ntasks:\n  reacher.easy_50hz:\n"
-                      "    instruction: reacher.easy\n"
-                      "    simulator: {dm_control: reacher.easy, action_repeat: 1}\n")
+    params = write_params(tmp_path, "tasks:\n  reacher.easy_50hz:\n    instruction: reacher.easy\n"
+                          "    simulator: {dm_control: reacher.easy, action_repeat: 1}\n")
     load_config(params)
     write_lerobot(tmp_path / "after" / "reacher_50fps", reacher, fps=50)
     after = ingest(tmp_path / "after", tmp_path / "data")
