@@ -165,3 +165,18 @@ def test_rewards_outside_the_value_support_are_refused_before_training(tmp_path,
         " rescale the rewards")
     wide = load_config(write_params(tmp_path), ["loss.value_min=-20.0"])
     assert TrajectorySampler(wide, EpisodeStore(store.root), tok).datasets  # now accepted
+
+
+def test_pac_tokenizer_train_learns_the_declared_instructions(tmp_path, declared_tasks, capsys):
+    from pac.cli import main
+    from pac.data.tokenizer import UNK_ID
+
+    out = tmp_path / "spm.model"
+    assert main(["tokenizer", "train", "--params", str(write_params(tmp_path)),
+                 "--out", str(out)]) == 0
+    assert "'pick up the red cube' ->" in capsys.readouterr().out  # the group's first task
+    learned = TaskTokenizer.load(out)
+    builtin_only = TaskTokenizer.train(tmp_path / "builtin.model", 96)
+    ids, mask = learned.encode("pick up the red cube")
+    assert UNK_ID not in ids[mask] and learned.decode(ids) == "pick up the red cube"
+    assert mask.sum() < builtin_only.encode("pick up the red cube")[1].sum()
