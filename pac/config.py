@@ -64,6 +64,7 @@ PRECISIONS = ("fp32", "bf16")
 #: train.precision: auto = bf16 where this machine runs it faster (pac.train.ds_config)
 TRAIN_PRECISIONS = ("auto", *PRECISIONS)
 DECODES = ("argmax", "mean", "sample", "q_rerank")  # App. B.3 categorical policy -> one action
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # a declared embodiment or task
 _EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")  # 3e-4, 1.5E+2
 
 
@@ -590,6 +591,11 @@ def declared_tasks(cfg: PACConfig) -> dict[str, TaskSpec]:
     rate is dm_control's timestep x the repeat). Declared tasks have no weak controller.
     """
     out: dict[str, TaskSpec] = {}
+    for section, names in (("embodiments", cfg.embodiments), ("tasks", cfg.tasks)):
+        for name in names:
+            if not _NAME.fullmatch(name):
+                raise ConfigError(f"{section}: the name {name!r} must be made of letters, digits,"
+                                  " '_', '.' and '-' (it names store folders and runs)")
     for name, emb in cfg.embodiments.items():
         key = f"embodiments.{name}"
         n_p = _sizes(key, emb.state_size, emb.state_names, "state")
@@ -608,6 +614,10 @@ def declared_tasks(cfg: PACConfig) -> dict[str, TaskSpec]:
             raise ConfigError(f"{key}: {name!r} is a built-in task; declare it under another name")
         if task.success_window is not None:
             _range(f"{key}.success_window", task.success_window, 0.0, 1.0)
+        if task.instruction and (not task.instruction.strip()
+                                 or not task.instruction.isprintable()):
+            raise ConfigError(f"{key}.instruction: one line of printable text, got"
+                              f" {task.instruction!r:.80}")
         emb = cfg.embodiments.get(task.embodiment) if task.embodiment else None
         if task.embodiment and emb is None:
             raise ConfigError(f"{key}.embodiment: unknown embodiment {task.embodiment!r};"

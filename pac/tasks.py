@@ -98,7 +98,10 @@ def to_unit(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarra
     """Robot actions [..., N^A] -> the policy's bin space: [low, high] -> [-1, 1] per dimension.
 
     The identity (the input itself, bit for bit) where every range is [-1, 1]: the built-in
-    tasks train on exactly the values they store.
+    tasks train on exactly the values they store. A choice the paper leaves open: the map uses
+    the embodiment's declared physical range, not the data's statistics (LeRobot's stats.json),
+    so one robot has one normalisation across datasets and at serving, and data outside it is
+    reported at ingest instead of stretching the bins.
     """
     low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
     if np.all(low == -1.0) and np.all(high == 1.0):
@@ -202,7 +205,6 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
         _spec("walker.stand", 24, 6, 0.8, 0.1),
     )
 }
-
 
 
 class TaskRegistry(Mapping[str, TaskSpec]):

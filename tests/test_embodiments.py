@@ -89,6 +89,9 @@ def test_example_preset_loads(declared_tasks):
      "unknown key tasks.reacher.easy_50hz.simulator.n_sub_steps"),
     (("tasks: [pick_red]", "tasks: [place_red]"),
      "data.groups.lab.tasks: unknown task 'place_red'"),
+    (("pick_red: {", "pick/../red: {"), "tasks: the name 'pick/../red' must be made of letters"),
+    (("instruction: pick up the red cube", "instruction: '  '"),
+     "tasks.pick_red.instruction: one line of printable text, got '  '"),
 ])
 def test_declarations_are_validated_naming_the_field(tmp_path, declared_tasks, edit, message):
     body = ARM.replace(*edit)
@@ -180,3 +183,11 @@ def test_pac_tokenizer_train_learns_the_declared_instructions(tmp_path, declared
     ids, mask = learned.encode("pick up the red cube")
     assert UNK_ID not in ids[mask] and learned.decode(ids) == "pick up the red cube"
     assert mask.sum() < builtin_only.encode("pick up the red cube")[1].sum()
+
+
+def test_a_task_without_simulator_is_not_rolled_out(tmp_path, declared_tasks):
+    from pac.evaluation.evaluator import evaluate
+
+    cfg = load_config(write_params(tmp_path))
+    with pytest.raises(ValueError, match="task pick_red has no simulator .* cannot be rolled out"):
+        evaluate(cfg, tasks=["pick_red"], policy="random", track=False, out_dir=tmp_path / "e")

@@ -338,6 +338,9 @@ def default_tasks(cfg: PACConfig) -> list[str]:
 def _check_tasks(tasks: list[str], model_cfg: Any | None) -> None:
     for task in tasks:
         spec = TASKS.resolve(task)
+        if not spec.simulator:
+            raise ValueError(f"task {task} has no simulator (a robot's data, embodiment"
+                             f" {spec.embodiment}): it cannot be rolled out")
         if model_cfg is not None and (
             spec.num_features > model_cfg.num_proprio or spec.num_actions > model_cfg.num_actions
         ):
