@@ -79,6 +79,8 @@ def test_declared_robot_and_50hz_reacher_ingest_train_and_serve(
     eps = eps.sort_values("origin")
     assert list(eps["task"]) == ["pick_red"] * 4 + ["reacher.easy_50hz"] * 2
     assert [json.loads(m)["fps"] for m in eps["meta"]] == [30] * 4 + [50] * 2
+    # the declared task's success rule: reward >= 1 on the final step (the sparse label)
+    assert list(eps["success"])[:4] == [True, False, True, False]
     shard = next(s for s in EpisodeStore(store_root(tmp_path / "data")).shards
                  if s.task == "pick_red")
     first = eps[eps["shard"] == shard.key].iloc[0]
