@@ -90,7 +90,7 @@ def run_episode(
             raise ValueError(
                 f"{task}: the policy returned {action!r}; expected {spec.num_actions} finite values"
             )
-        action = np.clip(action, spec.action_low, spec.action_high)
+        action = np.clip(action, spec.low, spec.high)  # float32 bounds: float32 actions
         time_step = env.step(action)
         actions.append(action)
         rewards.append(time_step.reward or 0.0)
