@@ -182,7 +182,7 @@ def check_task(task: str) -> None:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
     spec = TASKS[task]
-    if (spec.action_low, spec.action_high) != (-1.0, 1.0):
+    if set(spec.action_low) != {-1.0} or set(spec.action_high) != {1.0}:
         raise ValueError(f"{task}: actions in [{spec.action_low}, {spec.action_high}],"
                          " the peers assume [-1, 1]")
 

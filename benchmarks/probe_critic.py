@@ -52,10 +52,12 @@ GRID_POINTS = 5  # per action dimension: low, the quarter points, high
 MAX_GRID_ACTIONS = 3  # a grid over more action dimensions is not probed (5^N actions)
 
 
-def action_grid(low: float, high: float, num_actions: int) -> np.ndarray:
-    """[GRID_POINTS ** N^A, N^A] every combination of GRID_POINTS evenly spaced values."""
-    axis = np.linspace(low, high, GRID_POINTS, dtype=np.float32)
-    mesh = np.meshgrid(*[axis] * num_actions, indexing="ij")
+def action_grid(low: np.ndarray, high: np.ndarray, num_actions: int) -> np.ndarray:
+    """[GRID_POINTS ** N^A, N^A] every combination of GRID_POINTS evenly spaced values of each
+    dimension's range (`low`, `high`: per dimension, or one number for all)."""
+    low, high = np.broadcast_to(low, num_actions), np.broadcast_to(high, num_actions)
+    axes = [np.linspace(lo, hi, GRID_POINTS, dtype=np.float32) for lo, hi in zip(low, high)]
+    mesh = np.meshgrid(*axes, indexing="ij")
     return np.stack([m.reshape(-1) for m in mesh], axis=-1)
 
 
@@ -80,7 +82,7 @@ def probe_task(
 
     eta = float(server.cfg.loss.eta)
     spec = task_spec(task)
-    low, high = spec.action_low, spec.action_high
+    low, high = spec.low, spec.high  # per dimension
     centre = 0.5 * (low + high)
     grid = (action_grid(low, high, spec.num_actions) if spec.num_actions <= MAX_GRID_ACTIONS
             else np.zeros((0, spec.num_actions), np.float32))

@@ -7,6 +7,9 @@ Layout of a checkpoint directory::
     tokenizer.model     # the SentencePiece model of the task instructions (optional)
     horizons.json       # {task: episode length} of the training data (optional): the horizon
                         # evaluation runs each task over (docs/rollout_format.md)
+    tasks.json          # {task: instruction, action_low, action_high} of the params' tasks: the
+                        # action normalisation the policy was trained with, so serving maps its
+                        # [-1, 1] bins to the robot's units without the params (pac.tasks)
 
 The directory is written next to its final place and renamed into it, so a reader never sees a
 half-written checkpoint.
@@ -29,6 +32,7 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
 TOKENIZER = "tokenizer.model"
 HORIZONS = "horizons.json"
+TASK_TABLE = "tasks.json"
 
 
 def save_inference_checkpoint(
@@ -52,6 +56,7 @@ def save_inference_checkpoint(
         if horizons is not None:
             _check_horizons(horizons, tmp / HORIZONS)
             (tmp / HORIZONS).write_text(json.dumps(dict(sorted(horizons.items())), indent=1))
+        (tmp / TASK_TABLE).write_text(json.dumps(task_table(cfg), indent=1))
         old = out_dir.with_name(f".{out_dir.name}.old")
         if out_dir.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -62,6 +67,33 @@ def save_inference_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def task_table(cfg: PACConfig) -> dict[str, dict]:
+    """{task: instruction, action_low, action_high} of every task the params name (training,
+    held-out and RLFT tasks, the declared ones)."""
+    from pac.tasks import TASKS
+
+    names = [t for g in cfg.data.groups for t in g.tasks]
+    names += [*cfg.eval.held_out_tasks, *cfg.rlft.tasks, *cfg.tasks]
+    return {t: {"instruction": TASKS[t].instruction, "action_low": list(TASKS[t].action_low),
+                "action_high": list(TASKS[t].action_high)} for t in sorted(set(names))}
+
+
+def load_task_table(ckpt_dir: str | Path) -> dict[str, dict]:
+    """The checkpoint's task table ({} for a checkpoint written before it was recorded)."""
+    path = Path(ckpt_dir) / TASK_TABLE
+    if not path.is_file():
+        return {}
+    table = _read_json(path)
+    ok = isinstance(table, dict) and all(
+        isinstance(v, dict) and isinstance(v.get("instruction"), str)
+        and all(isinstance(v.get(k), list) and all(isinstance(x, (int, float)) for x in v[k])
+                for k in ("action_low", "action_high"))
+        for v in table.values())
+    if not ok:
+        raise ValueError(f"{path}: expected {{task: {{instruction, action_low, action_high}}}}")
+    return table
 
 
 def load_checkpoint_config(ckpt_dir: str | Path) -> PACConfig:
@@ -87,13 +119,14 @@ def load_checkpoint_horizons(ckpt_dir: str | Path) -> dict[str, int]:
     """{task: episode length} of the data the checkpoint was trained on ({} when not recorded,
     e.g. a checkpoint written before horizons were recorded)."""
     path = Path(ckpt_dir) / HORIZONS
-    if not path.is_file():
-        return {}
+    return _check_horizons(_read_json(path), path) if path.is_file() else {}
+
+
+def _read_json(path: Path) -> object:
     try:
-        horizons = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a JSON file ({exc})") from exc
-    return _check_horizons(horizons, path)
 
 
 def load_inference_checkpoint(

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pac.tasks import SUBOPTIMAL, TASKS, WEAK_TASKS
+from pac.tasks import BUILTIN_TASKS, SUBOPTIMAL, TASKS, WEAK_TASKS, TaskSpec, success_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = REPO_ROOT / "params" / "default.yaml"
@@ -64,6 +64,7 @@ PRECISIONS = ("fp32", "bf16")
 #: train.precision: auto = bf16 where this machine runs it faster (pac.train.ds_config)
 TRAIN_PRECISIONS = ("auto", *PRECISIONS)
 DECODES = ("argmax", "mean", "sample", "q_rerank")  # App. B.3 categorical policy -> one action
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # a declared embodiment or task
 _EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")  # 3e-4, 1.5E+2
 
 
@@ -290,6 +291,50 @@ class ScalingConfig:
 
 
 @dataclass
+class EmbodimentConfig:
+    """A robot: what it observes and what it does (``embodiments.<name>``, docs/data.md).
+
+    Sizes are given as a count or as names (both: they must agree). Action ranges are in the
+    robot's own units, one value per dimension (one value: every dimension); the policy's bins
+    cover them through an affine map (:func:`pac.tasks.to_unit`).
+    """
+
+    state_size: int = 0  # N^P of the robot's state vector (or state_names)
+    state_names: list[str] = field(default_factory=list)
+    action_size: int = 0  # N^A (or action_names)
+    action_names: list[str] = field(default_factory=list)
+    action_low: list[float] = field(default_factory=list)
+    action_high: list[float] = field(default_factory=list)
+    fps: float = 0.0  # control rate in Hz (LeRobot's fps); needed for tasks without simulator
+    cameras: list[str] = field(default_factory=list)  # camera names (not decoded yet)
+    angle_dims: list[int] = field(default_factory=list)  # unbounded joint angles: (sin, cos)
+
+
+@dataclass
+class SimulatorConfig:
+    """How to build a task's environment: a built-in dm_control task and its action repeat."""
+
+    dm_control: str = ""  # a built-in task name, e.g. reacher.easy
+    action_repeat: int = 0  # physics steps per action; 0 = the built-in task's
+
+
+@dataclass
+class TaskConfig:
+    """A task (``tasks.<name>``): an instruction, its embodiment and optionally a simulator.
+
+    Without a simulator a task is a robot's data: its success is ``success_reward`` on the final
+    ``success_window`` fraction of steps (default: reward >= 1 on the final step). With one, its
+    sizes, ranges and success definition are the simulated built-in's unless given.
+    """
+
+    instruction: str = ""  # the model's language input; "" = the task's name
+    embodiment: str = ""  # a name of ``embodiments`` (optional with a simulator)
+    simulator: SimulatorConfig | None = None
+    success_reward: float | None = None
+    success_window: float | None = None
+
+
+@dataclass
 class PACConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -299,6 +344,8 @@ class PACConfig:
     rlft: RLFTConfig = field(default_factory=RLFTConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    embodiments: dict[str, EmbodimentConfig] = field(default_factory=dict)
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -313,6 +360,9 @@ class PACConfig:
                         for gk, gv in g.items():
                             if gk != "name":
                                 out[f"data.groups.{g['name']}.{gk}"] = gv
+                elif section in ("embodiments", "tasks"):
+                    for vk, vv in value.items():
+                        out[f"{section}.{key}.{vk}"] = vv
                 else:
                     out[f"{section}.{key}"] = value
         return out
@@ -334,6 +384,14 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return _build(hint, value, key)
+    if origin is dict and dataclasses.is_dataclass(args[1]):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of names, got {value!r}")
+        for name in value:
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"{key}: names must be non-empty strings, got {name!r}")
+        return {n: _check_type(f"{key}.{n}", v if v is not None else {}, args[1])
+                for n, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
@@ -493,14 +551,139 @@ def _choice(key: str, value: str, allowed: tuple[str, ...] | list[str]) -> None:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
 
 
-def _known_task(key: str, task: str) -> None:
-    if task not in TASKS:
-        raise ConfigError(f"{key}: unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
+def _known_task(key: str, task: str, known: dict[str, TaskSpec]) -> None:
+    if task not in known:
+        raise ConfigError(f"{key}: unknown task {task!r}; known tasks: {', '.join(sorted(known))}"
+                          " (a robot's tasks are declared under tasks:, docs/data.md)")
+
+
+def _sizes(key: str, size: int, names: list[str], what: str) -> int:
+    """N from ``<what>_size`` and/or ``<what>_names`` (they must agree)."""
+    if names and size and size != len(names):
+        raise ConfigError(f"{key}.{what}_size={size} but {what}_names lists {len(names)} names")
+    n = size or len(names)
+    if n < 1:
+        raise ConfigError(f"{key}: give {what}_size (>= 1) or {what}_names")
+    return n
+
+
+def _bounds(key: str, emb: EmbodimentConfig, n: int) -> tuple[tuple[float, ...], ...]:
+    """Per-dimension (low, high) of an embodiment, each given once per dimension or once."""
+    out = []
+    for field_name in ("action_low", "action_high"):
+        values = getattr(emb, field_name)
+        if len(values) not in (1, n):
+            raise ConfigError(f"{key}.{field_name}: expected {n} values (one per action) or one,"
+                              f" got {len(values)}")
+        out.append(tuple(values) * (n if len(values) == 1 else 1))
+    bad = [i for i, (a, b) in enumerate(zip(*out)) if not a < b]
+    if bad:
+        raise ConfigError(f"{key}: action_low must be below action_high in every dimension;"
+                          f" dimension {bad[0]} has [{out[0][bad[0]]:g}, {out[1][bad[0]]:g}]")
+    return out[0], out[1]
+
+
+def declared_tasks(cfg: PACConfig) -> dict[str, TaskSpec]:
+    """The task specs the params declare (``embodiments:``, ``tasks:``), validated field by field.
+
+    A task without simulator takes everything from its embodiment; a task with a dm_control
+    simulator is that built-in task under a new name, instruction and action repeat (its control
+    rate is dm_control's timestep x the repeat). Declared tasks have no weak controller.
+    """
+    out: dict[str, TaskSpec] = {}
+    for section, names in (("embodiments", cfg.embodiments), ("tasks", cfg.tasks)):
+        for name in names:
+            if not _NAME.fullmatch(name):
+                raise ConfigError(f"{section}: the name {name!r} must be made of letters, digits,"
+                                  " '_', '.' and '-' (it names store folders and runs)")
+    for name, emb in cfg.embodiments.items():
+        key = f"embodiments.{name}"
+        n_p = _sizes(key, emb.state_size, emb.state_names, "state")
+        n_a = _sizes(key, emb.action_size, emb.action_names, "action")
+        if emb.action_low or emb.action_high:
+            _bounds(key, emb, n_a)
+        if emb.fps < 0:
+            raise ConfigError(f"{key}.fps={emb.fps!r} is outside the allowed range (0, inf)")
+        bad = [i for i in emb.angle_dims if not 0 <= i < n_p]
+        if bad or len(set(emb.angle_dims)) != len(emb.angle_dims):
+            raise ConfigError(f"{key}.angle_dims: distinct state indices in [0, {n_p}) needed,"
+                              f" got {emb.angle_dims}")
+    for name, task in cfg.tasks.items():
+        key = f"tasks.{name}"
+        if name in BUILTIN_TASKS:
+            raise ConfigError(f"{key}: {name!r} is a built-in task; declare it under another name")
+        if task.success_window is not None:
+            _range(f"{key}.success_window", task.success_window, 0.0, 1.0)
+        if task.instruction and (not task.instruction.strip()
+                                 or not task.instruction.isprintable()):
+            raise ConfigError(f"{key}.instruction: one line of printable text, got"
+                              f" {task.instruction!r:.80}")
+        emb = cfg.embodiments.get(task.embodiment) if task.embodiment else None
+        if task.embodiment and emb is None:
+            raise ConfigError(f"{key}.embodiment: unknown embodiment {task.embodiment!r};"
+                              f" declared: {', '.join(sorted(cfg.embodiments)) or 'none'}")
+        common = {"instruction": task.instruction or name, "embodiment": task.embodiment}
+        if task.simulator is None:
+            if emb is None:
+                raise ConfigError(f"{key}.embodiment: a task without simulator needs an"
+                                  " embodiment (its sizes, action ranges and fps)")
+            ekey = f"embodiments.{task.embodiment}"
+            if not emb.fps > 0:
+                raise ConfigError(f"{ekey}.fps: the control rate (Hz) is needed by task {name}")
+            n_p = _sizes(ekey, emb.state_size, emb.state_names, "state")
+            n_a = _sizes(ekey, emb.action_size, emb.action_names, "action")
+            if not (emb.action_low and emb.action_high):
+                raise ConfigError(f"{ekey}: action_low and action_high (the physical range of"
+                                  f" every action dimension) are needed by task {name}")
+            low, high = _bounds(ekey, emb, n_a)
+            reward = 1.0 if task.success_reward is None else task.success_reward
+            window = 0.0 if task.success_window is None else task.success_window
+            out[name] = TaskSpec(
+                name, task.embodiment, name, n_p, n_a, low, high,
+                success=success_text(reward, window), success_reward=reward,
+                success_window=window, angle_dims=tuple(emb.angle_dims), simulator="",
+                fps=emb.fps, action_names=tuple(emb.action_names),
+                state_names=tuple(emb.state_names), cameras=tuple(emb.cameras), **common,
+            )
+            continue
+        sim, skey = task.simulator, f"{key}.simulator"
+        base = BUILTIN_TASKS.get(sim.dm_control)
+        if base is None:
+            raise ConfigError(f"{skey}.dm_control: {sim.dm_control!r} is not a built-in"
+                              f" dm_control task; known: {', '.join(sorted(BUILTIN_TASKS))}")
+        _range(f"{skey}.action_repeat", sim.action_repeat, 0, None)
+        if emb is not None:
+            ekey = f"embodiments.{task.embodiment}"
+            sizes = (_sizes(ekey, emb.state_size, emb.state_names, "state"),
+                     _sizes(ekey, emb.action_size, emb.action_names, "action"))
+            if sizes != (base.num_proprio, base.num_actions):
+                raise ConfigError(f"{ekey}: state/action sizes {sizes[0]}/{sizes[1]} differ from"
+                                  f" the simulator {sim.dm_control}'s {base.num_proprio}/"
+                                  f"{base.num_actions} (task {name})")
+            if (emb.action_low or emb.action_high) and _bounds(ekey, emb, sizes[1]) != (
+                    base.action_low, base.action_high):
+                raise ConfigError(f"{ekey}: the action range differs from the simulator"
+                                  f" {sim.dm_control}'s (task {name})")
+        reward = base.success_reward if task.success_reward is None else task.success_reward
+        window = base.success_window if task.success_window is None else task.success_window
+        out[name] = dataclasses.replace(
+            base, name=name, action_repeat=sim.action_repeat or base.action_repeat,
+            success=success_text(reward, window), success_reward=reward, success_window=window,
+            weak_gain=0.0, **common,
+        )
+    return out
 
 
 def validate(cfg: PACConfig) -> None:
-    """Range and consistency checks (raise ConfigError naming the key and the allowed range)."""
+    """Range and consistency checks (raise ConfigError naming the key and the allowed range).
+
+    The params' declared tasks are checked first and then registered with :data:`pac.tasks.TASKS`
+    (the resolver every module asks), so any process that validates these params knows them.
+    """
     m, lo, d, t, e, r = cfg.model, cfg.loss, cfg.data, cfg.train, cfg.eval, cfg.rlft
+    declared = declared_tasks(cfg)
+    TASKS.declare(declared)
+    known = {**BUILTIN_TASKS, **declared}
     _choice("model.scale", m.scale, list(SCALES))
     _choice("model.proprio_tokens", m.proprio_tokens, PROPRIO_TOKENS)
     for key in ("d_z", "num_blocks", "widening", "num_heads", "num_latents", "d_i",
@@ -559,7 +742,7 @@ def validate(cfg: PACConfig) -> None:
         if not g.tasks:
             raise ConfigError(f"{key}.tasks: at least one task is needed")
         for task in g.tasks:
-            _known_task(f"{key}.tasks", task)
+            _known_task(f"{key}.tasks", task, known)
         _range(f"{key}.quality", g.quality, 0.0, 1.0)
         _choice(f"{key}.suboptimal", g.suboptimal, SUBOPTIMAL)
         if g.suboptimal == "weak":
@@ -586,7 +769,7 @@ def validate(cfg: PACConfig) -> None:
             )
     for g in d.groups:
         for task in g.tasks:
-            spec = TASKS[task]
+            spec = known[task]
             if spec.num_proprio > m.num_proprio or spec.num_actions > m.num_actions:
                 raise ConfigError(
                     f"data.groups.{g.name}: task {task} needs num_proprio>={spec.num_proprio} and"
@@ -622,17 +805,17 @@ def validate(cfg: PACConfig) -> None:
     _range("eval.max_steps", e.max_steps, 0, None)
     _range("eval.videos_per_task", e.videos_per_task, 0, None)
     for task in e.held_out_tasks:
-        _known_task("eval.held_out_tasks", task)
+        _known_task("eval.held_out_tasks", task, known)
     if not isinstance(e.expert_returns, dict):
         raise ConfigError(f"eval.expert_returns: expected task: return, got {e.expert_returns!r}")
     for task, ret in e.expert_returns.items():
-        _known_task("eval.expert_returns", task)
+        _known_task("eval.expert_returns", task, known)
         if isinstance(ret, bool) or not isinstance(ret, (int, float)) or not math.isfinite(ret):
             raise ConfigError(f"eval.expert_returns.{task}: expected a finite number, got {ret!r}")
 
     _range("rlft.rounds", r.rounds, 0, None)
     for task in r.tasks:
-        _known_task("rlft.tasks", task)
+        _known_task("rlft.tasks", task, known)
     _range("rlft.episodes_per_task", r.episodes_per_task, 1, None)
     _range("rlft.finetune_steps", r.finetune_steps, 1, None)
     if r.lr is not None:

@@ -45,13 +45,15 @@ def dm_suite():
 
 
 def task_spec(task: str) -> TaskSpec:
-    """The registry entry of `task`, or a ValueError naming the known tasks."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[task]
+    """The registry entry of `task` (built-in or declared in params), or a ValueError naming the
+    known tasks; a task without a simulator has no environment."""
+    return TASKS.resolve(task)
 
 
 def _load(spec: TaskSpec, seed: int, time_limit: float | None):
+    if spec.simulator != "dm_control":
+        raise ValueError(f"task {spec.name!r} has no simulator (a robot's data: evaluate it"
+                         " offline); declare tasks.<name>.simulator to roll it out")
     kwargs: dict[str, Any] = {"random": seed}
     if time_limit is not None:
         kwargs["time_limit"] = time_limit
@@ -60,9 +62,18 @@ def _load(spec: TaskSpec, seed: int, time_limit: float | None):
     return suite.load(spec.domain, spec.task, task_kwargs=kwargs, environment_kwargs=env_kwargs)
 
 
-@functools.cache
 def _control_timestep(task: str) -> float:
-    return float(_load(TASKS[task], 0, None).control_timestep())
+    """Seconds per control step: the embodiment's 1/fps, or dm_control's for a simulator task."""
+    spec = task_spec(task)
+    if spec.simulator != "dm_control":
+        return 1.0 / spec.fps
+    return _simulator_timestep(spec.domain, spec.task, spec.action_repeat)
+
+
+@functools.cache
+def _simulator_timestep(domain: str, task: str, action_repeat: int) -> float:
+    spec = TaskSpec(f"{domain}.{task}", domain, task, 0, 0, action_repeat=action_repeat)
+    return float(_load(spec, 0, None).control_timestep())
 
 
 def make_env(task: str, seed: int, episode_steps: int):

@@ -17,10 +17,23 @@ paper leaves open (its robots' joints are bounded); it was made by measurement o
 whose shoulder hinge is unbounded: PAC on the default data (1,500 updates, 20 evaluation
 episodes) reached 8.2 % of expert with the raw angles and 42.4 % with (sin, cos), same seed and
 expert; with the expert's present gains 47.7 and 50.2 % over two seeds (BENCHMARKS.md).
+
+Embodiments and tasks are data: the built-in dm_control tasks below are entries of the same kind
+as the tasks a params file declares (``embodiments:`` / ``tasks:``, :mod:`pac.config`). A task
+is an instruction (the model's language input), its embodiment's sizes, per-dimension action
+ranges and control rate, and optionally a simulator. :data:`TASKS` is the one resolver: the
+built-ins plus every declaration of the params validated in this process
+(:func:`pac.config.validate` calls :meth:`TaskRegistry.declare`), so every process that loads
+the params (CLI, Metaflow steps, DVC stages, evaluation workers) resolves the same names.
+
+Actions are stored in the robot's own units. The policy's N_B bins cover [-1, 1]:
+:func:`to_unit` maps each dimension's [low, high] onto it for training and :func:`from_unit`
+maps back at serving; for the built-in tasks ([-1, 1]) the map is the identity.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,13 +44,14 @@ SUBOPTIMAL = ("random", "weak")
 
 @dataclass(frozen=True)
 class TaskSpec:
-    name: str  # instruction, "<domain>.<task>"
-    domain: str
+    name: str  # the registry name, e.g. "<domain>.<task>" for dm_control
+    domain: str  # dm_control domain; a declared robot's embodiment name
     task: str
     num_proprio: int  # N^P of this task (flattened observation size)
     num_actions: int  # N^A of this task
-    action_low: float = -1.0
-    action_high: float = 1.0
+    #: per-dimension action range in the robot's units (a number is used for every dimension)
+    action_low: float | tuple[float, ...] = -1.0
+    action_high: float | tuple[float, ...] = 1.0
     success: str = ""  # the documented success definition, in words
     success_reward: float = 0.8  # reward threshold ...
     success_window: float = 0.1  # ... held on this final fraction of the episode's steps
@@ -47,11 +61,60 @@ class TaskSpec:
     #: the weak controller of data generation (``GroupConfig.suboptimal: weak``) acts
     #: ``weak_gain`` x the scripted expert's action; 0 = the task has none (see TASKS below)
     weak_gain: float = 0.0
+    instruction: str = ""  # the model's language input; "" = the name (the built-ins)
+    simulator: str = "dm_control"  # "dm_control" or "" (no simulator: a robot's data)
+    fps: float = 0.0  # control rate of a task without simulator (its embodiment's), Hz
+    embodiment: str = ""  # the declared embodiment's name ("" for the built-ins)
+    action_names: tuple[str, ...] = ()
+    state_names: tuple[str, ...] = ()
+    cameras: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for key in ("action_low", "action_high"):
+            value = getattr(self, key)
+            if isinstance(value, (int, float)):
+                value = (float(value),) * self.num_actions
+            object.__setattr__(self, key, tuple(float(v) for v in value))
+        if not self.instruction:
+            object.__setattr__(self, "instruction", self.name)
 
     @property
     def num_features(self) -> int:
         """Width of the model's proprioceptive input for this task (see proprio_features)."""
         return self.num_proprio + len(self.angle_dims)
+
+    @property
+    def low(self) -> np.ndarray:
+        """float32 [N^A] lower action bounds (robot units)."""
+        return np.asarray(self.action_low, dtype=np.float32)
+
+    @property
+    def high(self) -> np.ndarray:
+        """float32 [N^A] upper action bounds (robot units)."""
+        return np.asarray(self.action_high, dtype=np.float32)
+
+
+def to_unit(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Robot actions [..., N^A] -> the policy's bin space: [low, high] -> [-1, 1] per dimension.
+
+    The identity (the input itself, bit for bit) where every range is [-1, 1]: the built-in
+    tasks train on exactly the values they store. A choice the paper leaves open: the map uses
+    the embodiment's declared physical range, not the data's statistics (LeRobot's stats.json),
+    so one robot has one normalisation across datasets and at serving, and data outside it is
+    reported at ingest instead of stretching the bins.
+    """
+    low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
+    if np.all(low == -1.0) and np.all(high == 1.0):
+        return actions
+    a = np.asarray(actions, dtype=np.float32)
+    return (2.0 * (a - low) / (high - low) - 1.0).astype(np.float32)
+
+
+def from_unit(unit: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Bin-space actions [..., N^A] (clipped to [-1, 1]) -> the robot's units [low, high]."""
+    low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
+    u = np.clip(np.asarray(unit, dtype=np.float32), -1.0, 1.0)
+    return (low + (u + 1.0) * 0.5 * (high - low)).astype(np.float32)
 
 
 def proprio_features(spec: TaskSpec, proprio: np.ndarray) -> np.ndarray:
@@ -69,6 +132,17 @@ def proprio_features(spec: TaskSpec, proprio: np.ndarray) -> np.ndarray:
     return np.concatenate([out, np.cos(x[..., dims])], axis=-1)
 
 
+def success_text(success_reward: float, success_window: float) -> str:
+    """The success definition in words (TaskSpec.success)."""
+    if success_window >= 1.0:
+        last = "every step"
+    elif success_window == 0.0:
+        last = "the final step"
+    else:
+        last = f"the last {success_window:.0%} of steps"
+    return f"reward >= {success_reward:g} on {last}"
+
+
 def _spec(
     name: str,
     num_proprio: int,
@@ -83,8 +157,7 @@ def _spec(
 ) -> TaskSpec:
     domain, task = name.split(".", 1)
     task = dm_task or task
-    last = "every step" if success_window >= 1.0 else f"the last {success_window:.0%} of steps"
-    success = f"reward >= {success_reward:g} on {last}"
+    success = success_text(success_reward, success_window)
     return TaskSpec(
         name, domain, task, num_proprio, num_actions, success=success,
         success_reward=success_reward, success_window=success_window,
@@ -111,7 +184,7 @@ def _spec(
 #   cartpole.balance 0.02: 31.6% (0.01: 26.4, 0.03: 38.3) over 100 steps; the task is forgiving
 #     (the zero action scores 22.6%), so its timid controller has 2% of the expert's authority.
 # With the data's N(0, 0.1) action noise (5 episodes, tests/test_envs.py): 38.3, 15.0, 20.4%.
-TASKS: dict[str, TaskSpec] = {
+BUILTIN_TASKS: dict[str, TaskSpec] = {
     s.name: s
     for s in (
         _spec("point_mass.easy", 4, 2, 0.8, 0.1, action_repeat=3, scripted_expert=True,
@@ -133,5 +206,55 @@ TASKS: dict[str, TaskSpec] = {
     )
 }
 
+
+class TaskRegistry(Mapping[str, TaskSpec]):
+    """The resolver of task names: the built-ins plus the tasks declared by the params last
+    validated in this process (a built-in name cannot be declared, :mod:`pac.config` refuses
+    it)."""
+
+    def __init__(self, builtin: dict[str, TaskSpec]):
+        self._builtin = dict(builtin)
+        self._declared: dict[str, TaskSpec] = {}
+
+    def __getitem__(self, name: str) -> TaskSpec:
+        if name in self._declared:
+            return self._declared[name]
+        return self._builtin[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**self._builtin, **self._declared})
+
+    def __len__(self) -> int:
+        return len({**self._builtin, **self._declared})
+
+    def declare(self, specs: dict[str, TaskSpec]) -> None:
+        """Make `specs` the declared tasks (replacing earlier declarations: the registry knows
+        the params this process works with); built-in names are refused."""
+        taken = sorted(set(specs) & set(self._builtin))
+        if taken:
+            raise ValueError(f"task {taken[0]!r} is a built-in task; declare it under another name")
+        self._declared = dict(specs)
+
+    @property
+    def declared(self) -> dict[str, TaskSpec]:
+        """The declared tasks (to hand to worker processes: :meth:`declare` there)."""
+        return dict(self._declared)
+
+    def resolve(self, name: str) -> TaskSpec:
+        """The spec of `name`, or a ValueError naming the known tasks."""
+        if name not in self:
+            raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(self))}"
+                             " (declare a robot's tasks in params: docs/data.md)")
+        return self[name]
+
+    def matching(self, text: str) -> list[str]:
+        """Tasks whose name or instruction is `text` (a dataset's task string), names first."""
+        by_name = [text] if text in self else []
+        return by_name + sorted(t for t in self if t != text and self[t].instruction == text)
+
+
+#: every task this process knows: the built-ins and the loaded params' declarations
+TASKS = TaskRegistry(BUILTIN_TASKS)
+
 #: tasks whose data generation can use ``suboptimal: weak`` (a timid controller, weak_gain != 0)
-WEAK_TASKS: tuple[str, ...] = tuple(sorted(t for t, s in TASKS.items() if s.weak_gain))
+WEAK_TASKS: tuple[str, ...] = tuple(sorted(t for t, s in BUILTIN_TASKS.items() if s.weak_gain))

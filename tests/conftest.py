@@ -12,3 +12,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def declared_tasks():
+    """Restore the process's declared tasks (pac.tasks.TASKS) after a test whose params declare
+    some, so that later tests see the declarations they load themselves."""
+    from pac.tasks import TASKS
+
+    saved = TASKS.declared
+    yield
+    TASKS.declare(saved)

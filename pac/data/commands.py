@@ -79,12 +79,14 @@ def _cmd_version(args: argparse.Namespace) -> int:
 
 def _cmd_tokenizer(args: argparse.Namespace) -> int:
     from pac.data import tokenizer_path
-    from pac.data.tokenizer import TaskTokenizer
+    from pac.data.tokenizer import TaskTokenizer, instruction_tasks
+    from pac.tasks import TASKS
 
     cfg = config_from_args(args)
     out = args.out or tokenizer_path(_root(args, cfg))
     try:
         tok = TaskTokenizer.train(out, cfg.data.tokenizer_vocab, cfg.data.tokenizer_type,
+                                  tasks=instruction_tasks(cfg),
                                   num_tokens=cfg.model.num_text_tokens)
     except ValueError as exc:
         print(f"pac tokenizer train: {exc}", file=sys.stderr)
@@ -93,7 +95,7 @@ def _cmd_tokenizer(args: argparse.Namespace) -> int:
         print(f"pac tokenizer train: {tok.vocab_size} pieces exceed model.vocab_size="
               f"{cfg.model.vocab_size}", file=sys.stderr)
         return 2
-    task = cfg.data.groups[0].tasks[0]
+    task = TASKS.resolve(cfg.data.groups[0].tasks[0]).instruction
     ids, mask = tok.encode(task)
     print(f"{out}: {tok.vocab_size} pieces; {task!r} -> {ids[mask].tolist()}")
     return 0

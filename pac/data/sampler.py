@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 from pac.batch import Batch
-from pac.config import PACConfig, group_alpha_beta
+from pac.config import ConfigError, PACConfig, group_alpha_beta
 from pac.data.store import EpisodeStore, Shard
 from pac.data.tokenizer import TaskTokenizer
-from pac.tasks import TASKS, proprio_features
+from pac.tasks import TASKS, proprio_features, to_unit
 
 PERIOD = 10_000  # slots of the group schedule
 
@@ -111,6 +111,7 @@ class TrajectorySampler:
             self.datasets.append(datasets)
         if not self.weights.any():
             raise ValueError(f"no successful episodes in any group of {store.root}")
+        check_reward_support(cfg, [ds for datasets in self.datasets for ds in datasets])
         self.alpha_beta = np.array([group_alpha_beta(cfg, g) for g in self.groups], np.float32)
         self._schedule, self._rank_in_period, self._quota = self._build_schedule()
         self._text = {
@@ -124,9 +125,17 @@ class TrajectorySampler:
         """Stored observations -> the model's proprioceptive features (pac.tasks)."""
         return proprio_features(TASKS[task], raw) if task in TASKS else raw
 
+    @staticmethod
+    def _unit_actions(task: str, actions: np.ndarray) -> np.ndarray:
+        """Stored actions (robot units) -> the policy's [-1, 1] bins (pac.tasks.to_unit)."""
+        if task not in TASKS:
+            return actions
+        spec = TASKS[task]
+        return to_unit(actions, spec.low, spec.high)
+
     def _tokens(self, task: str) -> tuple[np.ndarray, np.ndarray]:
-        """Task tokens padded (or checked) to model.num_text_tokens."""
-        ids, mask = self.tokenizer.encode(task)
+        """Tokens of the task's instruction padded (or checked) to model.num_text_tokens."""
+        ids, mask = self.tokenizer.encode(TASKS[task].instruction if task in TASKS else task)
         n, size = int(mask.sum()), self.cfg.model.num_text_tokens
         if n > size:
             raise ValueError(f"task {task!r} needs {n} tokens > model.num_text_tokens={size}")
@@ -271,7 +280,8 @@ class TrajectorySampler:
                 feats = self._features(ds.task, shard.proprio[rows])
                 p, a = feats.shape[-1], shard.actions.shape[1]
                 proprio[sub, :, :p] = np.where(valid[..., None], feats, 0.0)
-                actions[sub, :, :a] = np.where(valid[..., None], shard.actions[rows], 0.0)
+                acts = self._unit_actions(ds.task, shard.actions[rows])
+                actions[sub, :, :a] = np.where(valid[..., None], acts, 0.0)
                 rewards[sub] = np.where(valid, shard.rewards[rows], 0.0)
                 discounts[sub] = np.where(valid, shard.discounts[rows], 0.0)
                 step_mask[sub] = valid
@@ -298,12 +308,50 @@ class TrajectorySampler:
         return {
             "proprio": proprio, "proprio_mask": proprio_mask, "text": text, "text_mask": text_mask,
             "actions": actions, "action_mask": action_mask, "rewards": rewards,
-            "discounts": discounts, "step_mask": step_mask, "observed": observed, "alpha": alpha_beta[:, 0].copy(),
+            "discounts": discounts, "step_mask": step_mask, "observed": observed,
+            "alpha": alpha_beta[:, 0].copy(),
             "beta": alpha_beta[:, 1].copy(), "group": group.astype(np.int64), "images": images,
             "image_mask": image_mask,
             "goal_images": np.zeros((B, goal, 80, 80, 3), np.uint8) if goal else None,
             "goal_mask": np.zeros((B, goal), bool) if goal else None,
         }
+
+
+def return_range(r_min: float, r_max: float, gamma: float, horizon: int) -> tuple[float, float]:
+    """The smallest and largest discounted return sum_k gamma^k r_k of rewards in
+    [r_min, r_max] over 1 .. `horizon` steps (gamma < 1: over any number of steps)."""
+    def forever(r: float) -> float:
+        return r / (1.0 - gamma) if gamma < 1.0 else r * horizon
+
+    return (forever(r_min) if r_min < 0 else r_min), (forever(r_max) if r_max > 0 else r_max)
+
+
+def check_reward_support(cfg: PACConfig, datasets: list[_Dataset]) -> None:
+    """Refuse, before any training, data whose returns the critic's support cannot hold.
+
+    Q and V are categorical over [loss.value_min, loss.value_max] (App. B.3) and the projection
+    clips every target into it, so a return outside the support is learned as its edge. The
+    returns of rewards in [r_min, r_max] span :func:`return_range`; the support must contain it
+    (a relative slack of 1e-6 for round-off: r_max = 1, gamma = 0.95 gives 20.000000000000004).
+    The support is not derived from the data: the params say it, and this check says when to
+    change it.
+    """
+    spans = [(float(np.min(s.rewards)), float(np.max(s.rewards)), ds.task)
+             for ds in datasets for s in ds.shards if len(s.rewards)]
+    if not spans:
+        return
+    r_min, r_max = min(x[0] for x in spans), max(x[1] for x in spans)
+    horizon = max(int(ds.length.max()) for ds in datasets if len(ds.length))
+    lo, hi = return_range(r_min, r_max, cfg.loss.gamma, horizon)
+    v_min, v_max = cfg.loss.value_min, cfg.loss.value_max
+    slack = 1e-6 * max(abs(v_min), abs(v_max), 1.0)
+    if lo < v_min - slack or hi > v_max + slack:
+        worst = min(spans)[2] if lo < v_min - slack else max(spans, key=lambda x: x[1])[2]
+        raise ConfigError(
+            f"loss.value_min/value_max [{v_min:g}, {v_max:g}] cannot hold the data's returns:"
+            f" rewards span [{r_min:g}, {r_max:g}] (task {worst}), returns with loss.gamma"
+            f" {cfg.loss.gamma:g} span [{lo:g}, {hi:g}]; widen the support or rescale the rewards"
+        )
 
 
 def to_batch(arrays: dict[str, np.ndarray | None]) -> Batch:

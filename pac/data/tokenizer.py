@@ -1,7 +1,8 @@
 """SentencePiece task-instruction tokens (App. C.3): at most N_tau^L = 50 ids, zero-padded, masked.
 
 Id 0 is the padding id (never produced by encoding), id 1 the unknown piece; there are no
-BOS/EOS ids. Trained on every task name of the registry plus one line of the characters
+BOS/EOS ids. Trained on the instructions of the tasks (the built-ins' instructions are their
+names; a declared task's is free text, :mod:`pac.config`) plus one line of the characters
 instructions may use, so instructions not seen in training still tokenize without unknowns.
 """
 
@@ -9,11 +10,15 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pac.io import atomic_write_bytes, atomic_write_text, sha256_file
-from pac.tasks import TASKS
+from pac.tasks import BUILTIN_TASKS, TASKS
+
+if TYPE_CHECKING:
+    from pac.config import PACConfig
 
 PAD_ID = 0
 UNK_ID = 1
@@ -41,8 +46,16 @@ def check_model(path: str | Path, required: bool = True) -> None:
 
 
 def corpus(tasks: list[str] | None = None) -> list[str]:
-    """Training sentences: the task instructions (default: the registry) and the charset."""
-    return sorted(set(tasks if tasks is not None else TASKS)) + [CHARSET]
+    """Training sentences: the instructions of `tasks` (names of built-in or declared tasks;
+    other strings are taken as instructions; default: the built-in tasks) and the charset."""
+    names = BUILTIN_TASKS if tasks is None else tasks
+    return sorted({TASKS[t].instruction if t in TASKS else t for t in names}) + [CHARSET]
+
+
+def instruction_tasks(cfg: PACConfig) -> list[str]:
+    """The tasks whose instructions the tokenizer learns: the built-ins (the default run's
+    corpus) and every task the params declare."""
+    return sorted({*BUILTIN_TASKS, *cfg.tasks})
 
 
 class TaskTokenizer:

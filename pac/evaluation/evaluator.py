@@ -131,10 +131,13 @@ _SERVERS: dict[PolicySpec, tuple[tuple[int, int], Any]] = {}  # per process: spe
 _ENVS: dict[tuple[str, int], Any] = {}  # per process: one environment per (task, steps)
 
 
-def _init_worker() -> None:
+def _init_worker(declared: dict | None = None) -> None:
+    """One thread per worker; a spawned worker also learns the params' declared tasks."""
     import torch
 
     torch.set_num_threads(1)  # batch-1 inference: one thread per worker, no oversubscription
+    if declared:
+        TASKS.declare(declared)
 
 
 def _policy(spec: PolicySpec, task: str, seed: int):
@@ -222,7 +225,8 @@ class Runner:
             from concurrent.futures import ProcessPoolExecutor
 
             ctx = mp.get_context("spawn")
-            self._pool = ProcessPoolExecutor(self.workers, ctx, _init_worker)
+            self._pool = ProcessPoolExecutor(self.workers, ctx, _init_worker,
+                                             (TASKS.declared,))
         else:
             self._threads = torch.get_num_threads()
             _init_worker()
@@ -333,9 +337,10 @@ def default_tasks(cfg: PACConfig) -> list[str]:
 
 def _check_tasks(tasks: list[str], model_cfg: Any | None) -> None:
     for task in tasks:
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
-        spec = TASKS[task]
+        spec = TASKS.resolve(task)
+        if not spec.simulator:
+            raise ValueError(f"task {task} has no simulator (a robot's data, embodiment"
+                             f" {spec.embodiment}): it cannot be rolled out")
         if model_cfg is not None and (
             spec.num_features > model_cfg.num_proprio or spec.num_actions > model_cfg.num_actions
         ):

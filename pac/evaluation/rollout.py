@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,15 +32,13 @@ import torch
 
 from pac.batch import Observation
 from pac.config import DECODES, PRECISIONS, PACConfig
-from pac.tasks import TASKS, TaskSpec, proprio_features
+from pac.tasks import TASKS, TaskSpec, from_unit, proprio_features, to_unit
 
 Policy = Callable[[Any, Any], np.ndarray]  # (dm_control env, TimeStep) -> action [N^A_task]
 
 
 def _spec(task: str) -> TaskSpec:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[task]
+    return TASKS.resolve(task)
 
 
 # --- episodes -------------------------------------------------------------------------------------
@@ -91,7 +90,7 @@ def run_episode(
             raise ValueError(
                 f"{task}: the policy returned {action!r}; expected {spec.num_actions} finite values"
             )
-        action = np.clip(action, spec.action_low, spec.action_high)
+        action = np.clip(action, spec.low, spec.high)  # float32 bounds: float32 actions
         time_step = env.step(action)
         actions.append(action)
         rewards.append(time_step.reward or 0.0)
@@ -164,6 +163,9 @@ class PolicyServer:
     decode: str = "argmax"
     num_candidates: int = 10
     precision: str = "fp32"  # or bf16: autocast (AMX-BF16 CPUs, GPUs); see EvalConfig.precision
+    #: the checkpoint's task table (pac.checkpoint.task_table): instruction and action range of
+    #: each task as trained; a task not in it is resolved from the registry (pac.tasks)
+    task_table: dict[str, dict] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list, init=False)  # seconds per act() call
     _tasks: dict[str, _TaskInput] = field(default_factory=dict, init=False, repr=False)
 
@@ -186,7 +188,7 @@ class PolicyServer:
         precision: str = "fp32",
     ) -> PolicyServer:
         """Load an inference checkpoint (model.safetensors + config.yaml + tokenizer.model)."""
-        from pac.checkpoint import load_inference_checkpoint
+        from pac.checkpoint import load_inference_checkpoint, load_task_table
         from pac.data.tokenizer import TaskTokenizer
 
         if decode not in DECODES:  # fail before loading anything
@@ -198,20 +200,33 @@ class PolicyServer:
                 f"{checkpoint_dir}: the checkpoint has no tokenizer.model; pass tokenizer_path"
             )
         tokenizer = TaskTokenizer.load(tokenizer_path, cfg.model.num_text_tokens)
-        return cls(model, cfg, tokenizer, decode, num_candidates, precision)
+        return cls(model, cfg, tokenizer, decode, num_candidates, precision,
+                   load_task_table(checkpoint_dir))
 
     # -- input format -------------------------------------------------------------------------
 
     def _task_input(self, task: str) -> _TaskInput:
         """Per-task constant inputs (tokens, masks), built once and cached."""
         if task not in self._tasks:
-            spec, m = _spec(task), self.cfg.model
+            from pac.config import declared_tasks
+
+            m = self.cfg.model
+            spec = declared_tasks(self.cfg).get(task) or _spec(task)  # the policy's own params
+            if task in self.task_table:  # as trained (the policy's action normalisation)
+                row = self.task_table[task]
+                spec = dataclasses.replace(spec, instruction=row["instruction"],
+                                           action_low=tuple(row["action_low"]),
+                                           action_high=tuple(row["action_high"]))
+                if len(spec.action_low) != spec.num_actions:
+                    raise ValueError(f"{task}: the checkpoint's action range has"
+                                     f" {len(spec.action_low)} dimensions, the task"
+                                     f" {spec.num_actions}")
             if spec.num_features > m.num_proprio or spec.num_actions > m.num_actions:
                 raise ValueError(
                     f"{task} needs num_proprio>={spec.num_features}, num_actions>="
                     f"{spec.num_actions}; the model has {m.num_proprio}/{m.num_actions}"
                 )
-            ids, mask = self.tokenizer.encode(task)
+            ids, mask = self.tokenizer.encode(spec.instruction)
             text = torch.as_tensor(np.asarray(ids), dtype=torch.int64).reshape(1, -1)
             text_mask = torch.as_tensor(np.asarray(mask), dtype=torch.bool).reshape(1, -1)
             if text.shape[1] != m.num_text_tokens:
@@ -284,7 +299,8 @@ class PolicyServer:
         images: np.ndarray | None = None,
         generator: torch.Generator | None = None,
     ) -> np.ndarray:
-        """One action (float32 [N^A_task], in the task's action range) for one observation."""
+        """One action (float32 [N^A_task], in the task's action range: the robot's units) for
+        one observation."""
         from pac.model.distributions import mean_action, mode, sample
 
         start = time.perf_counter()
@@ -307,8 +323,7 @@ class PolicyServer:
             action = candidates[0, q[0].argmax()].unsqueeze(0)
         a = action[0, : inp.spec.num_actions].float().cpu().numpy()
         # bins live in [-1, 1]; map to the task's action range (identity for dm_control tasks)
-        low, high = inp.spec.action_low, inp.spec.action_high
-        a = low + (np.clip(a, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
+        a = from_unit(a, inp.spec.low, inp.spec.high)
         self.latencies.append(time.perf_counter() - start)
         return a.astype(np.float32)
 
@@ -351,8 +366,7 @@ class PolicyServer:
             )
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
-        low, high = inp.spec.action_low, inp.spec.action_high
-        unit = 2.0 * (given - low) / (high - low) - 1.0  # inverse of act's range mapping
+        unit = to_unit(given, inp.spec.low, inp.spec.high)  # inverse of act's range mapping
         device = next(self.model.parameters()).device
         padded = torch.zeros(1, given.shape[0], m.num_actions, device=device)
         padded[0, :, : given.shape[1]] = torch.from_numpy(unit.astype(np.float32)).to(device)

@@ -192,7 +192,8 @@ def test_every_step_reaches_a_loss_position_and_final_observations_follow(tmp_pa
             final_proprio=None if terminal else np.full(4, -5.0, np.float32),
         ))
     store.append_episodes("c", eps)
-    cfg = make_cfg("[{name: c, tasks: [point_mass.easy]}]", "data.trajectory_length=5")
+    cfg = make_cfg("[{name: c, tasks: [point_mass.easy]}]", "data.trajectory_length=5",
+                   "loss.value_max=400.0")  # returns of rewards up to 17 at gamma 0.95
     sampler = TrajectorySampler(cfg, EpisodeStore(store.root), tokenizer)
     _, _, episode, offset = sampler.sample_indices(0, 14)  # one pass: all 2 x 7 windows
     batch = sampler.batch(0, 14)

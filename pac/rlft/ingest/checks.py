@@ -38,7 +38,7 @@ REASON_CODES = {
     "meta": "meta.json is not a pac-rollout v1 JSON object, or a meta field has a wrong type",
     "encoding": "text that is not UTF-8",
     "task": "the task is empty, not a string, or changes within an episode",
-    "unknown-task": "the task is not a task of pac/tasks.py",
+    "unknown-task": "the task is neither built in nor declared in params",
     "dtype": "an array or column of the wrong type (integer, complex, text, ...)",
     "shape": "an array or column whose shape does not match the task spec or the declared feature",
     "length": "arrays of one episode with different step counts, or a LeRobot meta/episodes"
@@ -232,16 +232,19 @@ def validate_episode(
     obs = float_array("proprio", proprio, (None, spec.num_proprio))
     if obs.shape[0] != steps:
         raise Rejected("length", f"proprio has {obs.shape[0]} steps but actions have {steps}")
-    low, high = spec.action_low - ACTION_TOLERANCE, spec.action_high + ACTION_TOLERANCE
-    outside = (acts < low) | (acts > high)
+    low, high = spec.low, spec.high  # per dimension, the robot's units
+    outside = (acts < low - ACTION_TOLERANCE) | (acts > high + ACTION_TOLERANCE)
     if outside.any():
         t, i = np.argwhere(outside)[0].tolist()
+        names = spec.action_names or tuple(str(j) for j in range(spec.num_actions))
+        counts = ", ".join(f"{names[j]}: {int(c)}" for j, c in enumerate(outside.sum(0)) if c)
         raise Rejected(
             "action-range",
-            f"{int(outside.sum())} action value(s) outside [{spec.action_low:g},"
-            f" {spec.action_high:g}], first actions[{t}, {i}] = {acts[t, i]:g} (row {t})",
+            f"{int(outside.sum())} action value(s) outside the task's range (per dimension"
+            f" {counts}), first actions[{t}, {i}] = {acts[t, i]:g} outside [{low[i]:g},"
+            f" {high[i]:g}] (row {t})",
         )
-    acts = np.clip(acts, spec.action_low, spec.action_high)
+    acts = np.clip(acts, low, high)
     if success is not None and not isinstance(success, (bool, np.bool_)):
         raise Rejected("meta", f"success must be true or false, got {quote(success)}")
     if rewards is None:

@@ -139,12 +139,34 @@ def check_tree(root: Path) -> None:
 
 
 def expected_fps(task: str) -> tuple[float, float, int]:
-    """(control rate in Hz, control timestep in s, action repeat) of `task` in dm_control."""
+    """(control rate in Hz, control timestep in s, action repeat) of `task`: its embodiment's
+    fps, or dm_control's timestep x action repeat for a simulated task."""
     from pac.envs import _control_timestep
     from pac.tasks import TASKS
 
     dt = _control_timestep(task)
     return 1.0 / dt, dt, TASKS[task].action_repeat
+
+
+def _at_rate(fps: float, rate: float) -> bool:
+    """lerobot stores fps as an integer: a rate that is not one also accepts its nearest."""
+    return abs(fps - rate) <= FPS_TOLERANCE * rate or fps == round(rate)
+
+
+def task_for(text: str, fps: float) -> str:
+    """The task a dataset's task string names: the task of that name, else the task whose
+    instruction it is; where several match (a built-in and a task declared at another rate),
+    the one whose control rate is the dataset's fps."""
+    from pac.tasks import TASKS
+
+    candidates = TASKS.matching(text)
+    if len(candidates) < 2:
+        return candidates[0] if candidates else text  # an unknown text is rejected by its check
+    at_rate = [t for t in candidates if _at_rate(fps, expected_fps(t)[0])]
+    if len(at_rate) > 1:
+        raise Rejected("task", f"task {quote(text)} at {fps:g} fps matches the tasks"
+                       f" {', '.join(at_rate)}: give them distinct instructions in params")
+    return at_rate[0] if at_rate else candidates[0]  # none: the fps check names the first
 
 
 def _read_info(root: Path) -> dict[str, Any]:
@@ -496,7 +518,7 @@ def _episode(
     if int(task_ids[0]) not in tasks:
         raise Rejected("unknown-task", f"episode {ep}: task_index {int(task_ids[0])} is not in"
                        " meta/tasks.parquet")
-    task = tasks[int(task_ids[0])]
+    text = tasks[int(task_ids[0])]
     def column(name: str) -> np.ndarray | None:
         return cols[name][rows] if name in cols else None
 
@@ -505,6 +527,7 @@ def _episode(
     if "next.reward" not in cols and labels is not None:
         success = bool(np.asarray(labels, dtype=bool).any())
     try:
+        task = task_for(text, float(info["fps"]))
         episode = validate_episode(
             task,
             cols["observation.state"][rows],
@@ -532,15 +555,28 @@ def _check_timing(task: str, fps: float, timestamps: np.ndarray | None) -> None:
     lerobot stores fps as an integer, so a rate that is not one (point_mass.easy: 16.67 fps)
     also accepts its nearest integer (17).
     """
+    from pac.tasks import TASKS
+
     rate, dt, repeat = expected_fps(task)
-    if abs(fps - rate) > FPS_TOLERANCE * rate and fps != round(rate):
+    if not _at_rate(fps, rate):
+        spec = TASKS[task]
         also = "" if round(rate) == rate else f" (or {round(rate)} as an integer)"
+        if spec.simulator:
+            how = (f" (dm_control timestep {1e3 * dt / repeat:g} ms x action repeat {repeat} ="
+                   f" {1e3 * dt:g} ms per action)")
+            need = 1.0 / (fps * dt / repeat)
+            declare = (f"tasks: {{<name>: {{instruction: {spec.instruction}, simulator:"
+                       f" {{dm_control: {spec.domain}.{spec.task}, action_repeat:"
+                       f" {round(need)}}}}}}}"
+                       if abs(need - round(need)) < 1e-6 and round(need) >= 1 else "tasks:")
+        else:
+            how = f" (embodiments.{spec.embodiment}.fps)"
+            declare = "tasks: and embodiments:"
         raise Rejected(
             "fps",
-            f"fps {fps:g} is not {task}'s control rate {rate:g} fps{also} (dm_control timestep"
-            f" {1e3 * dt / repeat:g} ms x action repeat {repeat} = {1e3 * dt:g} ms per action);"
-            f" resample the recording to {rate:g} fps, or register a task whose action repeat"
-            " gives this rate in pac/tasks.py",
+            f"fps {fps:g} is not {task}'s control rate {rate:g} fps{also}{how}; resample the"
+            f" recording to {rate:g} fps, or declare a task at {fps:g} fps in params"
+            f" ({declare}; docs/data.md)",
         )
     if timestamps is None:
         return

@@ -99,7 +99,8 @@ def test_lerobot_bad_episodes_rejected_good_ones_kept(tmp_path):
 
 def test_lerobot_fps_must_be_the_task_control_rate(tmp_path):
     """A reacher recording at 50 fps (dm_control's own 20 ms) is not `reacher.easy` (action
-    repeat 2: 40 ms, 25 fps): refused with the expected rate; lerobot's integer 17 stands for
+    repeat 2: 40 ms, 25 fps): refused with the expected rate and the params declaration that
+    takes it (tests/rlft/ingest/test_declared_tasks.py); lerobot's integer 17 stands for
     point_mass.easy's 16.67 fps (60 ms)."""
     landing = tmp_path / "landing"
     reacher = [make_episode("reacher.easy", steps=40, seed=i) for i in range(2)]
@@ -112,7 +113,8 @@ def test_lerobot_fps_must_be_the_task_control_rate(tmp_path):
     assert report.rejected["reacher_50fps#episode_1"] == (
         "fps: episode 1: fps 50 is not reacher.easy's control rate 25 fps (dm_control timestep"
         " 20 ms x action repeat 2 = 40 ms per action); resample the recording to 25 fps, or"
-        " register a task whose action repeat gives this rate in pac/tasks.py")
+        " declare a task at 50 fps in params (tasks: {<name>: {instruction: reacher.easy,"
+        " simulator: {dm_control: reacher.easy, action_repeat: 1}}}; docs/data.md)")
     assert report.rejected["pm_16fps#episode_0"].startswith(
         "fps: episode 0: fps 16 is not point_mass.easy's control rate 16.6667 fps (or 17 as an"
         " integer) (dm_control timestep 20 ms x action repeat 3 = 60 ms per action)")
