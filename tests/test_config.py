@@ -3,8 +3,9 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
-from pac.config import SCALES, ConfigError, load_config
+from pac.config import SCALES, ConfigError, PACConfig, load_config
 
 PARAMS = Path(__file__).resolve().parent.parent / "params"
 
@@ -106,3 +107,30 @@ def test_a_weak_behaviour_needs_tasks_with_a_weak_controller():
     assert load_config(overrides=[noisy % "0.2"]).data.groups[0].action_noise == 0.2
     with pytest.raises(ConfigError, match="data.groups.g.action_noise=-0.1 is outside"):
         load_config(overrides=[noisy % "-0.1"])
+
+
+def _yaml_leaves(node: dict, prefix: str = "") -> dict[str, object]:
+    """Every ``section.key`` the YAML file sets, read with PyYAML alone (not pac.config)."""
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_yaml_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_dataclass_defaults_are_the_default_yaml():
+    """One source of defaults: a PACConfig built from its dataclass defaults is the config of
+    params/default.yaml (`make run`), so a settings change in one place only fails here.
+    data.groups is the dataset mixture, an instance list rather than a per-field default."""
+    raw = yaml.safe_load((PARAMS / "default.yaml").read_text())
+    raw["data"].pop("groups")
+    defaults = PACConfig().flat()
+    differ = {k: (defaults.get(k, "<no such field>"), v) for k, v in _yaml_leaves(raw).items()
+              if defaults.get(k, "<no such field>") != v}
+    assert not differ, f"dataclass default != params/default.yaml: {differ}"
+    # and the keys the YAML leaves out (Table 4's sizes of the scale) resolve the same way
+    resolved, built = load_config().to_dict(), PACConfig().to_dict()
+    resolved["data"].pop("groups"), built["data"].pop("groups")
+    assert built == resolved
