@@ -34,12 +34,10 @@ class ConfigError(ValueError):
 
 # --- Table 4 (scales) and Table 5 (fixed hyper-parameters) --------------------------------------
 
-#: Table 4: latent width D_Z, self-attention blocks M, widening factor W (plus the paper's count).
-#: Table 4 (N_Z = 32 latents at every paper scale). "tiny" is the laptop scale, not the paper's:
-#: D_Z 64, 2 blocks, 16 latents, W 1 trains PAC at ~4 updates/s on one core of the 2-core
-#: reference laptop (the former D_Z 128, 5 blocks, W 2 at ~1/s) and, with 1,500 updates on the
-#: default data, reached 96.8 / 92.3 / 35.0 % of expert on cartpole / point_mass / reacher
-#: (BENCHMARKS.md, "The whole flow on the laptop default").
+#: Table 4: latent width D_Z, self-attention blocks M, widening factor W (plus the paper's count),
+#: N_Z = 32 latents at every paper scale. "tiny" is the laptop scale, not the paper's: small
+#: enough to train the default in minutes on 2 CPU cores (BENCHMARKS.md, "Choosing the laptop
+#: default: model, budget, reacher's input and expert").
 def _scale(d_z: int, num_blocks: int, widening: int, paper_params: int,
            num_latents: int = 32) -> dict[str, int]:
     return {"d_z": d_z, "num_blocks": num_blocks, "widening": widening,
@@ -160,8 +158,8 @@ class DataConfig:
     seed: int = 0
     generate_workers: int = 2
     # T: §4.1's trajectories of length five; the card preset 32 (64 windows = 2048 steps). The
-    # laptop default sets 2: 80 x 2 has the compute of 32 x 5 and 80 independent states per
-    # update, which raised the default from 72.8 to 75.2 % of expert over 3 seeds (BENCHMARKS.md).
+    # laptop default's 2: 80 x 2 has the compute of 32 x 5 with 80 independent states per update
+    # (BENCHMARKS.md, "Independent states per update: windows of 2 steps").
     trajectory_length: int = 2
     sampler_workers: int = 0
     tokenizer_vocab: int = 64  # SentencePiece vocabulary (N_T); capped by the corpus
@@ -212,7 +210,8 @@ class EvalConfig:
     decode: Decode = "argmax"
     num_candidates: int = 10  # K actions for q_rerank
     #: inference arithmetic: fp32, or bf16 autocast (the paper's precision; AMX-BF16 CPUs and
-    #: GPUs run it 2-3x faster, actions agree with fp32 up to near-ties)
+    #: GPUs run it faster, actions agree with fp32 up to near-ties; BENCHMARKS.md, "Simulation
+    #: evaluation")
     precision: Precision = "fp32"
     #: control steps per evaluated episode; 0 = from the data: each task runs over the episode
     #: length of the data the policy was trained on (the checkpoint's horizons.json), else
@@ -239,8 +238,8 @@ class RLFTConfig:
     finetune_steps: int = 100
     #: fine-tuning learning rate, constant over the rlft.finetune_steps updates; None = the
     #: pretraining schedule again (train.lr_init -> lr_peak -> lr_end). 1e-4 is the default's
-    #: train.lr_end: restarting at lr_peak = 1e-3 took point_mass.easy from 96.7% to 73.3%
-    #: success in one round of the default flow, 1e-4 to 90.0% (30 episodes, BENCHMARKS.md)
+    #: train.lr_end: restarting at lr_peak forgets the pretrained policy (BENCHMARKS.md, "The
+    #: fine-tuning learning rate (`rlft.lr`)")
     lr: float | None = 1e-4
     weight: float = 1.0  # lambda of the rollout group
     #: how the collecting policy picks actions on the robot: argmax (the deployed policy: the
