@@ -459,6 +459,14 @@ def load_config(
     return cfg
 
 
+def config_from_dict(values: dict[str, Any]) -> PACConfig:
+    """A resolved config saved as :meth:`PACConfig.to_dict` (a flow's `config` artefact, a
+    checkpoint's config.yaml), type-checked and validated again."""
+    cfg = _build(PACConfig, values)
+    validate(cfg)
+    return cfg
+
+
 def resolve_variant(cfg: PACConfig, explicit: dict[str, Any] | None = None) -> None:
     """What a loss variant implies for the data: FilteredBC (App. C.5) is BC on the successful
     episodes only, so ``loss.variant=filtered_bc`` sets ``data.success_only`` unless the params

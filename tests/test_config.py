@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pac.config import SCALES, ConfigError, PACConfig, load_config
+from pac.config import SCALES, ConfigError, PACConfig, config_from_dict, load_config
+from pac.pipeline import frozen_settings
 
 PARAMS = Path(__file__).resolve().parent.parent / "params"
 
@@ -134,3 +135,15 @@ def test_dataclass_defaults_are_the_default_yaml():
     resolved, built = load_config().to_dict(), PACConfig().to_dict()
     resolved["data"].pop("groups"), built["data"].pop("groups")
     assert built == resolved
+
+
+@pytest.mark.parametrize("preset", ["default.yaml", "presets/card15B.yaml",
+                                    "presets/alpha_pac.yaml"])
+def test_a_resolved_config_reloads_as_itself(preset, tmp_path):
+    """What a flow's later steps and `pac` commands read: the `start` step's resolved config as
+    a dict (`config_from_dict`) or as a params file (`frozen_settings`), not the YAML again."""
+    cfg = load_config(PARAMS / preset, ["loss.variant=filtered_bc", "loss.alpha=1.0",
+                                        "loss.beta=0"] if preset == "default.yaml" else [])
+    assert config_from_dict(cfg.to_dict()) == cfg
+    frozen = frozen_settings(cfg, tmp_path)
+    assert frozen.overrides == [] and load_config(frozen.params) == cfg
