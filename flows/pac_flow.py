@@ -35,11 +35,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from metaflow import FlowSpec, Parameter, card, current, parallel, resources, retry, step
 
+from pac.config import PACConfig, config_from_dict
 from pac.pipeline import SAFE_RETRY
 
 
@@ -113,7 +115,7 @@ class PACFlow(FlowSpec):
         self._hold_lock()
         from pac.pipeline import data_step
 
-        self.data_version = data_step(self.settings, self.mlflow_run_id)
+        self.data_version = data_step(self.settings, self.mlflow_run_id, self._config())
         self.next({"local": self.pretrain, "distributed": self.pretrain_launch},
                   condition="mode")
 
@@ -126,12 +128,17 @@ class PACFlow(FlowSpec):
         self._hold_lock()
         from pac.pipeline import pretrain
 
-        cfg = self.settings.config()
+        cfg = self._config()
         result = pretrain(cfg, self._flow_run(), self.mlflow_run_id)
         self.policy_dir = str(result.policy_dir)
         self.pretrain_run_id = result.run_id
         self.train_history = result.history  # the run logs its dataset inputs itself
         self.next(self.evaluate_split)
+
+    def _config(self) -> PACConfig:
+        """The settings `start` validated (its `config` artefact): a retried or resumed step
+        runs with them even when the params file was edited since."""
+        return config_from_dict(self.config)
 
     def _flow_run(self) -> str:
         """The flow run the output folders belong to (see `start`)."""
@@ -162,7 +169,7 @@ class PACFlow(FlowSpec):
         self._hold_lock()
         from pac.pipeline import claim_train_dir
 
-        claim_train_dir(self.settings.config().train.out_dir, self._flow_run())
+        claim_train_dir(self._config().train.out_dir, self._flow_run())
         self.next(self.pretrain_nodes, num_parallel=self.nodes)
 
     @parallel
@@ -170,11 +177,13 @@ class PACFlow(FlowSpec):
     @step
     def pretrain_nodes(self):
         """One node of multi-node pretraining: torchrun starts gpus-per-node DeepSpeed ranks."""
-        from pac.pipeline import distributed_train_command, run_distributed_node
+        from pac.pipeline import distributed_train_command, frozen_settings, run_distributed_node
 
-        run_distributed_node(distributed_train_command(
-            self.settings, current.parallel.num_nodes, current.parallel.node_index,
-            current.parallel.main_ip, self.gpus_per_node, self.mlflow_run_id))
+        with tempfile.TemporaryDirectory() as tmp:
+            run_distributed_node(distributed_train_command(
+                frozen_settings(self._config(), tmp), current.parallel.num_nodes,
+                current.parallel.node_index, current.parallel.main_ip, self.gpus_per_node,
+                self.mlflow_run_id))
         self.node_index = current.parallel.node_index
         self.next(self.pretrain_join)
 
@@ -184,7 +193,7 @@ class PACFlow(FlowSpec):
         from pac.train import TrainResult  # noqa: F401  (documents what the nodes produced)
 
         self.merge_artifacts(inputs, exclude=["node_index"])
-        cfg = self.settings.config()
+        cfg = self._config()
         self.policy_dir = str(Path(cfg.train.out_dir) / "policy")
         self.pretrain_run_id = None
         self.train_history = []
@@ -196,7 +205,7 @@ class PACFlow(FlowSpec):
         self._hold_lock()
         from pac.evaluation.evaluator import default_tasks
 
-        tasks = default_tasks(self.settings.config())
+        tasks = default_tasks(self._config())
         domains: dict[str, list[str]] = {}
         for task in tasks:
             domains.setdefault(task.split(".")[0], []).append(task)
@@ -212,7 +221,7 @@ class PACFlow(FlowSpec):
         from pac.evaluation.evaluator import evaluate
 
         self.domain, tasks = self.input
-        cfg = self.settings.config()
+        cfg = self._config()
         result = evaluate(cfg, self.policy_dir, tasks,
                           out_dir=Path(cfg.eval.out_dir) / self.domain,
                           tracking_parent_run=self.mlflow_run_id)
@@ -238,7 +247,7 @@ class PACFlow(FlowSpec):
                                               "data_version"])
         self.eval_run_ids = [i.eval_run_id for i in inputs]
         self.eval_runs = {f"eval-{i.domain}": i.eval_run_id for i in inputs}
-        cfg = self.settings.config()
+        cfg = self._config()
         merged = merge_evaluations([i.eval_dir for i in inputs], cfg.eval.out_dir, cfg)
         self.eval_table = merged.table
         self.eval_rows = merged.rows
@@ -267,7 +276,7 @@ class PACFlow(FlowSpec):
             from pac.rlft.rounds import STATE_FILE, rlft
 
             self.round += 1
-            cfg = self.settings.config()
+            cfg = self._config()
             # resume=True continues this flow run's rounds (rlft.out_dir is its own): those of
             # earlier passes, and the stages a killed or failed attempt of this pass finished
             # (a retry or a `resume` collects and ingests nothing twice). The first pass also
@@ -303,7 +312,7 @@ class PACFlow(FlowSpec):
         self._hold_lock()
         from pac.pipeline import finish
 
-        cfg = self.settings.config()
+        cfg = self._config()
         rounds_md = Path(cfg.rlft.out_dir) / "rounds.md"
         children = {"pretrain": self.pretrain_run_id}
         children |= dict(sorted(self.eval_runs.items()))

@@ -26,7 +26,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from pac.config import PACConfig, _build, validate
+from pac.config import PACConfig, config_from_dict
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
@@ -101,9 +101,7 @@ def load_checkpoint_config(ckpt_dir: str | Path) -> PACConfig:
     path = Path(ckpt_dir) / CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"{ckpt_dir}: not an inference checkpoint (no {CONFIG})")
-    cfg = _build(PACConfig, yaml.safe_load(path.read_text()) or {})
-    validate(cfg)
-    return cfg
+    return config_from_dict(yaml.safe_load(path.read_text()) or {})
 
 
 def _check_horizons(horizons: object, where: Path) -> dict[str, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 
 from pac.cli_args import add_config_args, config_from_args
@@ -42,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pac",
         description="PAC (Perceiver-Actor-Critic) pipeline: data, training, evaluation, RLFT.",
     )
+    # `deepspeed` and `torch.distributed.launch` put `--local_rank=N` / `--local-rank=N` before
+    # the sub-command; the rank itself is read from LOCAL_RANK, which both launchers also set.
+    parser.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int,
+                        default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("config", help="validate a params file and print the resolved settings")
     add_config_args(p)
@@ -56,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

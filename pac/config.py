@@ -34,12 +34,10 @@ class ConfigError(ValueError):
 
 # --- Table 4 (scales) and Table 5 (fixed hyper-parameters) --------------------------------------
 
-#: Table 4: latent width D_Z, self-attention blocks M, widening factor W (plus the paper's count).
-#: Table 4 (N_Z = 32 latents at every paper scale). "tiny" is the laptop scale, not the paper's:
-#: D_Z 64, 2 blocks, 16 latents, W 1 trains PAC at ~4 updates/s on one core of the 2-core
-#: reference laptop (the former D_Z 128, 5 blocks, W 2 at ~1/s) and, with 1,500 updates on the
-#: default data, reached 96.8 / 92.3 / 35.0 % of expert on cartpole / point_mass / reacher
-#: (BENCHMARKS.md, "The whole flow on the laptop default").
+#: Table 4: latent width D_Z, self-attention blocks M, widening factor W (plus the paper's count),
+#: N_Z = 32 latents at every paper scale. "tiny" is the laptop scale, not the paper's: small
+#: enough to train the default in minutes on 2 CPU cores (BENCHMARKS.md, "Choosing the laptop
+#: default: model, budget, reacher's input and expert").
 def _scale(d_z: int, num_blocks: int, widening: int, paper_params: int,
            num_latents: int = 32) -> dict[str, int]:
     return {"d_z": d_z, "num_blocks": num_blocks, "widening": widening,
@@ -58,12 +56,17 @@ SCALES: dict[str, dict[str, int]] = {
 }
 
 #: what phi^P gives the Perceiver (model.proprio_tokens, pac.model.encoders.ProprioEncoder)
-PROPRIO_TOKENS = ("scalar", "joint", "both")
-VARIANTS = ("pac", "bc", "bc_q", "filtered_bc", "alpha_pac", "pac_v")
-PRECISIONS = ("fp32", "bf16")
+ProprioTokens = Literal["scalar", "joint", "both"]
+Variant = Literal["pac", "bc", "bc_q", "filtered_bc", "alpha_pac", "pac_v"]
+Precision = Literal["fp32", "bf16"]
 #: train.precision: auto = bf16 where this machine runs it faster (pac.train.ds_config)
-TRAIN_PRECISIONS = ("auto", *PRECISIONS)
-DECODES = ("argmax", "mean", "sample", "q_rerank")  # App. B.3 categorical policy -> one action
+TrainPrecision = Literal["auto", "fp32", "bf16"]
+Decode = Literal["argmax", "mean", "sample", "q_rerank"]  # App. B.3 categorical policy -> action
+PROPRIO_TOKENS: tuple[str, ...] = typing.get_args(ProprioTokens)
+VARIANTS: tuple[str, ...] = typing.get_args(Variant)
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+TRAIN_PRECISIONS: tuple[str, ...] = typing.get_args(TrainPrecision)
+DECODES: tuple[str, ...] = typing.get_args(Decode)
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")  # a declared embodiment or task
 _EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")  # 3e-4, 1.5E+2
 
@@ -77,8 +80,8 @@ class ModelConfig:
     num_blocks: int = 2  # M, latent self-attention blocks (Table 4)
     widening: int = 1  # W, MLP hidden = W * width (Table 4)
     num_heads: int = 4
-    num_latents: int = 32  # N_Z
-    d_i: int = 32  # D_I, token embedding size (Table 5: 256)
+    num_latents: int = 16  # N_Z (Table 4: 32; the tiny scale's 16)
+    d_i: int = 64  # D_I, token embedding size (Table 5: 256)
     d_o: int = 0  # N_O / D_O, decoder query width; 0 means "same as d_z"
     decoder_widening: int = 0  # MLP widening of the policy/V decoder blocks (0 = no MLP)
     #: MLP widening of the Q decoder block (Perceiver IO's decoder block has one): the MLP is
@@ -86,7 +89,7 @@ class ModelConfig:
     q_decoder_widening: int = 1
     num_gains: int = 8  # N_G, multi-scale normaliser gains 1e-4 ... 1e3 (eq. 15)
     #: phi^P's tokens: scalar (App. B.2: N_G per scalar) | joint (one, an MLP over all) | both
-    proprio_tokens: str = "scalar"
+    proprio_tokens: ProprioTokens = "scalar"
     num_action_bins: int = 101  # N_B
     num_value_bins: int = 101  # N_Q
     # Input format (Table 5: 223, 5, 3, 50, 38, 32000, 80x80).
@@ -109,15 +112,15 @@ class ModelConfig:
 class LossConfig:
     """The offline actor-critic objective (eq. 11, eq. 14) and its variants (App. C.5)."""
 
-    variant: str = "pac"  # pac | bc | bc_q | filtered_bc | alpha_pac | pac_v
+    variant: Variant = "pac"
     alpha: float = 0.75  # BC weight; 1 - alpha weighs policy improvement
     beta: float = 38.0  # Q (TD) loss scale
-    eta: float = 0.1  # temperature of exp(Q / eta)
-    gamma: float = 0.99
+    eta: float = 0.02  # temperature of exp(Q / eta)
+    gamma: float = 0.95
     num_action_samples: int = 10  # N samples a' ~ pi_theta'
     target_update_period: int = 100  # f_theta'
     value_min: float = 0.0  # support of the categorical Q / V distribution
-    value_max: float = 100.0
+    value_max: float = 20.0  # >= max reward / (1 - gamma)
     #: alpha over training (§4.3: BC first, then RL): [[from_update, alpha], ...]; empty = constant
     alpha_schedule: list[list[float]] = field(default_factory=list)
 
@@ -141,7 +144,7 @@ class GroupConfig:
     weight: float = 1.0  # lambda (App. C.4)
     alpha: float | None = None  # alpha-PAC: per-group alpha / beta (App. C.5); None = loss.alpha
     beta: float | None = None
-    source: str = "sim"  # sim | real | rollout
+    source: Literal["sim", "real", "rollout"] = "sim"
 
 
 @dataclass
@@ -156,12 +159,12 @@ class DataConfig:
     seed: int = 0
     generate_workers: int = 2
     # T: §4.1's trajectories of length five; the card preset 32 (64 windows = 2048 steps). The
-    # laptop default sets 2: 80 x 2 has the compute of 32 x 5 and 80 independent states per
-    # update, which raised the default from 72.8 to 75.2 % of expert over 3 seeds (BENCHMARKS.md).
-    trajectory_length: int = 5
+    # laptop default's 2: 80 x 2 has the compute of 32 x 5 with 80 independent states per update
+    # (BENCHMARKS.md, "Independent states per update: windows of 2 steps").
+    trajectory_length: int = 2
     sampler_workers: int = 0
     tokenizer_vocab: int = 64  # SentencePiece vocabulary (N_T); capped by the corpus
-    tokenizer_type: str = "bpe"  # bpe | unigram
+    tokenizer_type: Literal["bpe", "unigram"] = "bpe"
     success_only: bool = False  # FilteredBC: sample successful episodes only
 
 
@@ -169,10 +172,10 @@ class DataConfig:
 class TrainConfig:
     """Optimiser and schedule (Table 12 / model card), DeepSpeed and checkpoints."""
 
-    steps: int = 200
-    global_batch: int = 32  # trajectories per update (paper: 512; card preset: 64 of length 32)
+    steps: int = 3000
+    global_batch: int = 80  # trajectories per update (paper: 512; card preset: 64 of length 32)
     micro_batch: int = 0  # per-rank micro batch; 0 = global_batch / world_size
-    lr_init: float = 1e-6
+    lr_init: float = 1e-5
     lr_peak: float = 1e-3
     lr_end: float = 1e-4
     warmup_steps: int = 0  # linear warm-up; 0 uses warmup_fraction
@@ -185,18 +188,18 @@ class TrainConfig:
     zero_stage: int = 0
     #: auto (bf16 where it is faster: GPUs with bf16, CPUs with native bf16 matmuls measured
     #: faster than fp32; fp32 elsewhere) | fp32 | bf16; fp32 master weights and Adam states
-    precision: str = "auto"
+    precision: TrainPrecision = "auto"
     offload_optimizer: bool = False
-    backend: str = "auto"  # auto (gloo on CPU, nccl on GPU) | gloo | nccl
-    checkpoint_every: int = 100
-    log_every: int = 10
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: gloo on CPU, nccl on GPU
+    checkpoint_every: int = 500
+    log_every: int = 25
     #: evaluate the online weights every this many updates (and at the end) on the training
     #: tasks and eval.held_out_tasks; 0 = off (pac.train.periodic_eval, docs/scaling.md)
     eval_every: int = 0
     eval_episodes: int = 3  # episodes per task of each evaluation during training
     seed: int = 0
     out_dir: str = "runs/pretrain"
-    launcher: str = "local"  # local (one process) | deepspeed | torchrun | metaflow
+    launcher: Literal["local", "deepspeed", "torchrun", "metaflow"] = "local"
 
 
 @dataclass
@@ -205,11 +208,12 @@ class EvalConfig:
 
     episodes_per_task: int = 10
     workers: int = 2
-    decode: str = "argmax"  # sample | argmax | q_rerank
+    decode: Decode = "argmax"
     num_candidates: int = 10  # K actions for q_rerank
     #: inference arithmetic: fp32, or bf16 autocast (the paper's precision; AMX-BF16 CPUs and
-    #: GPUs run it 2-3x faster, actions agree with fp32 up to near-ties)
-    precision: str = "fp32"
+    #: GPUs run it faster, actions agree with fp32 up to near-ties; BENCHMARKS.md, "Simulation
+    #: evaluation")
+    precision: Precision = "fp32"
     #: control steps per evaluated episode; 0 = from the data: each task runs over the episode
     #: length of the data the policy was trained on (the checkpoint's horizons.json), else
     #: data.episode_steps (docs/rollout_format.md, "Control rate and horizon")
@@ -235,13 +239,13 @@ class RLFTConfig:
     finetune_steps: int = 100
     #: fine-tuning learning rate, constant over the rlft.finetune_steps updates; None = the
     #: pretraining schedule again (train.lr_init -> lr_peak -> lr_end). 1e-4 is the default's
-    #: train.lr_end: restarting at lr_peak = 1e-3 took point_mass.easy from 96.7% to 73.3%
-    #: success in one round of the default flow, 1e-4 to 90.0% (30 episodes, BENCHMARKS.md)
+    #: train.lr_end: restarting at lr_peak forgets the pretrained policy (BENCHMARKS.md, "The
+    #: fine-tuning learning rate (`rlft.lr`)")
     lr: float | None = 1e-4
     weight: float = 1.0  # lambda of the rollout group
     #: how the collecting policy picks actions on the robot: argmax (the deployed policy: the
     #: paper collects its evaluation trials) | sample (a ~ pi, explores) | q_rerank
-    decode: str = "argmax"
+    decode: Decode = "argmax"
     #: the rollouts' BC/RL trade-off and TD scale (eq. 11): fine-tuning runs a `pac` objective as
     #: alpha-PAC so that they apply (bc_q / filtered_bc / pac_v keep one alpha, beta for all)
     alpha: float = 0.75
@@ -424,7 +428,7 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         return value
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, args))}")
         return value
     return value
 
@@ -509,6 +513,14 @@ def load_config(
     cfg = _build(PACConfig, raw)
     resolve_scale(cfg, explicit=raw.get("model", {}))
     resolve_variant(cfg, explicit=raw.get("data", {}))
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(values: dict[str, Any]) -> PACConfig:
+    """A resolved config saved as :meth:`PACConfig.to_dict` (a flow's `config` artefact, a
+    checkpoint's config.yaml), type-checked and validated again."""
+    cfg = _build(PACConfig, values)
     validate(cfg)
     return cfg
 

@@ -10,12 +10,13 @@ import dataclasses
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pac.config import DEFAULT_PARAMS, PACConfig, load_config
+from pac.config import DEFAULT_PARAMS, PACConfig, load_config, save_config
 
 #: Stages of dvc.yaml that build the training data (App. C.3-C.4).
 DATA_STAGES = ("generate", "tokenizer")
@@ -33,6 +34,14 @@ class Settings:
 
     def config(self) -> PACConfig:
         return load_config(self.params, self.overrides)
+
+
+def frozen_settings(cfg: PACConfig, folder: str | Path) -> Settings:
+    """`cfg` written as a params file in `folder`, for the `pac` commands a step starts: they
+    then run with the settings `start` validated, not the params file as it is now."""
+    path = Path(folder) / "params.yaml"
+    save_config(cfg, path)
+    return Settings(str(path), [])
 
 
 def flow_overrides(
@@ -249,38 +258,40 @@ def uses_dvc_pipeline(settings: Settings) -> bool:
     return same_file and not any(o.startswith("data.") for o in settings.overrides)
 
 
-def version_data(settings: Settings) -> dict[str, Any]:
+def version_data(settings: Settings, cfg: PACConfig | None = None) -> dict[str, Any]:
     """Build (or confirm up to date) the training data and return its version.
 
     With the default data settings this is `dvc repro generate tokenizer` (a no-op when the
-    outputs are current); with other data settings the same `pac data` commands run directly.
+    outputs are current; DVC reads the params file itself); with other data settings the same
+    `pac data` commands run directly, on `cfg` (default: `settings.config()`).
     Returns `pac.data.dataset_version` (the DVC hashes and the store fingerprint).
     """
     from pac.data import dataset_version
 
-    cfg = settings.config()
+    cfg = cfg or settings.config()
     env = _env_with_venv()
     if uses_dvc_pipeline(settings):
         subprocess.run(["dvc", "repro", *DATA_STAGES], check=True, env=env)
-    else:
-        sets = [a for o in settings.overrides for a in ("--set", o)]
+        return dataset_version(cfg.data.root)
+    with tempfile.TemporaryDirectory() as tmp:
+        params = ["--params", frozen_settings(cfg, tmp).params]
         base = [*_pac_command()]
         for group in cfg.data.groups:
-            subprocess.run(
-                [*base, "data", "generate", "--params", settings.params, *sets,
-                 "--group", group.name, "--quiet"], check=True, env=env)
-        subprocess.run([*base, "tokenizer", "train", "--params", settings.params, *sets],
-                       check=True, env=env)
+            subprocess.run([*base, "data", "generate", *params, "--group", group.name,
+                            "--quiet"], check=True, env=env)
+        subprocess.run([*base, "tokenizer", "train", *params], check=True, env=env)
     return dataset_version(cfg.data.root)
 
 
-def data_step(settings: Settings, parent_run_id: str) -> dict[str, Any]:
+def data_step(settings: Settings, parent_run_id: str,
+              cfg: PACConfig | None = None) -> dict[str, Any]:
     """A flow's `data` step: :func:`version_data`, then the version as the parent run's params
     and dataset inputs. Returns the version."""
     from pac.tracking import Tracker
 
-    version = version_data(settings)
-    parent = Tracker(settings.config(), "", run_id=parent_run_id)
+    cfg = cfg or settings.config()
+    version = version_data(settings, cfg)
+    parent = Tracker(cfg, "", run_id=parent_run_id)
     parent.log_params({f"data_version.{k}": v for k, v in version.items()})
     parent.log_datasets(version)
     return version

@@ -3,8 +3,10 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
-from pac.config import SCALES, ConfigError, load_config
+from pac.config import SCALES, ConfigError, PACConfig, config_from_dict, load_config
+from pac.pipeline import frozen_settings
 
 PARAMS = Path(__file__).resolve().parent.parent / "params"
 
@@ -106,3 +108,42 @@ def test_a_weak_behaviour_needs_tasks_with_a_weak_controller():
     assert load_config(overrides=[noisy % "0.2"]).data.groups[0].action_noise == 0.2
     with pytest.raises(ConfigError, match="data.groups.g.action_noise=-0.1 is outside"):
         load_config(overrides=[noisy % "-0.1"])
+
+
+def _yaml_leaves(node: dict, prefix: str = "") -> dict[str, object]:
+    """Every ``section.key`` the YAML file sets, read with PyYAML alone (not pac.config)."""
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_yaml_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_dataclass_defaults_are_the_default_yaml():
+    """One source of defaults: a PACConfig built from its dataclass defaults is the config of
+    params/default.yaml (`make run`), so a settings change in one place only fails here.
+    data.groups is the dataset mixture, an instance list rather than a per-field default."""
+    raw = yaml.safe_load((PARAMS / "default.yaml").read_text())
+    raw["data"].pop("groups")
+    defaults = PACConfig().flat()
+    differ = {k: (defaults.get(k, "<no such field>"), v) for k, v in _yaml_leaves(raw).items()
+              if defaults.get(k, "<no such field>") != v}
+    assert not differ, f"dataclass default != params/default.yaml: {differ}"
+    # and the keys the YAML leaves out (Table 4's sizes of the scale) resolve the same way
+    resolved, built = load_config().to_dict(), PACConfig().to_dict()
+    resolved["data"].pop("groups"), built["data"].pop("groups")
+    assert built == resolved
+
+
+@pytest.mark.parametrize("preset", ["default.yaml", "presets/card15B.yaml",
+                                    "presets/alpha_pac.yaml"])
+def test_a_resolved_config_reloads_as_itself(preset, tmp_path):
+    """What a flow's later steps and `pac` commands read: the `start` step's resolved config as
+    a dict (`config_from_dict`) or as a params file (`frozen_settings`), not the YAML again."""
+    cfg = load_config(PARAMS / preset, ["loss.variant=filtered_bc", "loss.alpha=1.0",
+                                        "loss.beta=0"] if preset == "default.yaml" else [])
+    assert config_from_dict(cfg.to_dict()) == cfg
+    frozen = frozen_settings(cfg, tmp_path)
+    assert frozen.overrides == [] and load_config(frozen.params) == cfg

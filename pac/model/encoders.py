@@ -27,15 +27,9 @@ class ProprioEncoder(nn.Module):
     ``tokens`` (``model.proprio_tokens``): ``scalar`` is App. B.2's encoder above (the default);
     ``joint`` replaces those N^P*N_G tokens by one, an MLP (N^P*N_G -> 4 D_I -> D_I, ReLU) over
     all the multi-scale features; ``both`` appends that token to the scalar ones. The joint
-    token is not the paper's; it is an option because of a measurement on reacher.easy
-    (benchmarks/bench_action_head.py, BENCHMARKS.md "Reacher and the Perceiver's proprio
-    tokens"). Behaviour cloning of 200 expert episodes, same loop and batches, regression head:
-    the tiny Perceiver fits the held-out expert states as well with either layout (mean error
-    0.029 scalar, 0.031 joint) but scores 20.5 % of expert in closed loop with scalar tokens and
-    73.4 % with the joint token (a plain MLP 91.6 %); with the categorical head and mean
-    decoding 27.3 against 59.3 %. In the default multi-task PAC run it lowered reacher instead
-    (12.0, 2.0 and 0.4 % over three variants, against 22.1-35.7 % with scalar tokens), so the
-    default stays App. B.2's.
+    token is not the paper's: an option because it helped reacher.easy's behaviour cloning but
+    not the default PAC run, so the default stays App. B.2's (BENCHMARKS.md, "Reacher and the
+    Perceiver's proprio tokens").
     """
 
     def __init__(self, num_proprio: int, num_gains: int, d_i: int,

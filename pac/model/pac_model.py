@@ -13,11 +13,8 @@ decoder pass with K queries (cross-attention treats queries independently).
 Parameter counts (Table 4). The input cross-attention and the M latent blocks carry an MLP of
 widening W; the Q decoder's cross-attention block an MLP of widening ``model.q_decoder_widening``
 (default 1, see :class:`QDecoder`), the policy and V decoders one of ``model.decoder_widening``
-(default 0: none). With Table 5's input format this gives XXS 32.8M (+2.6%), XS 76.3M (+4.5%),
-S 169.6M (+3.4%), M 400.4M (+2.4%), L 1006.1M (+1.8%) against Table 4, and 15.31B (-2.5%) for
-the model card's 15.7B; an MLP in the policy decoder too would put XS outside the +-5% band.
-The 32000 x 256 text embedding (8.2M) is a fixed share of every scale. Run
-``pac model-info --all`` for the table and the count per component.
+(default 0: none), which keeps every scale within 5 % of Table 4 with Table 5's input format
+(tests/model/test_model_info.py). ``pac model-info --all`` prints the counts per component.
 """
 
 from __future__ import annotations
@@ -92,11 +89,9 @@ class QDecoder(Decoder):
 
     Its cross-attention block keeps Perceiver IO's MLP (``model.q_decoder_widening``, default 1).
     Without it Q is linear in the attended state summary plus the action query, and the only
-    state x action interaction is the softmax over N_Z latents: on a two-context bandit where
-    the best action flips with the context (tests/test_losses_targets.py), 600 updates left Q
-    action-blind (spread over actions 0.000 against a true 0.9); with the MLP and a unit-scale
-    action encoder the spread was 0.85 and the within-context rank correlation 1.00. It adds
-    2 D_O^2 parameters (XXS +2.5%, L +1.7% against Table 4).
+    state x action interaction is the softmax over N_Z latents: Q stays action-blind on a
+    bandit whose best action flips with the context (tests/test_losses_targets.py; BENCHMARKS.md,
+    "The critic's action sensitivity (two-context bandit)"). It adds 2 D_O^2 parameters.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:

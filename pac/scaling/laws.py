@@ -338,11 +338,9 @@ def step_window(profiles: Sequence[Profile], num: int = ENVELOPE_POINTS) -> tupl
     """The default FLOP window: from the first to the last size change of the envelope.
 
     The envelope is a staircase of a few sizes, and a least-squares line through it depends on
-    how the window cuts its first and last steps. Measured on the 12-size synthetic ladder of
-    tests/scaling/test_scaling.py (true a = 0.92): the overlap window (``overlap_window``) gives
-    a = 0.72, because the smallest and largest models fill its two ends; this window, whole
-    steps only, gives 0.92 like a hand-aligned one. With fewer than two size changes it is the
-    overlap window.
+    how the window cuts its first and last steps: whole steps only, not the overlap window
+    whose ends the smallest and largest models fill (docs/scaling.md, "What it computes").
+    With fewer than two size changes it is the overlap window.
     """
     lo, hi = overlap_window([p.run for p in profiles])
     env = envelope(profiles, num, (lo, hi))

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="pretrain PAC on a DeepSpeed engine (one process, or under deepspeed/torchrun)",
         description="Offline actor-critic training (eq. 11) with AdamW and the Table 12"
         " schedule; ZeRO stage, precision and batch from params. Multi-rank: deepspeed"
-        " --no_local_rank --num_gpus N $(which pac) train ... or torchrun --nproc_per_node N"
+        " --num_gpus N $(which pac) train ... or torchrun --nproc_per_node N"
         " -m pac.cli train ...",
     )
     add_config_args(p)

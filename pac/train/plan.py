@@ -14,18 +14,11 @@
   One forward pass of the online network with one Q query per sample: App. E.2 charges the
   target network only through the 1/f_theta' term, and the N sampled actions not at all.
 
-Table 17 and this count. Every matrix product of the count equals what torch's
-``FlopCounterMode`` measures on the real model (tests/train/test_flops.py), yet the count is
-0.945 (XXS), 0.795 (XS), 0.743 (S), 0.747 (M) and 0.697 (L) of Table 17's forward column. The
-part it cannot reconstruct is the latent stack SATTN_PROC: the five gaps are, within 0.4% of
-Table 17, x M N_Z D_Z^2 plus a smaller D_Z-linear or N_Z D_Z^2 correction with x = 13.6-15.2,
-i.e. Table 17 charges each latent block about (22 + 4W) N_Z D_Z^2 where its four D_Z x D_Z
-projections and W-wide MLP cost (8 + 4W) N_Z D_Z^2; its encoder and MLP shares agree with this
-count. No reading of App. E.2 gives such a term: counting the target network pass or the N = 10
-sampled actions, a trajectory of T steps as the token unit, 6 instead of 2 FLOPs per parameter,
-or a fused q/k/v projection counted three times (the closest: 0.96-1.03x) all leave a gap
-beyond +-3% at some scale. Fitted exponents from this count are therefore not on the paper's
-FLOP axis; a constant factor (e.g. B x T samples instead of B) only moves N_0 and D_0.
+Table 17 and this count: every matrix product of the count equals what torch's
+``FlopCounterMode`` measures on the real model (tests/train/test_flops.py), yet it stays below
+Table 17 in the latent blocks, a term no reading of App. E.2 reproduces; fitted exponents are
+therefore not on the paper's FLOP axis (docs/scaling.md, "`pac scaling flops`: the FLOP count
+and Table 17").
 """
 
 from __future__ import annotations
@@ -98,10 +91,9 @@ def resnet_flops(m: ModelConfig) -> float:
     at the stage's input resolution, a 3x3/2 max-pool and two residual units of two
     convolutions each; 80x80 -> 10x10 after three stages. ``num_kernels`` is read as
     c_in x c_out, the number of w1 x w2 kernels a convolution applies (App. E.2 leaves it
-    open). Measured: this is exactly the convolution FLOPs torch's ``FlopCounterMode`` counts
-    for the real encoder (tests/scaling/test_scaling.py), 3.65e8 per 80x80 image; counting c_out
-    kernels only gave 1.2e7, and Table 17's scale-independent share (about 3.6e9 of the XXS
-    forward pass) only fits the c_in x c_out reading.
+    open): the reading that matches torch's ``FlopCounterMode`` on the real encoder
+    (tests/scaling/test_scaling.py) and Table 17's scale-independent share (BENCHMARKS.md,
+    "FLOP count against Table 17").
     """
     size, c_in, total = m.image_size, 3, 0.0
     for c_out in m.resnet_channels:

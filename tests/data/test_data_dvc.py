@@ -4,6 +4,7 @@ Real dvc and git in a temporary copy of the repository (dvc.yaml, params, the co
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,52 @@ def test_dvc_yaml_lists_every_simulated_group_by_index():
     foreach = stages["generate"]["foreach"]
     groups = load_config(REPO / "params" / "default.yaml").data.groups
     assert foreach == {g.name: i for i, g in enumerate(groups) if g.source == "sim"}
+
+
+def _dvc_stages() -> dict[str, dict]:
+    """dvc.yaml's stages with each `foreach` expanded the way DVC does (`${key}`, `${item}`)."""
+    stages = {}
+    for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" not in stage:
+            stages[name] = stage
+            continue
+        for key, item in stage["foreach"].items():
+            text = yaml.safe_dump(stage["do"]).replace("${key}", str(key))
+            stages[f"{name}@{key}"] = yaml.safe_load(text.replace("${item}", str(item)))
+    return stages
+
+
+def _names(entries: list) -> list[str]:
+    """Path names of a deps/outs/params list, whose entries are strings or one-key mappings."""
+    return [e if isinstance(e, str) else next(iter(e)) for e in entries]
+
+
+def test_every_dvc_dependency_exists_or_is_a_stage_output():
+    """A stale path (a renamed module) would make DVC fail, or stop rerunning on code changes."""
+    stages = _dvc_stages()
+    outs = {o for s in stages.values() for o in _names(s.get("outs", []) + s.get("metrics", []))}
+    deps = {d for s in stages.values() for d in _names(s.get("deps", []))}
+    missing = sorted(d for d in deps - outs if not (REPO / d).exists())
+    assert not missing, f"dvc.yaml names missing dependencies: {missing}"
+    # and every repository file its comments point to
+    comments = [ln for ln in (REPO / "dvc.yaml").read_text().splitlines() if ln.lstrip()[:1] == "#"]
+    named = set(re.findall(r"[\w./-]+/[\w.-]+\.(?:py|yaml|md)\b", "\n".join(comments)))
+    stale = sorted(p for p in named if not (REPO / p).exists())
+    assert named and not stale, f"dvc.yaml's comments name missing files: {stale}"
+
+
+def test_every_dvc_param_key_is_in_the_params_file():
+    """Each `params:` key resolves in its file (a renamed key would silently never rerun)."""
+    for name, stage in _dvc_stages().items():
+        for entry in stage.get("params", []):
+            for file, keys in entry.items():
+                params = yaml.safe_load((REPO / file).read_text())
+                for key in keys:
+                    node = params
+                    for part in key.split("."):
+                        found = part in node if isinstance(node, dict) else int(part) < len(node)
+                        assert found, f"{name}: {file} has no {key}"
+                        node = node[part] if isinstance(node, dict) else node[int(part)]
 
 
 def test_default_low_quality_group_is_chef_like(tmp_path):

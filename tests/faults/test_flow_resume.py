@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from flow_helpers import TINY_FLOW as SETTINGS
 from flow_helpers import (
     copy_project,
@@ -97,6 +98,39 @@ def test_sigkill_inside_pretrain_then_resume_equals_an_uninterrupted_run(tmp_pat
     diff = max((expected[k] - final[k]).abs().max().item() for k in expected)
     print(f"resumed from update {start}; max |theta_resumed - theta_uninterrupted| = {diff}")
     assert all(torch.equal(expected[k], final[k]) for k in expected)
+
+
+@pytest.mark.slow
+def test_resume_after_a_params_edit_runs_with_the_settings_of_start(tmp_path):
+    """Kill the flow once `pretrain` has begun, edit params/default.yaml, resume: every resumed
+    step runs with the values `start` validated (its `config` artefact), none with the edit."""
+    repo = tmp_path / "clone"
+    repo.mkdir()
+    copy_project(repo)
+    log = tmp_path / "run.log"
+    proc = start_flow(repo, log, "run", "--set", ";".join(SETTINGS))
+    claimed = "*/pretrain/flow_run.json"  # written as `pretrain` begins (claim_train_dir)
+    kill_flow_when(proc, log, lambda: any((repo / "runs" / "flow").glob(claimed)))
+
+    params = repo / "params" / "default.yaml"
+    edited = yaml.safe_load(params.read_text())
+    assert (edited["loss"]["alpha"], edited["train"]["lr_peak"], edited["eval"]["decode"]) == (
+        0.75, 1.0e-3, "argmax")
+    edited["loss"]["alpha"], edited["train"]["lr_peak"], edited["eval"]["decode"] = (
+        0.5, 5.0e-4, "sample")
+    params.write_text(yaml.safe_dump(edited, sort_keys=False))
+
+    resumed = run_flow(repo, "resume")
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-5000:]
+    got = metaflow_client(repo, (
+        "run = list(Flow('PACFlow').runs())[0]\n"
+        "print(json.dumps({'ok': run.successful, 'origin': run.origin_pathspec,"
+        " 'pretrain': run.data.pretrain_run_id, 'evals': run.data.eval_run_ids}))\n"))
+    assert got["ok"] and got["origin"]
+    by_id = {r.info.run_id: r for r in store_runs(repo)}
+    pretrain_params = by_id[got["pretrain"]].data.params
+    assert (pretrain_params["loss.alpha"], pretrain_params["train.lr_peak"]) == ("0.75", "0.001")
+    assert [by_id[r].data.params["eval.decode"] for r in got["evals"]] == ["argmax"]
 
 
 @pytest.mark.slow

@@ -117,7 +117,7 @@ def test_zero_stages_two_ranks(stage, launcher, data_root, mlflow_root, tmp_path
         cmd = [str(bindir / "torchrun"), "--standalone", "--nproc_per_node", "2",
                "-m", "pac.cli", *pac_args]
     else:
-        cmd = [str(bindir / "deepspeed"), "--no_local_rank", "--num_gpus", "2", "--master_port",
+        cmd = [str(bindir / "deepspeed"), "--num_gpus", "2", "--master_port",
                str(29500 + os.getpid() % 1000), str(bindir / "pac"), *pac_args]
     proc = subprocess.run(cmd, env=clean_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
