@@ -191,15 +191,20 @@ def test_champion_alias_moves_only_when_beaten(tmp_path, tiny_policy):
     run = Tracker(cfg, "rlft-round-0")
     uri = run.log_policy(tiny_policy)
     rows, moved = [], []
-    for k, s in enumerate([10, 8, 10, 13]):
+    for k, s in enumerate([10, 8, 10, 13, 19]):
         row = _row(k, s)
-        moved.append(_update_champion(cfg, run, tiny_policy, uri, row, rows))
+        row.champion = _update_champion(cfg, run, tiny_policy, uri, row, rows)
+        moved.append(row.champion)
         rows.append(row)
-    assert moved == [True, False, False, True]  # a tie does not move it
+    # a tie and 13/20 against 10/20 (z = 0.96, inside the noise) do not move it; 19/20 does
+    assert moved == [True, False, False, False, True]
     champ = model_alias(cfg, CHAMPION)
-    assert champ["version"] == "4" and champ["tags"]["success_rate"] == "65.0000"
-    assert champ["tags"]["rlft_round"] == "3"
-    assert [r.model_version for r in rows] == ["1", "2", "3", "4"]  # every round registered
+    assert champ["version"] == "5" and champ["tags"]["success_rate"] == "95.0000"
+    assert champ["tags"]["rlft_round"] == "4"
+    # z = (0.95 - 0.5) / sqrt(0.725 * 0.275 * (1/20 + 1/20)) = 3.187, by hand
+    assert "19/20 vs v1 10/20: z = 3.19, one-sided p = 0.001 < 0.05" in \
+        champ["tags"]["pac.champion_decision"]
+    assert [r.model_version for r in rows] == ["1", "2", "3", "4", "5"]  # every round registered
 
 
 @pytest.mark.slow
