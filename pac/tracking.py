@@ -255,11 +255,26 @@ class Tracker:
             self.client.log_figure(self.run_id, figure, artifact_file)
 
     def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
-        """Rows as an MLflow table artefact (``.json``; the UI renders it as a table)."""
-        if self.enabled and rows:
-            columns = list(dict.fromkeys(k for r in rows for k in r))
-            data = {c: [_table_value(r.get(c)) for r in rows] for c in columns}
+        """Rows as an MLflow table artefact (``.json``; the UI renders it as a table).
+
+        Logging the same file again replaces it (MLflow's own ``log_table`` appends the rows
+        to an existing file, so two steps logging one table would show every row twice)."""
+        if not (self.enabled and rows):
+            return
+        import pandas as pd
+
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        data = {c: [_table_value(r.get(c)) for r in rows] for c in columns}
+        folder = os.path.dirname(artifact_file) or None
+        if artifact_file not in {a.path for a in self.client.list_artifacts(self.run_id, folder)}:
             self.client.log_table(self.run_id, data, artifact_file)
+            return
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:  # same layout as MLflow's table files
+            path = Path(tmp) / os.path.basename(artifact_file)
+            pd.DataFrame(data).to_json(path, orient="split", index=False, date_format="iso")
+            self.client.log_artifact(self.run_id, str(path), folder)
 
     def log_datasets(self, version: dict[str, Any], context: str = "training") -> None:
         """One MLflow dataset input per DVC-tracked data output (its DVC hash as the digest),
@@ -413,15 +428,49 @@ def load_policy_model(cfg: PACConfig, model_uri: str):
 # --- model registry (RLFT rounds: the `champion` alias) -------------------------------------------
 
 
+def _logged_model_id(mlc: MlflowClient, model_uri: str) -> str:
+    """The logged model behind ``models:/m-<id>`` or ``runs:/<run_id>/<name>`` (the newest of
+    that name in the run)."""
+    if model_uri.startswith("models:/m-"):
+        return model_uri[len("models:/"):].split("/")[0]
+    if not model_uri.startswith("runs:/"):
+        raise ValueError(f"model_uri {model_uri!r} is neither models:/m-<id> nor runs:/<id>/<name>")
+    run_id, _, name = model_uri[len("runs:/"):].partition("/")
+    run = mlc.get_run(run_id)
+    outputs = sorted(run.outputs.model_outputs if run.outputs else [], key=lambda o: o.step)
+    ids = [o.model_id for o in outputs if mlc.get_logged_model(o.model_id).name == name]
+    if not ids:
+        raise ValueError(f"run {run_id} logged no model named {name!r}")
+    return ids[-1]
+
+
 def register_policy(cfg: PACConfig, model_uri: str, tags: dict[str, Any] | None = None) -> str:
     """Register `model_uri` (``models:/m-<id>`` or ``runs:/<id>/policy_model``) as a new version
     of ``tracking.registered_model``, tagged with `tags` and the lineage tags; returns the
-    version number."""
+    version number.
+
+    The version's run is the flow's parent run when the tags name one (``pac.flow_run``), so
+    the parent run page lists it under "Registered models"; else the run that logged it."""
+    from mlflow.exceptions import MlflowException
+
     all_tags = {k: str(v) for k, v in (lineage_tags() | (tags or {})).items()}
     all_tags.pop("mlflow.source.git.commit", None)  # a run tag; versions carry pac.git_commit
+    mlc, name = client(cfg), cfg.tracking.registered_model
+    model_id = _logged_model_id(mlc, model_uri)
+    run_id = all_tags.get("pac.flow_run") or mlc.get_logged_model(model_id).source_run_id
+    with contextlib.suppress(MlflowException):  # exists already
+        mlc.create_registered_model(name)
     with _store(cfg):
-        version = mlflow.register_model(model_uri, cfg.tracking.registered_model, tags=all_tags)
+        version = mlc.create_model_version(name, f"models:/{model_id}", run_id=run_id,
+                                           tags=all_tags, model_id=model_id)
     return str(version.version)
+
+
+def set_version_tags(cfg: PACConfig, version: str, tags: dict[str, Any]) -> None:
+    """Set (or overwrite) tags of one registered version."""
+    mlc = client(cfg)
+    for key, value in tags.items():
+        mlc.set_model_version_tag(cfg.tracking.registered_model, str(version), key, str(value))
 
 
 def model_version(cfg: PACConfig, version: str) -> dict[str, Any]:
