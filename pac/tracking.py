@@ -57,12 +57,62 @@ MODEL_REQUIREMENTS = ["torch==2.13.0", "numpy==2.4.6", "safetensors", "pyyaml", 
 
 
 def tracking_uri(cfg: PACConfig) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else ``tracking.uri``; a sqlite file's folder is created."""
+    """``MLFLOW_TRACKING_URI`` if set, else ``tracking.uri``; a sqlite file's folder is created,
+    and a store that was moved or copied is pointed at its own artefacts
+    (:func:`relocate_store`)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):])
         db.parent.mkdir(parents=True, exist_ok=True)
+        if db.is_file():
+            relocate_store(db.resolve())
     return uri
+
+
+#: MLflow's sqlite columns that hold absolute artefact URIs.
+_URI_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                ("logged_models", "artifact_location"), ("model_versions", "storage_location"))
+#: Experiment tag: the artefact root relative to the sqlite file's folder (a movable store).
+ROOT_TAG = "pac.artifact_root"
+
+
+@functools.lru_cache(maxsize=8)
+def relocate_store(db: Path) -> int:
+    """Point the artefact URIs of a moved or copied sqlite store at its own artefact folder;
+    returns the number of rows changed (0 for a store where it was made).
+
+    MLflow stores local artefact locations as absolute paths (it resolves relative ones when
+    an experiment is created), so a copied ``mlruns/`` would read the original's files, and
+    fail once they are gone. Every experiment records its root relative to the database's
+    folder (tag ``pac.artifact_root``; older stores: a folder of the same name next to the
+    database); when that folder exists and the recorded absolute location differs, the prefix
+    is rewritten in every column holding an artefact URI, in one transaction."""
+    import sqlite3
+    from urllib.parse import unquote, urlparse
+
+    changed = 0
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as con, con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"experiments", "experiment_tags"} <= tables:
+            return 0
+        rel = dict(con.execute("SELECT experiment_id, value FROM experiment_tags WHERE key = ?",
+                               (ROOT_TAG,)).fetchall())
+        for exp_id, old in con.execute(
+                "SELECT experiment_id, artifact_location FROM experiments").fetchall():
+            if not old.startswith("file://"):
+                continue
+            here = db.parent / (rel.get(exp_id) or Path(unquote(urlparse(old).path)).name)
+            new = here.resolve().as_uri()
+            if new == old or not here.is_dir() or exp_id not in rel and (
+                    Path(unquote(urlparse(old).path)).is_dir()):
+                continue
+            for table, column in _URI_COLUMNS:
+                if table in tables:
+                    changed += con.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?)"  # noqa: S608
+                        f" WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                        (new, len(old) + 1, old, len(old) + 1, old + "/")).rowcount
+    return changed
 
 
 def artifact_location(cfg: PACConfig) -> str:
@@ -82,10 +132,17 @@ def experiment_id(mlc: MlflowClient, cfg: PACConfig) -> str:
     tagged for the UI's model-training view."""
     exp = mlc.get_experiment_by_name(cfg.tracking.experiment)
     if exp is None:
-        exp_id = mlc.create_experiment(cfg.tracking.experiment,
-                                       artifact_location=artifact_location(cfg),
-                                       tags=dict([EXPERIMENT_KIND]))
-        return exp_id
+        tags = dict([EXPERIMENT_KIND])
+        from urllib.parse import unquote, urlparse
+
+        root = Path(unquote(urlparse(artifact_location(cfg)).path))
+        uri = tracking_uri(cfg)
+        if uri.startswith("sqlite:///"):  # the root's place in the store: it moves with it
+            with contextlib.suppress(ValueError):
+                db_dir = Path(uri[len("sqlite:///"):]).resolve().parent
+                tags[ROOT_TAG] = root.relative_to(db_dir).as_posix()
+        return mlc.create_experiment(cfg.tracking.experiment,
+                                     artifact_location=artifact_location(cfg), tags=tags)
     if exp.tags.get(EXPERIMENT_KIND[0]) is None:  # an experiment made before the tag existed
         mlc.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
     return exp.experiment_id
