@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -600,8 +601,12 @@ def finish(
         figures_dir or Path(cfg.rlft.out_dir).parent / "figures", train_history or [],
         eval_rows or [], [dataclasses.asdict(r) for r in rows],
         champion.round if rows else None)
+    latest = Path(out_dir) / "figures"  # what `dvc plots show` renders: the newest figures
     for path in figures.values():
         tracker.log_artifact(path, "figures")
+        if path.parent.resolve() != latest.resolve():
+            latest.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, latest / path.name)
     tracker.log_artifact(card)
     if eval_rows:  # replaces the table evaluate_join logged (log_table overwrites)
         tracker.log_table(eval_rows, "evaluation/results_table.json")
