@@ -218,6 +218,19 @@ def test_mlflow_ui_in_a_real_browser_shows_the_review(flow_repo, tmp_path):
     version = metaflow_client(
         repo, "print(json.dumps(Flow('PACFlow').latest_run.data.registered_version))")
     assert seen["champion_version"] == str(version)
+    # the headline the page showed is the handed-over policy's result over every episode it was
+    # evaluated on: the "all" row of the flow's merged evaluation (pretrained champion) or of
+    # the champion round's evaluation
+    folder = repo / metaflow_client(repo, (
+        "d = Flow('PACFlow').latest_run.data\n"
+        "print(json.dumps(d.config['eval']['out_dir'] if d.champion_round == 0 else"
+        " next(r['eval_dir'] for r in d.rlft_rows if r['round'] == d.champion_round)))"))
+    every = json.loads((folder / "metrics.json").read_text())["train"]["all"]
+    successes = round(every["success_rate"] * every["episodes"] / 100)
+    assert seen["headline"] == (f"{every['success_rate']:.1f} [{every['success_low']:.1f},"
+                                f" {every['success_high']:.1f}] ({successes}/{every['episodes']}"
+                                " episodes)")
+    assert seen["episodes"] == every["episodes"]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for name, path in seen["screenshots"].items():
         data = Path(path).read_bytes()
