@@ -598,7 +598,8 @@ def finish(
 
     # The parent run as the dashboard.
     figures = write_figures(
-        figures_dir or Path(cfg.rlft.out_dir).parent / "figures", train_history or [],
+        figures_dir or Path(cfg.rlft.out_dir).parent / "figures",
+        with_eval_curves(cfg, train_history or [], (children or {}).get("pretrain")),
         eval_rows or [], [dataclasses.asdict(r) for r in rows],
         champion.round if rows else None)
     latest = Path(out_dir) / "figures"  # what `dvc plots show` renders: the newest figures
@@ -684,8 +685,10 @@ def read_results_csv(path: str | Path) -> list[dict[str, Any]]:
                 for r in csv.DictReader(fh)]
 
 
-#: Training metrics the learning-curve figure draws (eq. 11 terms, and alpha/beta for shares).
-CURVE_KEYS = ("loss/total", "loss/policy_improvement", "loss/bc", "loss/q", "alpha", "beta")
+#: Training metrics the learning-curve figure draws (eq. 11 terms, alpha/beta for shares, and
+#: the evaluation during training when it was on).
+CURVE_KEYS = ("loss/total", "loss/policy_improvement", "loss/bc", "loss/q", "alpha", "beta",
+              "eval/return_norm", "eval/success")
 
 
 def training_history(cfg: PACConfig, train_dir: str | Path) -> list[dict[str, float]]:
@@ -704,6 +707,22 @@ def training_history(cfg: PACConfig, train_dir: str | Path) -> list[dict[str, fl
         for step, value in metric_history(cfg, run_id, key):
             steps.setdefault(step, {"step": step})[key] = value
     return [steps[s] for s in sorted(steps)]
+
+
+def with_eval_curves(cfg: PACConfig, history: list[dict[str, float]], run_id: str | None
+                     ) -> list[dict[str, float]]:
+    """`history` (the trainer's logged losses) with the training run's evaluation-during-training
+    points (``eval/*`` in MLflow, logged at their update) merged in by step."""
+    from pac.tracking import metric_history
+
+    if not run_id:
+        return history
+    steps = {int(h["step"]): dict(h) for h in history if "step" in h}
+    for key in CURVE_KEYS:
+        if key.startswith("eval/"):
+            for step, value in metric_history(cfg, run_id, key):
+                steps.setdefault(step, {"step": step})[key] = value
+    return [steps[s] for s in sorted(steps)] if steps else history
 
 
 def output_figures(cfg: PACConfig, out_dir: str | Path, train_dir: str | Path | None = None,

@@ -64,3 +64,32 @@ def test_eval_without_checkpoint_takes_the_flow_runs_policy_or_says_what_to_pass
     assert default_checkpoint(load_config()) == "runs/flow/7/pretrain/policy"
     (project / "runs" / "pretrain" / "policy").mkdir(parents=True)  # a stand-alone training
     assert default_checkpoint(load_config()) == "runs/pretrain/policy"
+
+
+def test_learning_curves_show_return_against_updates_and_the_q_losss_expected_shape(tmp_path):
+    """The training run's eval/* points (from its MLflow run) join the logged losses by update
+    and are drawn, in percent, as the figure's first panel; the Q note sits under it."""
+    from pac.pipeline import with_eval_curves
+    from pac.plots import Q_NOTE, learning_curves
+    from pac.tracking import Tracker
+
+    cfg = load_config(overrides=[f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                                 f"tracking.artifact_dir={tmp_path}/artifacts"])
+    run = Tracker(cfg, "pretrain-tiny")
+    for step, ret, success in ((50, 0.25, 0.0), (100, 0.625, 0.5)):
+        run.log_metrics({"eval/return_norm": ret, "eval/success": success}, step=step)
+    losses = [{"step": s, "loss/total": 9.0 - s / 50, "loss/policy_improvement": 1.0,
+               "loss/bc": 2.0, "loss/q": 3.0 - s / 100, "alpha": 0.75, "beta": 38.0}
+              for s in (25, 50, 75, 100)]
+    history = with_eval_curves(cfg, losses, run.run_id)
+    assert [h["step"] for h in history] == [25, 50, 75, 100]
+    assert [h.get("eval/return_norm") for h in history] == [None, 0.25, None, 0.625]
+    assert history[3]["loss/q"] == 2.0  # the losses are kept
+    fig = learning_curves(history)
+    first = fig.axes[0]
+    lines = {line.get_label(): line for line in first.lines}
+    assert list(lines["% of expert"].get_xdata()) == [50, 100]
+    assert list(lines["% of expert"].get_ydata()) == [25.0, 62.5]
+    assert list(lines["success %"].get_ydata()) == [0.0, 50.0]
+    assert [t.get_text() for t in fig.texts if t.get_text() == Q_NOTE] == [Q_NOTE]
+    assert with_eval_curves(cfg, losses, None) == losses  # no training run: losses only
