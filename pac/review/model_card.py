@@ -88,7 +88,7 @@ def usage_markdown(cfg: PACConfig, registered_model: str) -> list[str]:
         "```python",
         "import mlflow",
         "",
-        'mlflow.set_tracking_uri("sqlite:///mlruns/mlflow.db")  # the store of the run',
+        f'mlflow.set_tracking_uri("{cfg.tracking.uri}")  # the store of the run',
         f'policy = mlflow.pyfunc.load_model("models:/{registered_model}@champion")',
         f"actions = policy.predict({example})",
         "# one list of actions per row, each in [-1, 1] (greedy: the most likely bin)",
@@ -106,10 +106,11 @@ def limitations_markdown(cfg: PACConfig, facts: ModelCardFacts) -> list[str]:
     """What the policy was not shown to do."""
     lines = ["## Limitations", "",
              "- Trained and evaluated in simulation only (dm_control, proprioception"
-             f"{'' if cfg.data.render else ' without images'}); never run on a robot.",
-             f"- Evaluated on {sum(int(c['episodes']) for c in facts.task_success.values())}"
-             " episodes in all: the intervals above are wide."]
+             f"{'' if cfg.data.render else ' without images'}); never run on a robot."]
     if facts.task_success:
+        episodes = sum(int(c["episodes"]) for c in facts.task_success.values())
+        lines.append(f"- Evaluated on {episodes} episodes in all: the intervals above are that"
+                     " wide.")
         worst = min(facts.task_success, key=lambda t: facts.task_success[t]["rate"])
         cell = facts.task_success[worst]
         lines.append(f"- Weakest task: {worst}, {cell['rate']:.1f} % success"
