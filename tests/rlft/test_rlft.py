@@ -258,5 +258,12 @@ def test_rlft_rounds_end_to_end_with_resume(tmp_path):
         assert r.data.tags["mlflow.parentRunId"] == result.run_id
         assert "success_rate" in r.data.metrics
     champ = model_alias(cfg, CHAMPION)
-    best = max(result.rows, key=lambda r: (r.overall["rate"], -r.round))
+    best = result.rows[0]  # the rule written out: a round replaces only when z > 1.6449
+    for row in result.rows[1:]:
+        (s1, n1), (s0, n0) = ((int(r.overall["successes"]), int(r.overall["episodes"]))
+                              for r in (row, best))
+        pooled = (s1 + s0) / (n1 + n0)
+        var = pooled * (1 - pooled) * (1 / n1 + 1 / n0)
+        if var > 0 and (s1 / n1 - s0 / n0) / math.sqrt(var) > 1.6448536269514722:
+            best = row
     assert champ is not None and champ["tags"]["rlft_round"] == str(best.round)
