@@ -434,11 +434,6 @@ def all_task_row(champion, eval_rows: list[dict[str, Any]]):
     return row
 
 
-def rounded(values: dict[str, float], digits: int = 4) -> dict[str, float]:
-    """Metrics as shown: percentages to 4 decimals instead of 14-digit binary fractions."""
-    return {k: round(float(v), digits) for k, v in values.items()}
-
-
 def _run_link(exp_id: str, run_id: str | None, name: str) -> str:
     return f"[{name}](#/experiments/{exp_id}/runs/{run_id})" if run_id else name
 
@@ -527,6 +522,7 @@ def finish(
     description, the evaluation tables and the figures, then is closed.
     """
     from pac.checkpoint import load_inference_checkpoint
+    from pac.evaluation.tables import rounded
     from pac.plots import write_figures
     from pac.review.model_card import ModelCardFacts, detect_hardware, write_model_card
     from pac.rlft.rounds import CHAMPION, RoundRow, champion_row, round_metrics, version_tags_of
