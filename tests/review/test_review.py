@@ -436,6 +436,6 @@ def test_the_headline_is_one_number_everywhere_and_the_version_is_linked_to_the_
     assert text in Path(handed_over["summary"]["model_card"]).read_text()
     assert all(round(v, 4) == v for v in run["metrics"].values())
     linked = client(cfg).search_model_versions(f"run_id = '{parent}'")
-    assert {v.version for v in linked} == {"1", "2", "3"}  # every version of the flow run
+    assert {str(v.version) for v in linked} == {"1", "2", "3"}  # every version of the flow run
     assert "pac.champion_rule" in version["tags"] and "replaces v1" in \
         version["tags"]["pac.champion_decision"]
