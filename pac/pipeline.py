@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -410,17 +411,38 @@ def round_row_from_evaluation(eval_rows: list[dict[str, Any]], policy: str | Pat
 
 
 def headline(row) -> dict[str, str]:
-    """The card's and the dashboard's headline cells of one evaluated policy (a RoundRow)."""
-    from pac.rlft.rounds import format_cell, format_pct
+    """The card's and the dashboard's headline cells of one evaluated policy (a RoundRow): its
+    result over every task and episode it was evaluated on."""
+    from pac.rlft.rounds import format_pct
 
     return {
-        "success % [Wilson 95%]": f"{format_cell(row.overall)} ({int(row.overall['successes'])}"
-                                  f"/{int(row.overall['episodes'])} episodes)",
-        "% of expert [SE 95% CI]": format_pct(row.pct_expert),
-        "evaluated on": ", ".join(sorted(row.tasks)),
+        "success % [Wilson 95%], all evaluated tasks": success_text(row),
+        "% of expert [SE 95% CI], all evaluated tasks": format_pct(row.pct_expert),
+        "evaluated on": f"{', '.join(sorted(row.tasks))} ({int(row.overall['episodes'])}"
+                        " episodes)",
         "selected as": ("pretrained policy (round 0)" if row.round == 0
-                        else f"RLFT round {row.round}") + ", best success of the run",
+                        else f"RLFT round {row.round}") + ", the run's champion",
     }
+
+
+def success_text(row) -> str:
+    """'rate [low, high] (s/n episodes)' of a RoundRow's overall cell."""
+    from pac.rlft.rounds import format_cell
+
+    return (f"{format_cell(row.overall)} ({int(row.overall['successes'])}"
+            f"/{int(row.overall['episodes'])} episodes)")
+
+
+def all_task_row(champion, eval_rows: list[dict[str, Any]]):
+    """The handed-over policy's widest evaluation: the pretrained policy (round 0) was evaluated
+    on every task of the flow's evaluation, so its headline is that one; an RLFT round's policy
+    was evaluated on rlft.tasks only, so its headline is its own evaluation."""
+    if champion.round != 0 or _eval_all_row(eval_rows) is None:
+        return champion
+    row = round_row_from_evaluation(eval_rows, champion.policy, champion.data_version)
+    for key in ("run_id", "model_uri", "model_version", "eval_dir"):
+        setattr(row, key, getattr(champion, key))
+    return row
 
 
 def _run_link(exp_id: str, run_id: str | None, name: str) -> str:
@@ -430,6 +452,7 @@ def _run_link(exp_id: str, run_id: str | None, name: str) -> str:
 def dashboard_markdown(
     cfg: PACConfig, champion, version: str | None, exp_id: str, rows: list, eval_table: str,
     children: dict[str, str | None], figures: dict[str, Path], wall_clock_s: float,
+    run_id: str = "",
 ) -> str:
     """The parent run's description: the handed-over policy, the rounds, where to look next."""
     cells = headline(champion)
@@ -439,10 +462,17 @@ def dashboard_markdown(
         "| | |",
         "|---|---|",
         *(f"| {k} | {v} |" for k, v in cells.items()),
-        f"| registered as | `models:/{cfg.tracking.registered_model}@champion` (v{version}) |",
+        f"| load | `models:/{cfg.tracking.registered_model}@champion` (v{version}) |",
         f"| wall clock | {wall_clock_s / 60:.1f} min |",
         "",
     ]
+    if champion.tasks:
+        from pac.rlft.rounds import format_cell
+
+        lines += ["| task | success % [Wilson 95%] | episodes |", "|---|---|---|"]
+        lines += [f"| {t} | {format_cell(c)} | {int(c['episodes'])} |"
+                  for t, c in sorted(champion.tasks.items())]
+        lines.append("")
     if rows:
         lines += ["### Rounds (success % [Wilson 95%])", "", "| round | success | champion |",
                   "|---|---|---|"]
@@ -457,7 +487,8 @@ def dashboard_markdown(
                   " · ".join(_run_link(exp_id, rid, name) for name, rid in children.items()), ""]
     if figures:
         lines += ["### Figures (artefacts)", "",
-                  ", ".join(f"`figures/{p.name}`" for p in figures.values()), ""]
+                  ", ".join(f"[figures/{p.name}](#/experiments/{exp_id}/runs/{run_id}"
+                            f"/artifacts/figures/{p.name})" for p in figures.values()), ""]
     if eval_table:
         lines += ["### Pretrained policy, all tasks", "", eval_table.strip(), ""]
     return "\n".join(lines)
@@ -465,7 +496,8 @@ def dashboard_markdown(
 
 def _metric_cells(prefix: str, row) -> dict[str, float]:
     out = {f"{prefix}success_rate": row.overall["rate"], f"{prefix}success_low": row.overall["low"],
-           f"{prefix}success_high": row.overall["high"]}
+           f"{prefix}success_high": row.overall["high"],
+           f"{prefix}episodes": row.overall["episodes"]}
     for key, name in (("rate", "pct_expert"), ("low", "pct_expert_low"),
                       ("high", "pct_expert_high")):
         value = (row.pct_expert or {}).get(key)
@@ -501,6 +533,7 @@ def finish(
     description, the evaluation tables and the figures, then is closed.
     """
     from pac.checkpoint import load_inference_checkpoint
+    from pac.evaluation.tables import rounded
     from pac.plots import write_figures
     from pac.review.model_card import ModelCardFacts, detect_hardware, write_model_card
     from pac.rlft.rounds import CHAMPION, RoundRow, champion_row, round_metrics, version_tags_of
@@ -510,6 +543,7 @@ def finish(
         register_policy,
         set_model_alias,
         set_model_description,
+        set_version_tags,
     )
 
     rows = [RoundRow(**r) for r in (rlft_rows or [])]
@@ -518,23 +552,42 @@ def finish(
     champion = champion_row(rows)
     if champion is not None and champion.model_version:
         version = champion.model_version
-        own_table = (Path(champion.eval_dir) / "results.md").read_text()
-        title = (f"Evaluation of this version ({champion.label}, rlft.tasks:"
-                 f" {', '.join(sorted(champion.tasks))})")
+        head = all_task_row(champion, eval_rows or [])
+        if head is champion:
+            own_table = (Path(champion.eval_dir) / "results.md").read_text()
+            title = (f"Evaluation of this version ({champion.label}, rlft.tasks:"
+                     f" {', '.join(sorted(champion.tasks))})")
+        else:
+            own_table, title = eval_table, "Evaluation of this version (pretrained, all tasks)"
     else:  # no RLFT rounds: the pretrained policy, evaluated on every task, is handed over
         champion = round_row_from_evaluation(eval_rows or [], policy_dir, data_version)
         uri = policy_model_uri or tracker.log_policy(policy_dir)
         version = register_policy(cfg, uri, version_tags_of(champion) | flow_tags)
         set_model_alias(cfg, CHAMPION, version)
         champion.model_version = version
+        head = champion
         own_table, title = eval_table, "Evaluation of this version (pretrained, all tasks)"
+    # The version carries the headline: its result over all tasks it was evaluated on (the
+    # round's own, narrower evaluation stays on the round's run, and as round_eval.* here).
+    before = model_version(cfg, version)["tags"]
+    moved = {f"round_eval.{k}": before[k] for k in ("success", "eval_tasks")
+             if head is not champion and k in before}
+    set_version_tags(cfg, version, version_tags_of(head) | moved)
     model, _, _ = load_inference_checkpoint(champion.policy)
     hardware, gpus = detect_hardware()
     wall = time.time() - started
+    train_seconds, precision = _training_facts(cfg)
+    decision = before.get("pac.champion_decision", "")
     facts = ModelCardFacts(
         name=f"{cfg.tracking.registered_model} v{version}",
         params=sum(p.numel() for p in model.parameters()),
         wall_clock_s=wall,
+        train_seconds=train_seconds,
+        precision=precision,
+        registered_model=cfg.tracking.registered_model,
+        task_success=head.tasks,
+        champion_rule=(f"{before['pac.champion_rule']}; {decision}"
+                       if decision and "pac.champion_rule" in before else ""),
         hardware=hardware,
         gpu_count=gpus,
         world_size=int(os.environ.get("WORLD_SIZE", "1")),
@@ -543,7 +596,7 @@ def finish(
         eval_markdown=own_table,
         eval_title=title,
         rlft_markdown=rlft_table,
-        headline=headline(champion),
+        headline=headline(head),
         mlflow_run_id=mlflow_run_id,
         metaflow_pathspec=metaflow_pathspec,
     )
@@ -552,13 +605,18 @@ def finish(
 
     # The parent run as the dashboard.
     figures = write_figures(
-        figures_dir or Path(cfg.rlft.out_dir).parent / "figures", train_history or [],
+        figures_dir or Path(cfg.rlft.out_dir).parent / "figures",
+        with_eval_curves(cfg, train_history or [], (children or {}).get("pretrain")),
         eval_rows or [], [dataclasses.asdict(r) for r in rows],
         champion.round if rows else None)
+    latest = Path(out_dir) / "figures"  # what `dvc plots show` renders: the newest figures
     for path in figures.values():
         tracker.log_artifact(path, "figures")
+        if path.parent.resolve() != latest.resolve():
+            latest.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, latest / path.name)
     tracker.log_artifact(card)
-    if eval_rows:
+    if eval_rows:  # replaces the table evaluate_join logged (log_table overwrites)
         tracker.log_table(eval_rows, "evaluation/results_table.json")
     if rows:
         tracker.log_table([{"round": r.round, "iteration": r.label,
@@ -570,7 +628,7 @@ def finish(
                             "champion": r.round == champion.round} for r in rows],
                           "rlft/rounds_table.json")
     pretrained = _eval_all_row(eval_rows or [])
-    metrics = _metric_cells("", champion) | {
+    metrics = _metric_cells("", head) | {
         "champion_version": float(version), "champion_round": float(champion.round),
         "wall_clock_s": wall,
     }
@@ -578,27 +636,50 @@ def finish(
         metrics |= {f"pretrained_{k}": float(pretrained[k]) for k in (
             "success_rate", "success_low", "success_high", "pct_expert", "pct_expert_low",
             "pct_expert_high")}
-    tracker.log_metrics(metrics, step=0)  # first: the UI lists metrics in logging order
+    tracker.log_metrics(rounded(metrics), step=0)  # first: the UI lists metrics in logging order
     for r in rows:
-        tracker.log_metrics({f"round_{k}": v for k, v in round_metrics(r).items()
-                             if k != "champion"}, step=r.round)
+        tracker.log_metrics(rounded({f"round_{k}": v for k, v in round_metrics(r).items()
+                                     if k != "champion"}), step=r.round)
     from pac.rlft.rounds import format_cell, format_pct
 
     tracker.set_tags({"pac.champion_version": version, "pac.champion_round": champion.round,
-                      "pac.success": format_cell(champion.overall),
-                      "pac.pct_expert": format_pct(champion.pct_expert)})
+                      "pac.success": success_text(head),
+                      "pac.pct_expert": format_pct(head.pct_expert),
+                      "pac.eval_tasks": ",".join(sorted(head.tasks)),
+                      "pac.eval_episodes": int(head.overall["episodes"])})
     exp_id = tracker.client.get_run(mlflow_run_id).info.experiment_id
     tracker.set_description(dashboard_markdown(
-        cfg, champion, version, exp_id, rows, eval_table, children or {}, figures, wall))
+        cfg, head, version, exp_id, rows, eval_table, children or {}, figures, wall,
+        mlflow_run_id))
     tracker.finish()
     registered = model_version(cfg, version)
     text = (f"PAC flow finished in {wall / 60:.1f} min: {cfg.tracking.registered_model}"
-            f" v{version} ({champion.label}, success {format_cell(champion.overall)},"
+            f" v{version} ({champion.label}, success {format_cell(head.overall)} over"
+            f" {int(head.overall['episodes'])} episodes of {len(head.tasks)} task(s),"
             f" {facts.params:,} parameters) holds @{CHAMPION}; model card {card},"
             f" MLflow run {mlflow_run_id}")
     return {"model_card": str(card), "registered_version": version, "text": text,
             "champion_round": champion.round, "champion_policy": champion.policy,
             "version_tags": registered["tags"], "figures": {k: str(v) for k, v in figures.items()}}
+
+
+def _training_facts(cfg: PACConfig) -> tuple[float | None, str]:
+    """(seconds, precision) of the pretraining run in train.out_dir (its ``mlflow_run.json``:
+    the run id and the precision `auto` resolved to); (None, "") when it is not there."""
+    import json
+
+    from pac.tracking import client
+
+    run_file = Path(cfg.train.out_dir) / "mlflow_run.json"
+    if not run_file.is_file():
+        return None, ""
+    saved = json.loads(run_file.read_text())
+    seconds = None
+    if saved.get("run_id"):
+        info = client(cfg).get_run(saved["run_id"]).info
+        if info.end_time and info.start_time:
+            seconds = (info.end_time - info.start_time) / 1000
+    return seconds, str(saved.get("precision") or "")
 
 
 def read_results_csv(path: str | Path) -> list[dict[str, Any]]:
@@ -611,8 +692,10 @@ def read_results_csv(path: str | Path) -> list[dict[str, Any]]:
                 for r in csv.DictReader(fh)]
 
 
-#: Training metrics the learning-curve figure draws (eq. 11 terms, and alpha/beta for shares).
-CURVE_KEYS = ("loss/total", "loss/policy_improvement", "loss/bc", "loss/q", "alpha", "beta")
+#: Training metrics the learning-curve figure draws (eq. 11 terms, alpha/beta for shares, and
+#: the evaluation during training when it was on).
+CURVE_KEYS = ("loss/total", "loss/policy_improvement", "loss/bc", "loss/q", "alpha", "beta",
+              "eval/return_norm", "eval/success")
 
 
 def training_history(cfg: PACConfig, train_dir: str | Path) -> list[dict[str, float]]:
@@ -631,6 +714,22 @@ def training_history(cfg: PACConfig, train_dir: str | Path) -> list[dict[str, fl
         for step, value in metric_history(cfg, run_id, key):
             steps.setdefault(step, {"step": step})[key] = value
     return [steps[s] for s in sorted(steps)]
+
+
+def with_eval_curves(cfg: PACConfig, history: list[dict[str, float]], run_id: str | None
+                     ) -> list[dict[str, float]]:
+    """`history` (the trainer's logged losses) with the training run's evaluation-during-training
+    points (``eval/*`` in MLflow, logged at their update) merged in by step."""
+    from pac.tracking import metric_history
+
+    if not run_id:
+        return history
+    steps = {int(h["step"]): dict(h) for h in history if "step" in h}
+    for key in CURVE_KEYS:
+        if key.startswith("eval/"):
+            for step, value in metric_history(cfg, run_id, key):
+                steps.setdefault(step, {"step": step})[key] = value
+    return [steps[s] for s in sorted(steps)] if steps else history
 
 
 def output_figures(cfg: PACConfig, out_dir: str | Path, train_dir: str | Path | None = None,

@@ -10,6 +10,13 @@ their sum: on the default run beta Q is ~96% of the objective, which the raw cur
 shares use the logged means of alpha and beta per update (exact for constant alpha, beta; the
 Q term averages over the transitions with a bootstrap target, so the shares are the terms'
 proportions, not an exact decomposition of the logged total).
+
+With evaluation during training (``train.eval_every``), a first panel shows % of expert and
+success against updates, so the page says whether training worked, not only that the loss fell.
+The Q cross-entropy's expected shape is written under the figure: it keeps falling while the
+value distribution sharpens (the target network moves every ``loss.target_update_period``
+updates), so a Q curve still falling at the last update means the critic has not converged at
+this budget; it is not by itself a sign of a bug.
 """
 
 from __future__ import annotations
@@ -32,6 +39,12 @@ LOSS_TERMS = (
     ("loss/bc", "BC (-log pi)"),
     ("loss/q", "Q cross-entropy"),
 )
+#: Evaluation-during-training metrics (pac.train.periodic_eval): key, label, scale to percent.
+EVAL_CURVES = (("eval/return_norm", "% of expert", 100.0), ("eval/success", "success %", 100.0))
+#: What the Q cross-entropy is expected to do, shown under the learning curves.
+Q_NOTE = ("Q cross-entropy: expected to keep falling while the value distribution sharpens"
+          " (targets move every target_update_period updates); still falling at the last update"
+          " = critic not converged at this budget.")
 #: File names of the figures (stable: DVC `plots:` and MLflow artefact names use them).
 FIGURES = {
     "learning_curves": "learning_curves.png",
@@ -61,10 +74,23 @@ def learning_curves(history: Sequence[dict[str, float]]) -> Figure:
     if not terms:  # fall back to whatever loss-like keys the history has
         terms = [(k, k) for k in sorted({k for h in history for k in h if "loss" in k})]
     shares = "alpha" in (history[0] if history else {}) and "beta" in history[0]
-    panels = len(terms) + int(shares)
-    fig, axes = plt.subplots(1, max(panels, 1), figsize=(3.0 * max(panels, 1), 3.0),
+    evals = [(k, label, scale) for k, label, scale in EVAL_CURVES
+             if any(k in h for h in history)]
+    panels = len(terms) + int(shares) + int(bool(evals))
+    fig, axes = plt.subplots(1, max(panels, 1), figsize=(3.0 * max(panels, 1), 3.3),
                              squeeze=False)
-    axes = axes[0]
+    axes = list(axes[0])
+    if evals:  # the return curve first: did training work?
+        ax = axes.pop(0)
+        for key, label, scale in evals:
+            points = [(s, scale * h[key]) for s, h in zip(steps, history) if key in h]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", lw=1,
+                    label=label)
+        ax.set_ylim(0, 105)
+        ax.set_title("evaluation during training", fontsize=9)
+        ax.set_xlabel("update", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
     for ax, (key, title) in zip(axes, terms):
         ax.plot(steps, [h.get(key, math.nan) for h in history], marker=".", lw=1)
         ax.set_title(title, fontsize=9)
@@ -80,8 +106,13 @@ def learning_curves(history: Sequence[dict[str, float]]) -> Figure:
         ax.set_xlabel("update", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
-    fig.suptitle("PAC training loss, eq. 11 terms", fontsize=10)
-    fig.tight_layout()
+    fig.suptitle("PAC training: " + ("evaluation and " if evals else "")
+                 + "loss, eq. 11 terms", fontsize=10)
+    if any(k == "loss/q" for k, _ in terms):
+        fig.text(0.5, 0.01, Q_NOTE, ha="center", fontsize=7, wrap=True)
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+    else:
+        fig.tight_layout()
     return fig
 
 

@@ -57,12 +57,62 @@ MODEL_REQUIREMENTS = ["torch==2.13.0", "numpy==2.4.6", "safetensors", "pyyaml", 
 
 
 def tracking_uri(cfg: PACConfig) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else ``tracking.uri``; a sqlite file's folder is created."""
+    """``MLFLOW_TRACKING_URI`` if set, else ``tracking.uri``; a sqlite file's folder is created,
+    and a store that was moved or copied is pointed at its own artefacts
+    (:func:`relocate_store`)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):])
         db.parent.mkdir(parents=True, exist_ok=True)
+        if db.is_file():
+            relocate_store(db.resolve())
     return uri
+
+
+#: MLflow's sqlite columns that hold absolute artefact URIs.
+_URI_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                ("logged_models", "artifact_location"), ("model_versions", "storage_location"))
+#: Experiment tag: the artefact root relative to the sqlite file's folder (a movable store).
+ROOT_TAG = "pac.artifact_root"
+
+
+@functools.lru_cache(maxsize=8)
+def relocate_store(db: Path) -> int:
+    """Point the artefact URIs of a moved or copied sqlite store at its own artefact folder;
+    returns the number of rows changed (0 for a store where it was made).
+
+    MLflow stores local artefact locations as absolute paths (it resolves relative ones when
+    an experiment is created), so a copied ``mlruns/`` would read the original's files, and
+    fail once they are gone. Every experiment records its root relative to the database's
+    folder (tag ``pac.artifact_root``; older stores: a folder of the same name next to the
+    database); when that folder exists and the recorded absolute location differs, the prefix
+    is rewritten in every column holding an artefact URI, in one transaction."""
+    import sqlite3
+    from urllib.parse import unquote, urlparse
+
+    changed = 0
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as con, con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"experiments", "experiment_tags"} <= tables:
+            return 0
+        rel = dict(con.execute("SELECT experiment_id, value FROM experiment_tags WHERE key = ?",
+                               (ROOT_TAG,)).fetchall())
+        for exp_id, old in con.execute(
+                "SELECT experiment_id, artifact_location FROM experiments").fetchall():
+            if not old.startswith("file://"):
+                continue
+            here = db.parent / (rel.get(exp_id) or Path(unquote(urlparse(old).path)).name)
+            new = here.resolve().as_uri()
+            if new == old or not here.is_dir() or exp_id not in rel and (
+                    Path(unquote(urlparse(old).path)).is_dir()):
+                continue
+            for table, column in _URI_COLUMNS:
+                if table in tables:
+                    changed += con.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?)"  # noqa: S608
+                        f" WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                        (new, len(old) + 1, old, len(old) + 1, old + "/")).rowcount
+    return changed
 
 
 def artifact_location(cfg: PACConfig) -> str:
@@ -82,10 +132,17 @@ def experiment_id(mlc: MlflowClient, cfg: PACConfig) -> str:
     tagged for the UI's model-training view."""
     exp = mlc.get_experiment_by_name(cfg.tracking.experiment)
     if exp is None:
-        exp_id = mlc.create_experiment(cfg.tracking.experiment,
-                                       artifact_location=artifact_location(cfg),
-                                       tags=dict([EXPERIMENT_KIND]))
-        return exp_id
+        tags = dict([EXPERIMENT_KIND])
+        from urllib.parse import unquote, urlparse
+
+        root = Path(unquote(urlparse(artifact_location(cfg)).path))
+        uri = tracking_uri(cfg)
+        if uri.startswith("sqlite:///"):  # the root's place in the store: it moves with it
+            with contextlib.suppress(ValueError):
+                db_dir = Path(uri[len("sqlite:///"):]).resolve().parent
+                tags[ROOT_TAG] = root.relative_to(db_dir).as_posix()
+        return mlc.create_experiment(cfg.tracking.experiment,
+                                     artifact_location=artifact_location(cfg), tags=tags)
     if exp.tags.get(EXPERIMENT_KIND[0]) is None:  # an experiment made before the tag existed
         mlc.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
     return exp.experiment_id
@@ -255,11 +312,26 @@ class Tracker:
             self.client.log_figure(self.run_id, figure, artifact_file)
 
     def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
-        """Rows as an MLflow table artefact (``.json``; the UI renders it as a table)."""
-        if self.enabled and rows:
-            columns = list(dict.fromkeys(k for r in rows for k in r))
-            data = {c: [_table_value(r.get(c)) for r in rows] for c in columns}
+        """Rows as an MLflow table artefact (``.json``; the UI renders it as a table).
+
+        Logging the same file again replaces it (MLflow's own ``log_table`` appends the rows
+        to an existing file, so two steps logging one table would show every row twice)."""
+        if not (self.enabled and rows):
+            return
+        import pandas as pd
+
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        data = {c: [_table_value(r.get(c)) for r in rows] for c in columns}
+        folder = os.path.dirname(artifact_file) or None
+        if artifact_file not in {a.path for a in self.client.list_artifacts(self.run_id, folder)}:
             self.client.log_table(self.run_id, data, artifact_file)
+            return
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:  # same layout as MLflow's table files
+            path = Path(tmp) / os.path.basename(artifact_file)
+            pd.DataFrame(data).to_json(path, orient="split", index=False, date_format="iso")
+            self.client.log_artifact(self.run_id, str(path), folder)
 
     def log_datasets(self, version: dict[str, Any], context: str = "training") -> None:
         """One MLflow dataset input per DVC-tracked data output (its DVC hash as the digest),
@@ -413,15 +485,49 @@ def load_policy_model(cfg: PACConfig, model_uri: str):
 # --- model registry (RLFT rounds: the `champion` alias) -------------------------------------------
 
 
+def _logged_model_id(mlc: MlflowClient, model_uri: str) -> str:
+    """The logged model behind ``models:/m-<id>`` or ``runs:/<run_id>/<name>`` (the newest of
+    that name in the run)."""
+    if model_uri.startswith("models:/m-"):
+        return model_uri[len("models:/"):].split("/")[0]
+    if not model_uri.startswith("runs:/"):
+        raise ValueError(f"model_uri {model_uri!r} is neither models:/m-<id> nor runs:/<id>/<name>")
+    run_id, _, name = model_uri[len("runs:/"):].partition("/")
+    run = mlc.get_run(run_id)
+    outputs = sorted(run.outputs.model_outputs if run.outputs else [], key=lambda o: o.step)
+    ids = [o.model_id for o in outputs if mlc.get_logged_model(o.model_id).name == name]
+    if not ids:
+        raise ValueError(f"run {run_id} logged no model named {name!r}")
+    return ids[-1]
+
+
 def register_policy(cfg: PACConfig, model_uri: str, tags: dict[str, Any] | None = None) -> str:
     """Register `model_uri` (``models:/m-<id>`` or ``runs:/<id>/policy_model``) as a new version
     of ``tracking.registered_model``, tagged with `tags` and the lineage tags; returns the
-    version number."""
+    version number.
+
+    The version's run is the flow's parent run when the tags name one (``pac.flow_run``), so
+    the parent run page lists it under "Registered models"; else the run that logged it."""
+    from mlflow.exceptions import MlflowException
+
     all_tags = {k: str(v) for k, v in (lineage_tags() | (tags or {})).items()}
     all_tags.pop("mlflow.source.git.commit", None)  # a run tag; versions carry pac.git_commit
+    mlc, name = client(cfg), cfg.tracking.registered_model
+    model_id = _logged_model_id(mlc, model_uri)
+    run_id = all_tags.get("pac.flow_run") or mlc.get_logged_model(model_id).source_run_id
+    with contextlib.suppress(MlflowException):  # exists already
+        mlc.create_registered_model(name)
     with _store(cfg):
-        version = mlflow.register_model(model_uri, cfg.tracking.registered_model, tags=all_tags)
+        version = mlc.create_model_version(name, f"models:/{model_id}", run_id=run_id,
+                                           tags=all_tags, model_id=model_id)
     return str(version.version)
+
+
+def set_version_tags(cfg: PACConfig, version: str, tags: dict[str, Any]) -> None:
+    """Set (or overwrite) tags of one registered version."""
+    mlc = client(cfg)
+    for key, value in tags.items():
+        mlc.set_model_version_tag(cfg.tracking.registered_model, str(version), key, str(value))
 
 
 def model_version(cfg: PACConfig, version: str) -> dict[str, Any]:

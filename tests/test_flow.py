@@ -131,6 +131,20 @@ def _get(base: str, path: str) -> dict:
         return json.load(r)
 
 
+def _expected_headline(repo: Path) -> tuple[str, dict]:
+    """The flow's headline as read from its evaluation files: the "all" row of the merged
+    evaluation (a pretrained champion) or of the champion round's evaluation, formatted as
+    'rate [low, high] (successes/episodes episodes)'; and that row."""
+    folder = repo / metaflow_client(repo, (
+        "d = Flow('PACFlow').latest_run.data\n"
+        "print(json.dumps(d.config['eval']['out_dir'] if d.champion_round == 0 else"
+        " next(r['eval_dir'] for r in d.rlft_rows if r['round'] == d.champion_round)))"))
+    every = json.loads((folder / "metrics.json").read_text())["train"]["all"]
+    successes = round(every["success_rate"] * every["episodes"] / 100)
+    return (f"{every['success_rate']:.1f} [{every['success_low']:.1f},"
+            f" {every['success_high']:.1f}] ({successes}/{every['episodes']} episodes)"), every
+
+
 def test_mlflow_server_shows_parent_nested_runs_params_and_artifacts(flow_repo):
     repo = flow_repo["repo"]
     port = _free_port()
@@ -179,6 +193,20 @@ def test_mlflow_server_shows_parent_nested_runs_params_and_artifacts(flow_repo):
                     "round_success_rate"):
             assert key in metrics, key
         assert "mlflow.note.content" in ptags and ptags["pac.git_dirty"] in ("true", "false")
+        # one headline: the evaluation files' all-task number in the tags, metrics, description
+        text, every = _expected_headline(repo)
+        assert ptags["pac.success"] == text and metrics["episodes"] == every["episodes"]
+        assert metrics["success_rate"] == round(every["success_rate"], 4)
+        assert text in ptags["mlflow.note.content"]
+        versions = _get(api, f"/model-versions/search?filter=run_id%3D%27{pid}%27")
+        assert {v["version"] for v in versions["model_versions"]} >= {
+            ptags["pac.champion_version"]}  # listed under the parent's "Registered models"
+        with urllib.request.urlopen(f"{base}/get-artifact?run_uuid={pid}&path=evaluation/"
+                                    "results_table.json", timeout=30) as r:
+            table = json.load(r)
+        names = [tuple(row[table["columns"].index(c)] for c in ("section", "level", "name"))
+                 for row in table["data"]]
+        assert len(names) == len(set(names))  # every row once
         files = _get(api, f"/artifacts/list?run_id={evals[0]['info']['run_id']}&path=eval")
         paths = {f["path"] for f in files.get("files", [])}
         assert {"eval/results.md", "eval/results.csv"} <= paths
@@ -218,6 +246,11 @@ def test_mlflow_ui_in_a_real_browser_shows_the_review(flow_repo, tmp_path):
     version = metaflow_client(
         repo, "print(json.dumps(Flow('PACFlow').latest_run.data.registered_version))")
     assert seen["champion_version"] == str(version)
+    # the headline the page showed is the handed-over policy's result over every episode it was
+    # evaluated on
+    text, every = _expected_headline(repo)
+    assert seen["headline"] == text
+    assert seen["episodes"] == every["episodes"]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for name, path in seen["screenshots"].items():
         data = Path(path).read_bytes()

@@ -112,3 +112,60 @@ def test_fluent_calls_leave_the_process_environment_alone(cfg, tmp_path):
     got = download_artifacts(cfg, f"runs:/{run.run_id}/note.txt", tmp_path / "dl")
     assert got.read_text() == "hello"
     assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_a_table_logged_twice_holds_its_rows_once(cfg, tmp_path):
+    """Two steps logging the same table (evaluate_join, then finish) leave one copy of each row
+    (MLflow's log_table alone appends), still in MLflow's table layout."""
+    import json
+
+    from pac.tracking import download_artifacts
+
+    run = Tracker(cfg, run_name="flow")
+    rows = [{"name": "cartpole.balance", "success_rate": 70.0},
+            {"name": "reacher.easy", "success_rate": float("nan")}]
+    run.log_table(rows, "evaluation/results_table.json")
+    run.log_table(rows, "evaluation/results_table.json")
+    got = download_artifacts(cfg, f"runs:/{run.run_id}/evaluation/results_table.json", tmp_path)
+    table = json.loads(got.read_text())
+    assert table["columns"] == ["name", "success_rate"]
+    assert table["data"] == [["cartpole.balance", 70.0], ["reacher.easy", None]]
+    logged = json.loads(get_run(cfg, run.run_id)["tags"]["mlflow.loggedArtifacts"])
+    assert logged == [{"path": "evaluation/results_table.json", "type": "table"}]
+
+
+def test_a_copied_store_loads_the_champion_with_the_original_gone(tmp_path, monkeypatch):
+    """mlruns/ copied elsewhere and the original deleted: the champion loads from the copy with
+    plain MLflow (after pac opened the store once) and predicts; nothing points at the old
+    folder any more."""
+    import shutil
+    import sqlite3
+
+    import mlflow
+    from eval_helpers import tiny_checkpoint
+
+    from pac.tracking import register_policy, set_model_alias
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    policy = tiny_checkpoint(tmp_path / "ckpt")
+    first = _config(tmp_path / "a")
+    run = Tracker(first, run_name="pretrain")
+    set_model_alias(first, "champion", register_policy(first, run.log_policy(policy)))
+    run.finish()
+    shutil.copytree(tmp_path / "a" / "mlruns", tmp_path / "b" / "mlruns")
+    shutil.rmtree(tmp_path / "a")
+
+    moved = _config(tmp_path / "b")
+    uri = tracking_uri(moved)  # what every pac command does first
+    with sqlite3.connect(tmp_path / "b" / "mlruns" / "mlflow.db") as con:
+        text = "".join(str(r) for t in ("experiments", "runs", "logged_models", "model_versions")
+                       for r in con.execute(f"SELECT * FROM {t}"))  # noqa: S608
+    assert str(tmp_path / "a") not in text and str(tmp_path / "b" / "mlruns") in text
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    model = mlflow.pyfunc.load_model("models:/pac-policy@champion")
+    from pac.tasks import TASKS
+
+    task = "point_mass.easy"
+    action = model.predict([{"instruction": task, "proprio": [0.0] * TASKS[task].num_proprio}])
+    assert len(action) == 1 and len(action[0]) == TASKS[task].num_actions
+    assert all(-1.0 <= a <= 1.0 for a in action[0])

@@ -1,6 +1,7 @@
 """`pac eval`: simulation evaluation of a policy (the paper's Tables 1 / 13, :mod:`pac.evaluation`).
 
-    pac eval                                    # runs/pretrain/policy on its training tasks
+    pac eval                                    # <train.out_dir>/policy, else the newest flow
+                                                # run's champion (runs/flow/<id>/), on its tasks
     pac eval --checkpoint runs:/<run_id>/policy_model  # a policy logged to MLflow
     pac eval --checkpoint models:/pac-policy@champion
     pac eval --policy expert                    # the harness check: the scripted expert
@@ -33,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="inference checkpoint folder or MLflow URI (runs:/ID/policy_model,"
         " models:/NAME@ALIAS);"
-        " default: <train.out_dir>/policy",
+        " default: <train.out_dir>/policy, else the policy the newest flow run under"
+        " runs/flow/ handed over",
     )
     p.add_argument(
         "--policy",
@@ -64,12 +66,28 @@ def find_checkpoint(folder: Path) -> Path:
     return found[0]
 
 
+def default_checkpoint(cfg) -> str:
+    """``<train.out_dir>/policy`` when it exists, else the policy the newest flow run handed
+    over (said on stderr), else ``<train.out_dir>/policy`` (then reported missing)."""
+    from pac.review.outputs import champion_policy, newest_flow_run
+
+    own = Path(cfg.train.out_dir) / "policy"
+    flow = newest_flow_run()
+    if not own.is_dir() and flow is not None:
+        found = champion_policy(flow)
+        if found is not None:
+            print(f"pac eval: no --checkpoint: the policy flow run {flow.name} handed over,"
+                  f" {found}", file=sys.stderr)
+            return str(found)
+    return str(own)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     from pac.evaluation.evaluator import evaluate
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    checkpoint = args.checkpoint or str(Path(cfg.train.out_dir) / "policy")
+    checkpoint = args.checkpoint or default_checkpoint(cfg)
     with tempfile.TemporaryDirectory(prefix="pac-eval-") as tmp:
         if args.policy != "checkpoint":
             checkpoint = None
@@ -78,8 +96,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
             checkpoint = str(find_checkpoint(download_artifacts(cfg, checkpoint, tmp)))
         elif not Path(checkpoint).is_dir():
-            msg = f"pac eval: no checkpoint folder {checkpoint} (pac train writes it)"
-            print(msg, file=sys.stderr)
+            from pac.review.outputs import FLOW_ROOT
+
+            print(f"pac eval: no checkpoint: looked in {checkpoint} and for a flow run under"
+                  f" {FLOW_ROOT}/; pass --checkpoint DIR or models:/<name>@champion (pac train"
+                  " or make run writes one)", file=sys.stderr)
             return 2
         try:
             result = evaluate(

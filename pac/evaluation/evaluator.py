@@ -54,6 +54,7 @@ from pac.evaluation.tables import (
     horizon_label,
     markdown_table,
     metrics_dict,
+    rounded,
     summarise_results,
 )
 from pac.evaluation.videos import VIDEO_SIZE, _write_gif, choose_episodes, video_label, video_name
@@ -650,7 +651,8 @@ def _log_to_mlflow(
            "eval.horizon": horizon_label(result.metrics["horizon"]),
            "eval.horizon_source": horizon_source}
     )
-    tracker.log_metrics(_row_metrics(every) | _flatten(result.metrics["timing"], "timing"),
+    tracker.log_metrics(rounded(_row_metrics(every)
+                                | _flatten(result.metrics["timing"], "timing")),
                         step=0, only_new=again)
     for name in ("results.md", "results.csv", "metrics.json", "episodes.csv", "references.json"):
         tracker.log_artifact(result.out_dir / name, "eval")
@@ -663,7 +665,7 @@ def _log_to_mlflow(
                     "pac.stage": "evaluate", "pac.domain": TASKS[row["name"]].domain,
                     "pac.task": row["name"], "pac.section": row["section"]} | _row_tags(row))
             task_run.log_params({"eval.horizon": str(row["horizon"])})
-            task_run.log_metrics(_row_metrics(row), step=0, only_new=again)
+            task_run.log_metrics(rounded(_row_metrics(row)), step=0, only_new=again)
             task_run.finish()
     tracker.finish()
     return tracker.run_id

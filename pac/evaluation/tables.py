@@ -140,6 +140,13 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def rounded(values: dict[str, float], digits: int = 4) -> dict[str, float]:
+    """Metrics as shown in MLflow: 4 decimals instead of 14-digit binary fractions (76.6667,
+    not 76.66666666666667); non-finite values are left for the tracker to skip."""
+    return {k: round(float(v), digits) if math.isfinite(float(v)) else float(v)
+            for k, v in values.items()}
+
+
 METRIC_KEYS = ("mean_return", "pct_expert", "pct_expert_low", "pct_expert_high",
                "success_rate", "success_low", "success_high", "episodes")
 

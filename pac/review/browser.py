@@ -259,7 +259,8 @@ def latest_flow_run(server: MlflowServer, experiment: str) -> tuple[str, dict[st
 def review_screenshots(cfg: PACConfig, out_dir: str | Path, cwd: str | Path | None = None
                        ) -> dict[str, Any]:
     """Open the newest flow run's page, its figure and the registered model in Chromium, check
-    that the headline numbers, the champion version and a figure are shown, and save a
+    that the headline (success over all evaluated episodes), the champion version and a figure
+    are shown, and save a
     screenshot of each page in `out_dir`. Returns what was seen and the screenshot paths."""
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -273,7 +274,8 @@ def review_screenshots(cfg: PACConfig, out_dir: str | Path, cwd: str | Path | No
         metrics = {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
         headline = f"{name} v{version} is the champion"
         page = browser.open(server.run_url(exp_id, run_id),
-                            expect=[headline, "success_rate", "pct_expert", "champion_version"])
+                            expect=[headline, tags["pac.success"], "success_rate", "pct_expert",
+                                    "champion_version"])
         shots = {"run": page.screenshot(out / "run_page.png")}
         browser.open(server.artifact_url(exp_id, run_id, "figures/success.png"),
                      expect=["figures/success.png"], image=True)
@@ -284,5 +286,6 @@ def review_screenshots(cfg: PACConfig, out_dir: str | Path, cwd: str | Path | No
                      expect=[f"Model card: {name} v{version}", "success % [Wilson 95%]"])
         shots["version"] = page.screenshot(out / "model_version_page.png")
     return {"experiment_id": exp_id, "run_id": run_id, "champion_version": version,
-            "success_rate": metrics.get("success_rate"),
+            "success_rate": metrics.get("success_rate"), "headline": tags["pac.success"],
+            "episodes": metrics.get("episodes"),
             "screenshots": {k: str(v) for k, v in shots.items()}}

@@ -1,7 +1,8 @@
 """`pac figures` and `pac review`: what a reviewer looks at.
 
-    pac figures                 # runs/figures/*.png from runs/{pretrain,eval,rlft}
-    dvc plots show              # renders them (dvc.yaml `figures` stage and `plots:`)
+    pac figures                 # runs/figures/*.png from the newest outputs: the newest flow
+                                # run's runs/flow/<id>/{pretrain,eval,rlft} or runs/{...}
+    dvc plots show              # renders runs/figures (a flow run's end writes them there too)
     pac review --out DIR        # the newest flow run in the MLflow UI (headless Chromium):
                                 # checks what the pages show, saves a screenshot of each
 """
@@ -17,12 +18,18 @@ from pac.cli_args import add_config_args, config_from_args
 def _cmd_figures(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     from pac.pipeline import output_figures
+    from pac.review.outputs import looked_in, output_dirs
 
-    written = output_figures(cfg, args.out, args.train_dir, args.eval_dir, args.rlft_dir)
+    dirs = output_dirs(cfg, args.train_dir, args.eval_dir, args.rlft_dir)
+    written = output_figures(cfg, args.out, dirs.train, dirs.eval, dirs.rlft)
+    if not written:
+        print(f"pac figures: nothing to draw: {looked_in(dirs)}; pass --train-dir, --eval-dir"
+              " or --rlft-dir (a flow run's are runs/flow/<id>/pretrain, eval, rlft)",
+              file=sys.stderr)
+        return 1
+    print(f"pac figures: from {dirs.origin} ({dirs.train}, {dirs.eval}, {dirs.rlft})")
     for name, path in written.items():
         print(f"{name}: {path}")
-    if not written:
-        print("pac figures: no training run, evaluation or RLFT rounds found; nothing drawn")
     return 0
 
 
@@ -51,9 +58,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_args(p)
     p.add_argument("--out", default="runs/figures", help="output folder (default: runs/figures)")
-    p.add_argument("--train-dir", default=None, help="training folder (default: train.out_dir)")
-    p.add_argument("--eval-dir", default=None, help="evaluation folder (default: eval.out_dir)")
-    p.add_argument("--rlft-dir", default=None, help="RLFT folder (default: rlft.out_dir)")
+    newest = "the newest of the newest flow run's runs/flow/<id>/{} and {}"
+    p.add_argument("--train-dir", default=None,
+                   help="training folder (default: " + newest.format("pretrain", "train.out_dir")
+                   + ")")
+    p.add_argument("--eval-dir", default=None,
+                   help="evaluation folder (default: " + newest.format("eval", "eval.out_dir")
+                   + ")")
+    p.add_argument("--rlft-dir", default=None,
+                   help="RLFT folder (default: " + newest.format("rlft", "rlft.out_dir") + ")")
     p.set_defaults(func=_cmd_figures)
 
     p = sub.add_parser(

@@ -31,10 +31,11 @@ under their round). Every round's policy is registered as a version of
 ``tracking.registered_model`` (round 0: the pretrained policy), tagged with its own evaluation
 (success % with Wilson interval, % of expert with its CI), the data version, the git commit and
 the flow run. The alias ``champion`` sits on the best-evaluated policy *of this run*: it moves
-to a round only when that round's success rate is strictly above every earlier round's
-(pretrained included), so a tie keeps the earlier, less fine-tuned policy. Runs are compared
-only with themselves: another run's champion may have been evaluated on other tasks, episodes
-or seeds.
+to a round only when that round's success beats the current champion's beyond sampling noise
+(:mod:`pac.review.champion`: one-sided two-proportion test), so a tie or a lead inside the
+noise keeps the earlier, less fine-tuned policy; the rule and its numbers are version tags.
+Runs are compared only with themselves: another run's champion may have been evaluated on
+other tasks, episodes or seeds.
 """
 
 from __future__ import annotations
@@ -430,7 +431,7 @@ def rlft(
                 row.champion = _update_champion(cfg, run, policy, model_uri, row, rows,
                                                 version_tags)
             else:
-                row.champion = beats_all(row, rows)
+                row.champion = beats_all(row, rows).replaces
             rows.append(row)
             _write_tables(out_dir, rows, cfg, tracker.run_id)
             _log_round(run, row, time.perf_counter() - start)
@@ -515,9 +516,19 @@ def format_pct(cell: dict[str, float]) -> str:
     return format_cell(cell)
 
 
-def beats_all(row: RoundRow, earlier: list[RoundRow]) -> bool:
-    """Strictly better success than every earlier round (a tie keeps the earlier policy)."""
-    return all(row.overall["rate"] > r.overall["rate"] for r in earlier)
+def beats_all(row: RoundRow, earlier: list[RoundRow]):
+    """Whether `row` replaces the champion among the `earlier` rounds, by the rule of
+    :mod:`pac.review.champion` (a :class:`~pac.review.champion.ChampionDecision`)."""
+    from pac.review.champion import decide
+
+    best = champion_row(earlier)
+    cell = (int(row.overall["successes"]), int(row.overall["episodes"]))
+    if best is None:
+        return decide(cell, set(row.tasks))
+    name = f"v{best.model_version}" if best.model_version else best.label
+    return decide(cell, set(row.tasks),
+                  (int(best.overall["successes"]), int(best.overall["episodes"])),
+                  set(best.tasks), name)
 
 
 def version_tags_of(row: RoundRow) -> dict[str, Any]:
@@ -544,16 +555,18 @@ def version_tags_of(row: RoundRow) -> dict[str, Any]:
 def _update_champion(cfg: PACConfig, run, policy: Path, model_uri: str | None,
                      row: RoundRow, earlier: list[RoundRow],
                      extra_tags: dict[str, Any] | None = None) -> bool:
-    """Register the round's model; move `champion` to it if it beats every earlier round."""
+    """Register the round's model; move `champion` to it if it beats the champion beyond
+    noise (:func:`beats_all`)."""
     from pac.tracking import register_policy, set_model_alias
 
     if model_uri is None:  # no training run logged this checkpoint: log it with its round
         model_uri = run.log_policy(policy)
     row.model_uri = model_uri
     tags = version_tags_of(row) | {"pac.round_run": run.run_id} | dict(extra_tags or {})
-    version = register_policy(cfg, model_uri, tags)
+    decision = beats_all(row, earlier)
+    version = register_policy(cfg, model_uri, tags | decision.tags())
     row.model_version = version
-    beats = beats_all(row, earlier)
+    beats = decision.replaces
     if beats:
         set_model_alias(cfg, CHAMPION, version)
     run.set_tags({"pac.champion": str(beats).lower(), "pac.model_version": version})

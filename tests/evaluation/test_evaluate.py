@@ -215,6 +215,10 @@ def test_pac_train_then_pac_eval_on_every_default_task(tmp_path, monkeypatch):
         [logged["experiment_id"]], f"tags.mlflow.parentRunId = '{run_id}'")
     assert {r.info.run_name for r in tasks_runs} == {f"eval-{t}" for t in tasks}
     assert all("success_rate" in r.data.metrics for r in tasks_runs)
+    shown = [logged["metrics"], *(r.data.metrics for r in tasks_runs)]  # 4 decimals at most
+    assert all(round(v, 4) == v for m in shown for v in m.values())
+    assert logged["metrics"]["success_low"] == round(float(_rows(out / "results.csv")[
+        ("all", "all")]["success_low"]), 4)
     files = set(list_artifacts(cfg, run_id, "eval"))
     assert {"eval/results.md", "eval/results.csv", "eval/metrics.json"} <= files
     assert len(list_artifacts(cfg, run_id, "eval/videos")) == 3

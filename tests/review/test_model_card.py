@@ -37,3 +37,32 @@ def test_the_batch_row_counts_time_steps_and_the_transitions_the_loss_sees():
     card = render_model_card(cfg, ModelCardFacts(name="pac-policy v1", params=1, wall_clock_s=1))
     assert ("| batch | 80 trajectories x 2 steps = 160 time steps"
             " (80 transitions at loss positions 0..T-2) |") in card.splitlines()
+
+
+def test_the_card_says_what_was_used_how_to_load_it_and_its_limits():
+    """Precision as resolved (not "auto"), the pretraining run's duration apart from the flow's
+    wall clock, a load snippet with each task's input size (the flattened observation and
+    action sizes, read here from dm_control itself), the weakest task."""
+    import numpy as np
+    from dm_control import suite
+
+    cfg = load_config(overrides=["train.precision=auto"])
+    facts = ModelCardFacts(
+        name="pac-policy v1", params=1, wall_clock_s=400, train_seconds=90, precision="bf16",
+        task_success={"cartpole.balance": {"rate": 100.0, "low": 72.2, "high": 100.0,
+                                           "episodes": 10},
+                      "reacher.easy": {"rate": 30.0, "low": 10.8, "high": 60.3, "episodes": 10}})
+    lines = render_model_card(cfg, facts).splitlines()
+    assert "| DeepSpeed | ZeRO stage 0, bf16 (train.precision: auto) |" in lines
+    assert "| training duration (pretraining run, wall clock) | 90 s |" in lines
+    assert "| flow run (data, training, evaluation, RLFT; wall clock) | 6.7 min |" in lines
+    card = "\n".join(lines)
+    assert 'mlflow.pyfunc.load_model("models:/pac-policy@champion")' in card
+    for task in ("point_mass.easy", "cartpole.balance", "reacher.easy"):
+        domain, name = task.split(".")
+        env = suite.load(domain, name)
+        size = sum(int(np.prod(s.shape)) for s in env.observation_spec().values())
+        actions = int(np.prod(env.action_spec().shape))
+        assert f"| {task} | {size} | {actions} |" in lines, task
+    assert "- Weakest task: reacher.easy, 30.0 % success [10.8, 60.3] over 10 episodes." in lines
+    assert any(line.startswith("- Trained and evaluated in simulation only") for line in lines)

@@ -67,7 +67,7 @@ def handed_over(tmp_path_factory):
         f"tracking.uri=sqlite:///{tmp / 'mlruns' / 'mlflow.db'}",
         f"tracking.artifact_dir={tmp / 'mlruns' / 'artifacts'}",
         f"model.num_action_bins={BINS}", f"rlft.tasks=[{TASK}]", f"rlft.out_dir={tmp / 'rlft'}",
-        "eval.episodes_per_task=4", "eval.workers=1", "eval.videos_per_task=0",
+        "eval.episodes_per_task=8", "eval.workers=1", "eval.videos_per_task=0",
         "eval.max_steps=60",
     ])
     started = time.time()
@@ -137,8 +137,8 @@ def test_champion_is_the_best_evaluation_and_its_card_shows_that_evaluation(hand
     low, high = wilson(successes, n)
     rate = 100 * successes / n
     assert card.startswith("# Model card: pac-policy v2\n")
-    assert f"| success % [Wilson 95%] | {rate:.1f} [{low:.1f}, {high:.1f}] ({successes}/{n}" \
-        " episodes) |" in card
+    assert (f"| success % [Wilson 95%], all evaluated tasks | {rate:.1f} [{low:.1f}, {high:.1f}]"
+            f" ({successes}/{n} episodes) |") in card
     own = (tmp / "rlft" / "rounds" / f"round_{best}" / "eval" / "results.md").read_text()
     assert own.strip() in card  # the champion's own evaluation table, verbatim
     pretrained = (tmp / "rlft" / "rounds" / "round_0" / "eval" / "results.md").read_text()
@@ -179,7 +179,8 @@ def test_parent_run_is_the_dashboard(handed_over):
     m = run["metrics"]
     assert run["status"] == "FINISHED"
     assert m["success_rate"] == pytest.approx(100 * successes / n)
-    assert (m["success_low"], m["success_high"]) == pytest.approx((low, high), abs=1e-6)
+    # shown to 4 decimals, not as 14-digit binary fractions
+    assert (m["success_low"], m["success_high"]) == (round(low, 4), round(high, 4))
     assert {"pct_expert", "pct_expert_low", "pct_expert_high", "pretrained_success_rate"} <= set(m)
     assert m["champion_version"] == 2 and m["champion_round"] == 1
     per_round = [100 * _successes_from_files(Path(r.eval_dir))[0] / n
@@ -412,3 +413,29 @@ def test_videos_are_captioned_below_the_unchanged_frames():
     np.testing.assert_array_equal(out[:, :160], frames)  # native size: not rescaled
     caption = out[:, 160:]
     assert caption.max() > 200 and (caption == caption[0]).all()  # drawn text, every frame
+
+
+def test_the_headline_is_one_number_everywhere_and_the_version_is_linked_to_the_parent(
+        handed_over):
+    """The champion's result over all its evaluated episodes (read from episodes.csv) is the
+    same in the parent run's metrics, tags and description, the version's tags and the card;
+    the version is listed under the parent run; metrics carry at most 4 decimals."""
+    from pac.tracking import client, get_run, model_version
+
+    cfg, parent = handed_over["cfg"], handed_over["parent"]
+    successes, n = _successes_from_files(Path(handed_over["rows"][1].eval_dir))
+    low, high = wilson(successes, n)
+    text = f"{100 * successes / n:.1f} [{low:.1f}, {high:.1f}] ({successes}/{n} episodes)"
+    run = get_run(cfg, parent)
+    assert run["metrics"]["episodes"] == n
+    assert run["tags"]["pac.success"] == text and run["tags"]["pac.eval_episodes"] == str(n)
+    assert f"| success % [Wilson 95%], all evaluated tasks | {text} |" in \
+        run["tags"]["mlflow.note.content"]
+    version = model_version(cfg, "2")
+    assert version["tags"]["success"].startswith(text[:-1])  # "(4/8 episodes, Wilson 95%)"
+    assert text in Path(handed_over["summary"]["model_card"]).read_text()
+    assert all(round(v, 4) == v for v in run["metrics"].values())
+    linked = client(cfg).search_model_versions(f"run_id = '{parent}'")
+    assert {str(v.version) for v in linked} == {"1", "2", "3"}  # every version of the flow run
+    assert "pac.champion_rule" in version["tags"] and "replaces v1" in \
+        version["tags"]["pac.champion_decision"]

@@ -191,15 +191,20 @@ def test_champion_alias_moves_only_when_beaten(tmp_path, tiny_policy):
     run = Tracker(cfg, "rlft-round-0")
     uri = run.log_policy(tiny_policy)
     rows, moved = [], []
-    for k, s in enumerate([10, 8, 10, 13]):
+    for k, s in enumerate([10, 8, 10, 13, 19]):
         row = _row(k, s)
-        moved.append(_update_champion(cfg, run, tiny_policy, uri, row, rows))
+        row.champion = _update_champion(cfg, run, tiny_policy, uri, row, rows)
+        moved.append(row.champion)
         rows.append(row)
-    assert moved == [True, False, False, True]  # a tie does not move it
+    # a tie and 13/20 against 10/20 (z = 0.96, inside the noise) do not move it; 19/20 does
+    assert moved == [True, False, False, False, True]
     champ = model_alias(cfg, CHAMPION)
-    assert champ["version"] == "4" and champ["tags"]["success_rate"] == "65.0000"
-    assert champ["tags"]["rlft_round"] == "3"
-    assert [r.model_version for r in rows] == ["1", "2", "3", "4"]  # every round registered
+    assert champ["version"] == "5" and champ["tags"]["success_rate"] == "95.0000"
+    assert champ["tags"]["rlft_round"] == "4"
+    # z = (0.95 - 0.5) / sqrt(0.725 * 0.275 * (1/20 + 1/20)) = 3.187, by hand
+    assert "19/20 vs v1 10/20: z = 3.19, one-sided p = 0.001 < 0.05" in \
+        champ["tags"]["pac.champion_decision"]
+    assert [r.model_version for r in rows] == ["1", "2", "3", "4", "5"]  # every round registered
 
 
 @pytest.mark.slow
@@ -253,5 +258,12 @@ def test_rlft_rounds_end_to_end_with_resume(tmp_path):
         assert r.data.tags["mlflow.parentRunId"] == result.run_id
         assert "success_rate" in r.data.metrics
     champ = model_alias(cfg, CHAMPION)
-    best = max(result.rows, key=lambda r: (r.overall["rate"], -r.round))
+    best = result.rows[0]  # the rule written out: a round replaces only when z > 1.6449
+    for row in result.rows[1:]:
+        (s1, n1), (s0, n0) = ((int(r.overall["successes"]), int(r.overall["episodes"]))
+                              for r in (row, best))
+        pooled = (s1 + s0) / (n1 + n0)
+        var = pooled * (1 - pooled) * (1 / n1 + 1 / n0)
+        if var > 0 and (s1 / n1 - s0 / n0) / math.sqrt(var) > 1.6448536269514722:
+            best = row
     assert champ is not None and champ["tags"]["rlft_round"] == str(best.round)
