@@ -409,7 +409,7 @@ def _check_columns(frames, features: dict[str, Any]) -> None:
                                f" expected {want}")
     for key, feat in features.items():
         want = _FEATURE_KINDS.get(feat["dtype"])
-        if want is None:  # video / image: not in the parquet files, not read
+        if want is None:  # video / image: read by pac.rlft.ingest.video
             continue
         if key not in names:
             raise Rejected("missing", f"meta/info.json declares feature {quote(key)}; the data"
