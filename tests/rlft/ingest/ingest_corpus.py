@@ -400,10 +400,12 @@ def write_lerobot(
     return root
 
 
-def write_mp4(path: Path, clips: list[np.ndarray], fps: float, codec: str) -> list[tuple]:
+def write_mp4(path: Path, clips: list[np.ndarray], fps: float, codec: str,
+              skip: dict[int, int] | None = None) -> list[tuple]:
     """Episodes' frames back to back in one mp4 (as lerobot concatenates them), encoded as
     lerobot encodes: yuv420p, crf 30, a keyframe every 2 frames. Returns each clip's
-    (from_timestamp, to_timestamp) in seconds."""
+    (from_timestamp, to_timestamp) in seconds. `skip` {clip: k}: that clip's frames from its
+    middle on come k frame periods late (a recording that dropped k frames)."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -415,10 +417,12 @@ def write_mp4(path: Path, clips: list[np.ndarray], fps: float, codec: str) -> li
         stream.height, stream.width = clips[0].shape[1:3]
         stream.pix_fmt = "yuv420p"
         stream.time_base = 1 / rate
-        for clip in clips:
-            windows.append((float(frame / rate), float((frame + len(clip)) / rate)))
-            for img in clip:
+        for c, clip in enumerate(clips):
+            late = (skip or {}).get(c, 0)
+            windows.append((float(frame / rate), float((frame + len(clip) + late) / rate)))
+            for t, img in enumerate(clip):
                 vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                frame += late if t == len(clip) // 2 else 0
                 vf.pts, vf.time_base = frame, 1 / rate
                 out.mux(stream.encode(vf))
                 frame += 1

@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from ingest_corpus import make_episode, write_lerobot
+from ingest_corpus import make_episode, write_lerobot, write_mp4
 
 from pac.data import EpisodeStore, store_root
 from pac.rlft.ingest import PROCESSED, QUARANTINE
@@ -204,3 +204,35 @@ def test_corrupt_png_rejects_its_episode(tmp_path):
     note = (landing / QUARANTINE / "png.reason.txt").read_text()
     assert "png#episode_1: image: episode 1: camera observation.images.top: the image of row 3" \
         " is undecodable" in note
+
+
+def test_frames_off_their_rows_timestamps_reject_the_episode(tmp_path):
+    """An mp4 whose clip 1 dropped 2 frames in its middle: its 8 frames span 10 frame periods,
+    meta/episodes gives that whole window, so the count matches the rows, but frame 4 comes
+    2/fps after its row's timestamp: beyond 1e-4 s + one frame (docs/rollout_format.md)."""
+    landing, data_root = tmp_path / "landing", tmp_path / "data"
+    steps = [6, 8, 5]
+    episodes = [make_episode(TASK, steps=n, seed=i) for i, n in enumerate(steps)]
+    clips = [clip(e, n) for e, n in enumerate(steps)]
+    write_lerobot(landing / "cam", episodes,
+                  cameras={"observation.images.top": ("libx264", clips)})
+    fps = json.loads((landing / "cam" / "meta" / "info.json").read_text())["fps"]
+    video = landing / "cam" / "videos" / "observation.images.top" / "chunk-000" / "file-000.mp4"
+    video.unlink()
+    windows = write_mp4(video, clips, fps, "libx264", skip={1: 2})
+    import pandas as pd
+
+    meta = landing / "cam" / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
+    df = pd.read_parquet(meta)
+    key = "videos/observation.images.top"
+    df[f"{key}/from_timestamp"] = [w[0] for w in windows]
+    df[f"{key}/to_timestamp"] = [w[1] for w in windows]
+    df.to_parquet(meta)
+
+    assert _pac_ingest(str(landing), "--data-root", str(data_root)) == 1
+
+    assert sorted(_stored(data_root)) == ["cam#episode_0", "cam#episode_2"]
+    note = (landing / QUARANTINE / "cam.reason.txt").read_text()
+    assert "cam#episode_1: video: episode 1: camera observation.images.top:" \
+        f" videos/observation.images.top/chunk-000/file-000.mp4: frame 4 is at {6 / fps:g} s of" \
+        f" the episode, its row's timestamp is {4 / fps:g} s" in note
