@@ -236,3 +236,22 @@ def test_frames_off_their_rows_timestamps_reject_the_episode(tmp_path):
     assert "cam#episode_1: video: episode 1: camera observation.images.top:" \
         f" videos/observation.images.top/chunk-000/file-000.mp4: frame 4 is at {6 / fps:g} s of" \
         f" the episode, its row's timestamp is {4 / fps:g} s" in note
+
+
+def test_unreadable_only_video_quarantines_the_dataset(tmp_path):
+    """The one mp4 of the dataset is not a video: every episode is rejected, nothing stored,
+    the folder goes to quarantine whole."""
+    landing, data_root = tmp_path / "landing", tmp_path / "data"
+    episodes = [make_episode(TASK, steps=5, seed=i) for i in range(2)]
+    write_lerobot(landing / "cam", episodes, cameras={
+        "observation.images.top": ("libx264", [clip(e, 5) for e in range(2)])})
+    video = landing / "cam" / "videos" / "observation.images.top" / "chunk-000" / "file-000.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+
+    assert _pac_ingest(str(landing), "--data-root", str(data_root)) == 1
+
+    assert not (landing / PROCESSED / "cam").exists() and (landing / QUARANTINE / "cam").is_dir()
+    note = (landing / QUARANTINE / "cam.reason.txt").read_text()
+    for e in range(2):
+        assert f"cam#episode_{e}: video: episode {e}: camera observation.images.top:" \
+            " videos/observation.images.top/chunk-000/file-000.mp4: undecodable" in note
