@@ -55,6 +55,8 @@ REASON_CODES = {
     "lerobot-layout": "a LeRobot folder without its tasks, episodes or data parquet files",
     "lerobot-meta": "an invalid meta/info.json or meta/tasks.parquet",
     "lerobot-data": "an unreadable data or episodes parquet file",
+    "video": "a LeRobot camera video missing, undecodable, or whose frames do not match the rows",
+    "image": "a LeRobot camera image missing or undecodable",
     "unreadable": "any other failure while reading the item (the exception type is named)",
 }
 

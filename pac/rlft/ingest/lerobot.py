@@ -6,7 +6,8 @@ of several episodes per file). observation.state -> proprio, action -> actions, 
 rewards (or next.success -> sparse rewards), the end flags (next.done with next.terminated,
 next.truncated, success) -> discounts (:func:`discounts_from_done`). The parquet footers are
 checked against MAX_DECODED_BYTES before any column is decoded.
-Camera videos are not read: the default model is proprioception-only (N^V = 0).
+Camera features (``video`` mp4 streams, ``image`` PNG columns) become the episode's images
+(pac.rlft.ingest.video: decoded, resized, checked against the rows).
 
 A problem of the whole dataset (layout, info.json, tasks, a column's type) rejects the folder; a
 problem of one episode (values, frames, timestamps, its task) rejects only that episode, and any
@@ -36,6 +37,7 @@ from pac.rlft.ingest.checks import (
     validate_episode,
 )
 from pac.rlft.ingest.rollout_file import open_regular
+from pac.rlft.ingest.video import camera_keys, episode_images, image_columns, video_index
 
 LEROBOT_COLUMNS = ("observation.state", "action", "episode_index", "frame_index", "task_index")
 INTEGER_COLUMNS = ("episode_index", "frame_index", "task_index")
@@ -429,7 +431,7 @@ def _check_columns(frames, features: dict[str, Any]) -> None:
                                f" expected {want}")
     for key, feat in features.items():
         want = _FEATURE_KINDS.get(feat["dtype"])
-        if want is None:  # video / image: not in the parquet files, not read
+        if want is None:  # video / image: read by pac.rlft.ingest.video
             continue
         if key not in names:
             raise Rejected("missing", f"meta/info.json declares feature {quote(key)}; the data"
@@ -471,6 +473,9 @@ def read_lerobot(root: str | Path) -> list[tuple[str, Parsed | Rejected]]:
     if len(frames) == 0:
         raise Rejected("empty", "the data parquet files hold no frames")
     _check_columns(frames, info["features"])
+    cameras = camera_keys(info["features"])
+    camera = (root, video_index(index, info["features"], cameras),
+              image_columns(frames, info["features"], cameras))
     cols = {name: _column(frames, name) for name in LEROBOT_COLUMNS}
     for name in ("observation.state", "action"):  # lerobot writes a shape-[1] one as a scalar
         cols[name] = cols[name].reshape(len(frames), -1)
@@ -486,7 +491,8 @@ def read_lerobot(root: str | Path) -> list[tuple[str, Parsed | Rejected]]:
     for ep in sorted(set(episode_of.tolist()) | set(listed.tolist())):
         label = f"{printable(root.name, name=True)}#episode_{ep}"
         try:
-            parsed = _episode(ep, np.flatnonzero(episode_of == ep), cols, tasks, lengths, info)
+            parsed = _episode(ep, np.flatnonzero(episode_of == ep), cols, tasks, lengths, info,
+                              camera)
             results.append((label, parsed))
         except Rejected as exc:
             results.append((label, exc))
@@ -502,6 +508,7 @@ def _episode(
     tasks: dict[int, str],
     lengths: dict[int, int],
     info: dict[str, Any],
+    camera: tuple = (None, {}, {}),
 ) -> Parsed:
     if rows.size == 0:
         raise Rejected("empty", f"episode {ep} is listed in meta/episodes but has no frames")
@@ -538,6 +545,8 @@ def _episode(
                 labels, column("next.reward"),
             ),
             success=success,
+            images=episode_images(camera[0], ep, rows, column("timestamp"), float(info["fps"]),
+                                  camera[1], camera[2]),
         )
         _check_timing(task_spec(task).name, float(info["fps"]),
                       cols["timestamp"][rows] if "timestamp" in cols else None)

@@ -17,6 +17,7 @@ import struct
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -301,6 +302,8 @@ def write_lerobot(
     rewards: bool = True,
     fps: float | None = None,
     vectors: str = "mixed",
+    cameras: dict[str, tuple[str, list[np.ndarray]]] | None = None,
+    video_per_file: int = 1000,
 ) -> Path:
     """A LeRobotDataset v3.0 folder: several episodes per data parquet file.
 
@@ -312,6 +315,9 @@ def write_lerobot(
     "plain" (plain lists everywhere: what pandas writes, and the only layout in which pyarrow
     reads a null row back) or "scalar" (as lerobot 0.4.4 writes a shape-[1] feature: a plain
     float column; wider ones as in "mixed").
+    `cameras`: key -> (codec, one [T, H, W, 3] uint8 array per episode), in info.json order:
+    codec "png" is an `image` feature (PNG structs in the data parquet), any other an FFmpeg
+    encoder of a `video` feature, `video_per_file` episodes back to back per mp4 (write_mp4).
     """
     fps = fps or 1.0 / _control_timestep(episodes[0].task)
     texts = task_texts or [ep.task for ep in episodes]
@@ -333,6 +339,15 @@ def write_lerobot(
             "timestamp": {"dtype": "float32", "shape": [1], "names": None},
         },
     }
+    cameras = cameras or {}
+    for key, (codec, clips) in cameras.items():
+        info["features"][key] = {"dtype": "image" if codec == "png" else "video",
+                                 "shape": list(clips[0].shape[1:]),
+                                 "names": ["height", "width", "channels"]}
+    windows = {key: [w for first in range(0, len(clips), video_per_file) for w in write_mp4(
+        root / "videos" / key / "chunk-000" / f"file-{first // video_per_file:03d}.mp4",
+        clips[first: first + video_per_file], fps, codec)]
+        for key, (codec, clips) in cameras.items() if codec != "png"}
     if not rewards:
         info["features"]["next.success"] = info["features"].pop("next.reward") | {"dtype": "bool"}
     (root / "meta" / "info.json").write_text(json.dumps(info, indent=2))
@@ -353,6 +368,10 @@ def write_lerobot(
                 "timestamp": (np.arange(steps) / fps).astype(np.float32),
                 "index": np.arange(index, index + steps), "task_index": tasks.index(texts[e]),
             })
+            for key, (codec, clips) in cameras.items():
+                if codec == "png":
+                    df[key] = [{"bytes": png_bytes(img), "path": f"frame-{t:06d}.png"}
+                               for t, img in enumerate(clips[e])]
             if not rewards:
                 df = df.drop(columns=["next.reward"]).assign(
                     **{"next.success": np.arange(steps) == steps - 1 if ep.success else False})
@@ -360,7 +379,11 @@ def write_lerobot(
             frames.append(df)
             rows_meta.append({"episode_index": e, "tasks": [texts[e]], "length": steps,
                               "data/chunk_index": 0, "data/file_index": f,
-                              "dataset_from_index": index, "dataset_to_index": index + steps})
+                              "dataset_from_index": index, "dataset_to_index": index + steps,
+                              **{f"videos/{key}/{name}": value for key, w in windows.items()
+                                 for name, value in zip(
+                                     ("chunk_index", "file_index", "from_timestamp",
+                                      "to_timestamp"), (0, e // video_per_file, *w[e]))}})
             index += steps
         table = pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
         for name, n in (("observation.state", n_state), ("action", n_action)):
@@ -375,6 +398,44 @@ def write_lerobot(
     episodes_file = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
     pd.DataFrame(rows_meta).to_parquet(episodes_file)
     return root
+
+
+def write_mp4(path: Path, clips: list[np.ndarray], fps: float, codec: str,
+              skip: dict[int, int] | None = None) -> list[tuple]:
+    """Episodes' frames back to back in one mp4 (as lerobot concatenates them), encoded as
+    lerobot encodes: yuv420p, crf 30, a keyframe every 2 frames. Returns each clip's
+    (from_timestamp, to_timestamp) in seconds. `skip` {clip: k}: that clip's frames from its
+    middle on come k frame periods late (a recording that dropped k frames)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rate = Fraction(fps).limit_denominator(1000)
+    options = {"crf": "30", "g": "2"} | ({"preset": "12"} if codec == "libsvtav1" else {})
+    windows, frame = [], 0
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream(codec, rate=rate, options=options)
+        stream.height, stream.width = clips[0].shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = 1 / rate
+        for c, clip in enumerate(clips):
+            late = (skip or {}).get(c, 0)
+            windows.append((float(frame / rate), float((frame + len(clip) + late) / rate)))
+            for t, img in enumerate(clip):
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                frame += late if t == len(clip) // 2 else 0
+                vf.pts, vf.time_base = frame, 1 / rate
+                out.mux(stream.encode(vf))
+                frame += 1
+        out.mux(stream.encode())
+    return windows
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _lerobot_episodes(count: int = 3, steps: int = 8, task: str = TASK) -> list[Episode]:
