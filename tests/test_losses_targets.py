@@ -381,3 +381,29 @@ def test_pac_v_value_converges_to_the_exact_value(counts):
     got = model.values()
     print(f"V {got.tolist()}\nreference {expected.tolist()}")
     assert torch.allclose(got.double(), expected, atol=0.02), (got, expected)
+
+
+def test_pac_v_advantage_and_weights_from_known_values():
+    """Eq. 14's policy term on the tabular MDP with V put on one support point per state
+    (V = 1.2, 0.7, 2.5): A_t = r_t + gamma d_t V(s_{t+1}) - V(s_t) and the term
+    mean_t min(exp(A_t / eta), 20) * -log pi(a_t | s_t), both by hand. Fails on a bootstrap
+    from V(s_t), a dropped gamma or a terminal step that bootstraps."""
+    values = [1.2, 0.7, 2.5]
+    model = TabularPACV()
+    with torch.no_grad():
+        model.v.fill_(-1e4)
+        for s, v in enumerate(values):
+            model.v[s, round(v / 0.1)] = 0.0
+    batch = tabular_batch([[1, 1, 1]] * 3)
+    loss = dataclasses.replace(PAC_V, eta=0.5)
+    out = compute_loss(model, None, batch, loss).metrics
+    advantages, terms = [], []
+    for s in range(3):
+        for a in range(3):
+            nxt = values[NEXT[s][a]] if NEXT[s][a] >= 0 else 0.0
+            adv = REWARD[s][a] + loss.gamma * nxt - values[s]
+            advantages.append(adv)
+            terms.append(min(math.exp(adv / loss.eta), 20.0) * -math.log(float(PI[s, a])))
+    assert out["mean_advantage"] == pytest.approx(sum(advantages) / 9, abs=1e-5)
+    assert out["policy_improvement"] == pytest.approx(sum(terms) / 9, rel=1e-5)
+    assert out["mean_v"] == pytest.approx(sum(values) / 3, abs=1e-5)
