@@ -14,7 +14,8 @@ intervals, success with Wilson intervals, on the same fixed episode seeds):
 * ``filtered_bc``  bc on the successful episodes only (App. C.5);
 * ``bc_q``         alpha = 1, beta = 38: BC plus a Q-function the policy never uses;
 * ``pac``          alpha = 0.75, beta = 38 (eq. 11);
-* ``alpha_pac``    the low-quality group at alpha = 0, beta = 1900 (App. C.5's CHEF values).
+* ``alpha_pac``    the low-quality group at alpha = 0, beta = 1900 (App. C.5's CHEF values);
+* ``pac_v``        eq. 14 at App. C.5's alpha = 0, beta = 38, eta = 1e-4 (presets/pac_v.yaml).
 
 Public peers (d3rlpy's TD3+BC and IQL on the same transitions, in the benchmark's own
 environment) run from ``benchmarks/peers_d3rlpy.py`` on the same ``<out>/data``.
@@ -75,6 +76,8 @@ ARMS = {
     "bc_q": ["loss.variant=bc_q", "loss.alpha=1.0"],
     "pac": ["loss.variant=pac"],
     "alpha_pac": ["loss.variant=alpha_pac"],
+    "pac_v": ["loss.variant=pac_v", "loss.alpha=0.0", "loss.beta=38.0", "loss.eta=1e-4",
+              "model.value_head=true"],
 }
 DIAGNOSTICS = ("q_spread", "weight_ess", "weight_entropy", "mean_q")
 BENCH_MODEL = ["model.d_z=64", "model.num_blocks=2", "model.num_latents=16", "model.widening=1"]

@@ -735,7 +735,8 @@ def validate(cfg: PACConfig) -> None:
             " group's own alpha; use one of the two"
         )
     if lo.variant == "pac_v" and not m.value_head:
-        raise ConfigError("loss.variant=pac_v needs model.value_head=true (eq. 14)")
+        raise ConfigError("loss.variant=pac_v needs model.value_head=true (eq. 14); the preset"
+                          " params/presets/pac_v.yaml sets it with App. C.5's alpha, beta, eta")
 
     _range("data.episode_steps", d.episode_steps, 2, None)
     _range("data.trajectory_length", d.trajectory_length, 2, None)

@@ -219,6 +219,24 @@ def compute_loss(
     return _reduce(per_transition, pi_term, bc, q_term, zeros, alpha, beta, valid, q_valid, diag)
 
 
+def importance_weights(log_pi: torch.Tensor, action_dims: torch.Tensor, n_bins: int,
+                       where: torch.Tensor) -> torch.Tensor:
+    """Eq. 13's rho = pi_theta(a_t|s_t) / b(a_t|s_t), b = N_B^-N^A (uniform over the action bins,
+    the paper's first option for b), scaled to mean 1 over the transitions in `where` (0 elsewhere).
+
+    log_pi, action_dims (N^A of each transition's task), where: [B, n]. The scale is a choice the
+    paper leaves open ("b constant ... can be dropped"): a constant factor leaves the minimiser of
+    the weighted cross-entropy unchanged, and mean 1 keeps beta on the scale of eq. 11's Q term
+    (pi_theta(a_t|s_t) alone is a product of N^A probabilities; N_B^{N^A} is 1e12 at 6 x 101).
+    No truncation: min(1, rho) would weigh every likely action alike and pull V towards the
+    behaviour policy's value (tests/test_losses_targets.py). No gradient (a weight, like theta').
+    """
+    log_rho = log_pi.float() + action_dims.float() * math.log(n_bins)
+    log_rho = torch.where(where, log_rho, torch.full_like(log_rho, -math.inf))
+    rho = torch.softmax(log_rho.flatten(), dim=0).view_as(log_rho) * where.sum()
+    return torch.where(where, rho, torch.zeros_like(rho)).detach()
+
+
 #: Largest advantage weight exp(A / eta) of PAC+V. Eq. 14 drops the normaliser of the
 #: exponentiated advantage "as is common (Peng et al., 2019)"; that reference clips the weights at
 #: 20, and so does this: at the paper's eta = 1e-4 an unclipped weight overflows for A > 0.009.
@@ -228,16 +246,17 @@ MAX_ADVANTAGE_WEIGHT = 20.0
 def _pac_v_loss(model: nn.Module, batch: Batch, loss_cfg: LossConfig, step: int) -> LossOutput:
     """PAC+V (App. A.3, eq. 14): advantage-weighted BC on dataset actions + a distributional V.
 
-        -exp(A_t / eta) log pi(a_t | s_t)  +  beta rho_t CE(Gamma'(v | s_t), p(v | s_t))
+        -exp(A_t / eta) log pi(a_t | s_t)  +  beta rho_t CE(Gamma'(v | s_t, a_t), p(v | s_t))
 
     with A_t = r_t + gamma d_t V_theta'(s_{t+1}) - V_theta'(s_t). No target network: theta' are
     the current parameters, detached. As eq. 14: the weights are not normalised (only clipped at
-    :data:`MAX_ADVANTAGE_WEIGHT`); rho = pi_theta(a_t|s_t) / b(a_t|s_t) is the importance weight
-    of eq. 13 with the paper's first option for b, a constant: b uniform over the N_B^{N^A}
-    action bins, so rho = prod_i N_B pi_i(a_t,i), detached and truncated at 1 (it would reach
-    N_B^{N^A} otherwise; truncation as in Retrace / V-trace). V then estimates the value of
-    pi_theta, not of the behaviour policy. The paper sets alpha = 0, eta = 1e-4 for PAC+V; an
-    alpha > 0 adds the BC term of eq. 11.
+    :data:`MAX_ADVANTAGE_WEIGHT`). rho_t = pi_theta(a_t|s_t) / b(a_t|s_t) is eq. 13's importance
+    weight with the paper's first option for b, a constant: uniform over the N_B^{N^A} action bins
+    (see :func:`importance_weights`). The weighted cross-entropy's minimiser in a state is
+    E_b[rho Gamma'] / E_b[rho], so V's fixed point is the value of pi_theta when the data's
+    actions are uniform over the bins, and the value of the policy proportional to b pi_theta
+    otherwise (the paper's constant-b assumption; tests/test_losses_targets.py). The paper sets
+    alpha = 0, eta = 1e-4 for PAC+V (params/presets/pac_v.yaml); an alpha > 0 adds eq. 11's BC term.
     """
     b, t_len, n_act = batch.batch_size, batch.length, batch.actions.shape[-1]
     n = t_len - 1
@@ -264,9 +283,8 @@ def _pac_v_loss(model: nn.Module, batch: Batch, loss_cfg: LossConfig, step: int)
         advantage = torch.where(q_valid, advantage, torch.zeros_like(advantage))
         log_w = (advantage / loss_cfg.eta).clamp(max=math.log(MAX_ADVANTAGE_WEIGHT))
         weights = torch.where(q_valid, log_w.exp(), torch.zeros_like(log_w))
-        n_bins = logits.shape[-1]
-        log_rho = -bc.detach() + mask_t.sum(-1).view(b, n).float() * math.log(n_bins)
-        rho = log_rho.clamp(max=0.0).exp()  # pi_theta / b, b uniform over bins, truncated at 1
+        rho = importance_weights(-bc.detach(), mask_t.sum(-1).view(b, n), logits.shape[-1],
+                                 q_valid)
         target_dist = categorical_projection(
             only_bootstrapped(v_probs[:, 1:], q_valid, batch.discounts[:, :-1]).reshape(b * n, -1),
             rewards.reshape(-1), discount.reshape(-1),
@@ -281,7 +299,8 @@ def _pac_v_loss(model: nn.Module, batch: Batch, loss_cfg: LossConfig, step: int)
         "mean_v": (values[:, :-1], valid),
         "mean_advantage": (advantage, q_valid),
         "weight_max": (weights.max().expand(b, n), valid),
-        "importance_ratio": (rho, q_valid),
+        # the effective share of transitions V learns from: (sum rho)^2 / (n sum rho^2)
+        "importance_ess": ((q_valid.sum() / (rho**2).sum().clamp_min(1e-12)).expand(b, n), q_valid),
         "policy_entropy": (entropy(logits.detach(), mask_t).view(b, n), valid),
     }
     return _reduce(per_transition, pi_term, bc, zeros, v_term, alpha, beta, valid, q_valid, diag)

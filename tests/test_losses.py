@@ -118,20 +118,104 @@ def test_alpha_one_beta_zero_is_exactly_the_bc_gradient():
             assert torch.equal(g_ref, g), loss_cfg.variant
 
 
-def test_terms_and_diagnostics_of_pac():
-    batch = random_batch(SMALL, batch_size=4, length=3, seed=4)
-    model, target = _model_and_target()
-    loss_cfg = LossConfig(alpha=0.75, beta=2.0, value_min=0.0, value_max=5.0)
-    out = compute_loss(model, target, batch, loss_cfg, generator=torch.Generator().manual_seed(0))
-    manual = 0.25 * out.policy_improvement + 0.75 * out.bc + 2.0 * out.q
-    assert torch.allclose(out.total, manual)
-    m = out.metrics
-    assert m["alpha_mean"] == 0.75 and m["valid_transitions"] == 8
-    assert 0.0 < m["weight_entropy"] <= math.log(loss_cfg.num_action_samples) + 1e-5
-    assert 0.0 <= m["mean_q"] <= 5.0 and "target_q" in m and "policy_entropy" in m
+def reference_eq11(model, target, batch: Batch, cfg: LossConfig, seed: int) -> dict:
+    """Eq. 11 written a second time, one transition at a time in plain loops: log pi summed over
+    the valid action dimensions from each dimension's nearest bin, w_k = exp(Q'_k / eta) / sum_j
+    exp(Q'_j / eta), Gamma' (eq. 9) by splitting each shifted atom r + gamma d q_j between its
+    two neighbouring bins, and means over the valid transitions. Everything from theta' is a
+    constant (computed under no_grad). The N samples a' ~ pi_theta' are drawn with the same
+    generator seed (sampling itself is tested in tests/model)."""
+    from pac.model.distributions import sample
+
+    b, t_len = batch.batch_size, batch.length
+    n_bins, n_v = SMALL.num_action_bins, SMALL.num_value_bins
+    support = [cfg.value_min + j * (cfg.value_max - cfg.value_min) / (n_v - 1) for j in range(n_v)]
+    support_t = torch.tensor(support)
+    with torch.no_grad():
+        mask_all = batch.action_mask.repeat_interleave(t_len, dim=0)
+        z_target = target.encode(batch.observation(slice(0, t_len)))
+        a_prime = sample(target.policy_logits(z_target), mask_all, cfg.num_action_samples,
+                         torch.Generator().manual_seed(seed))  # [B*T, N, N^A]
+        q_probs = torch.softmax(target.q_logits(z_target, a_prime, mask_all), -1)
+    z = model.encode(batch.observation(slice(0, t_len - 1)))
+    logits = model.policy_logits(z)
+    dims = [int(batch.action_mask[i].sum()) for i in range(b)]
+    terms: dict[str, list[torch.Tensor]] = {"pi": [], "bc": [], "q": []}
+    for i in range(b):
+        for t in range(t_len - 1):
+            if not batch.step_mask[i, t]:
+                continue
+            row, log_p = i * (t_len - 1) + t, torch.log_softmax(logits[i * (t_len - 1) + t], -1)
+
+            def log_pi(a, i=i, log_p=log_p):
+                return sum(log_p[d, round((float(a[d]) + 1) / 2 * (n_bins - 1))]
+                           for d in range(dims[i]))
+
+            terms["bc"].append(-log_pi(batch.actions[i, t]))
+            q_values = [float((q_probs[i * t_len + t, k] * support_t).sum())
+                        for k in range(cfg.num_action_samples)]
+            e = [math.exp(q / cfg.eta) for q in q_values]
+            w = [x / sum(e) for x in e]
+            terms["pi"].append(-sum(w[k] * log_pi(a_prime[i * t_len + t, k])
+                                    for k in range(cfg.num_action_samples)))
+            discount = cfg.gamma * float(batch.discounts[i, t])
+            next_p = q_probs[i * t_len + t + 1].mean(0).tolist()  # mean over a' at s_{t+1}
+            if discount == 0.0:
+                next_p = [1.0] + [0.0] * (n_v - 1)  # the target is r alone
+            gamma_target = [0.0] * n_v
+            spacing = support[1] - support[0]
+            for j in range(n_v):
+                v = min(max(float(batch.rewards[i, t]) + discount * support[j], support[0]),
+                        support[-1])
+                lo = min(int((v - support[0]) / spacing), n_v - 2)
+                frac = (v - support[lo]) / spacing
+                gamma_target[lo] += next_p[j] * (1 - frac)
+                gamma_target[lo + 1] += next_p[j] * frac
+            q_logits = model.q_logits(z[row:row + 1], batch.actions[i, t][None, None],
+                                      batch.action_mask[i:i + 1])[0, 0]
+            terms["q"].append(-(torch.tensor(gamma_target) * torch.log_softmax(q_logits, -1)).sum())
+    mean = {k: torch.stack(v).mean() for k, v in terms.items()}
+    mean["total"] = ((1 - cfg.alpha) * mean["pi"] + cfg.alpha * mean["bc"]
+                     + cfg.beta * mean["q"])
+    return mean
+
+
+def test_eq11_matches_a_second_implementation_and_theta_prime_gets_no_gradient():
+    """compute_loss against :func:`reference_eq11` on a batch with an episode end and padding:
+    each term, the total and the gradient of every online parameter. theta' differs from theta
+    (noised copy), so the online network in theta''s place (or the reverse) changes the values;
+    theta' is built WITH requires_grad and must still get no gradient (the loss's stop-gradient,
+    not the caller's requires_grad_(False)), and the online gradient must equal the one of the
+    reference, whose targets and weights are constants."""
+    batch = random_batch(SMALL, batch_size=3, length=3, seed=4)
+    discounts, step_mask = torch.ones(3, 3), torch.ones(3, 3, dtype=torch.bool)
+    discounts[1, 0], step_mask[1, 1:] = 0.0, False  # trajectory 1 terminates after step 0
+    batch = dataclasses.replace(batch, discounts=discounts, step_mask=step_mask)
+    model, _ = _model_and_target()
+    target = copy.deepcopy(model)  # requires_grad left on
+    with torch.no_grad():
+        for p in target.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    loss_cfg = LossConfig(alpha=0.6, beta=2.0, eta=0.5, gamma=0.9, num_action_samples=4,
+                          value_min=0.0, value_max=5.0)
+    out = compute_loss(model, target, batch, loss_cfg, generator=torch.Generator().manual_seed(3))
+    ref = reference_eq11(model, target, batch, loss_cfg, seed=3)
+    for got, want in ((out.policy_improvement, ref["pi"]), (out.bc, ref["bc"]),
+                      (out.q, ref["q"]), (out.total, ref["total"])):
+        assert got.item() == pytest.approx(want.item(), rel=1e-5, abs=1e-6)
+    assert out.metrics["valid_transitions"] == 5
+
+    got_grads = torch.autograd.grad(out.total, list(model.parameters()), allow_unused=True)
+    ref_grads = torch.autograd.grad(ref["total"], list(model.parameters()), allow_unused=True)
+    for (name, _), g, r in zip(model.named_parameters(), got_grads, ref_grads, strict=True):
+        if r is None:
+            assert g is None or not g.any(), name
+        else:
+            assert g is not None and (g - r).norm() <= 1e-4 * r.norm() + 1e-6, name  # fp32 sums
+    out = compute_loss(model, target, batch, loss_cfg, generator=torch.Generator().manual_seed(3))
     out.total.backward()
-    assert all(p.grad is not None for p in model.q_decoder.parameters())
-    assert all(p.grad is None for p in target.parameters())
+    assert all(p.grad is None for p in target.parameters())  # no gradient reaches theta'
+    assert any(p.grad is not None and p.grad.any() for p in model.q_decoder.parameters())
 
 
 def test_episode_end_targets_are_the_reward():
@@ -271,3 +355,16 @@ def test_bandit_pac_v_prefers_the_best_action():
           f" log pi(best) {r['log_pi_best']:.2f}")
     assert abs(r["mode"] - BEST) < 1e-6
     assert r["log_pi_best"] > r["log_pi_poor"] + 3.0
+
+
+def test_pac_v_preset_has_app_c5_values():
+    """params/presets/pac_v.yaml: "All PAC+V models use alpha = 0.0, beta = 38 and a temperature
+    tau of 1e-4" (App. C.5; tau is eq. 14's eta); loss.variant=pac_v alone points at it."""
+    from pac.config import ConfigError, load_config
+
+    cfg = load_config("params/presets/pac_v.yaml")
+    assert (cfg.loss.variant, cfg.loss.alpha, cfg.loss.beta, cfg.loss.eta) == ("pac_v", 0.0,
+                                                                               38.0, 1e-4)
+    assert cfg.model.value_head
+    with pytest.raises(ConfigError, match="params/presets/pac_v.yaml"):
+        load_config(overrides=["loss.variant=pac_v"])

@@ -287,3 +287,123 @@ def test_a_terminal_reward_reaches_q_through_training():
         q = expected_value(q_logits, 0.0, 2.0)
     expected = torch.tensor([loss.gamma**2, loss.gamma, 1.0])
     assert torch.allclose(q, expected, atol=0.05), q.tolist()
+
+
+# --- PAC+V (eq. 13-14) on a tabular MDP whose V^pi is solved exactly ------------------------------
+
+#: Three states, three actions (the bin centres -1, 0, +1 of a 3-bin action grid), deterministic
+#: moves; (s=2, a=+1) ends the episode with reward 0.8 (discount 0).
+NEXT = [[0, 1, 2], [0, 2, 1], [1, 0, -1]]  # -1: terminal
+REWARD = [[0.0, 0.1, 0.6], [0.5, 0.0, 0.1], [0.1, 0.0, 0.8]]
+PI = torch.tensor([[0.1, 0.2, 0.7], [0.6, 0.1, 0.3], [0.2, 0.1, 0.7]], dtype=torch.float64)
+PAC_V = LossConfig(variant="pac_v", alpha=0.0, beta=1.0, eta=1.0, gamma=0.8, value_min=0.0,
+                   value_max=5.0)
+
+
+def exact_value(policy: torch.Tensor) -> torch.Tensor:
+    """V^policy by a linear solve of (I - gamma P_pi) V = r_pi (the independent reference)."""
+    p_pi, r_pi = torch.zeros(3, 3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    for s in range(3):
+        for a in range(3):
+            r_pi[s] += policy[s, a] * REWARD[s][a]
+            if NEXT[s][a] >= 0:
+                p_pi[s, NEXT[s][a]] += policy[s, a]
+    return torch.linalg.solve(torch.eye(3, dtype=torch.float64) - PAC_V.gamma * p_pi, r_pi)
+
+
+class TabularPACV(nn.Module):
+    """PAC+V's network as tables: z = one-hot of the state index proprio[0], a trainable table of
+    V logits (51 bins on [0, 5]) and a fixed policy table (PI)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.v = nn.Parameter(torch.zeros(3, 51))
+
+    def encode(self, obs) -> torch.Tensor:
+        return nn.functional.one_hot(obs.proprio[:, 0].long(), 3).float()[:, None, :]
+
+    def value_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return z[:, 0] @ self.v
+
+    def policy_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return (z[:, 0] @ PI.float().log())[:, None, :]
+
+    def values(self) -> torch.Tensor:
+        return (torch.softmax(self.v, -1) * torch.linspace(0.0, 5.0, 51)).sum(-1).detach()
+
+
+def tabular_batch(counts: list[list[int]]) -> Batch:
+    """counts[s][a] copies of the transition (s, a): the data's behaviour b(a|s) ~ counts[s][a]."""
+    rows = [(s, a) for s in range(3) for a in range(3) for _ in range(counts[s][a])]
+    n = len(rows)
+    proprio = torch.zeros(n, 2, 1)
+    actions, rewards = torch.zeros(n, 2, 1), torch.zeros(n, 2)
+    discounts, step_mask = torch.ones(n, 2), torch.ones(n, 2, dtype=torch.bool)
+    for i, (s, a) in enumerate(rows):
+        proprio[i, 0, 0], actions[i, 0, 0], rewards[i, 0] = s, a - 1.0, REWARD[s][a]
+        if NEXT[s][a] >= 0:
+            proprio[i, 1, 0] = NEXT[s][a]
+        else:  # the episode ends after step 0; step 1 is padding
+            discounts[i], step_mask[i, 1] = 0.0, False
+    ones = torch.ones(n, 1, dtype=torch.bool)
+    return Batch(proprio=proprio, proprio_mask=ones, text=torch.ones(n, 1, dtype=torch.long),
+                 text_mask=ones, actions=actions, action_mask=ones, rewards=rewards,
+                 discounts=discounts, step_mask=step_mask, alpha=torch.zeros(n),
+                 beta=torch.ones(n), group=torch.zeros(n, dtype=torch.long))
+
+
+@pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny tensors
+@pytest.mark.parametrize("counts", [[[1, 1, 1]] * 3, [[3, 1, 1], [1, 1, 4], [2, 3, 1]]],
+                         ids=["uniform-b", "skewed-b"])
+def test_pac_v_value_converges_to_the_exact_value(counts):
+    """Trained on eq. 14's V term alone, tabular V reaches the fixed point of eq. 13's weighted
+    TD target: V^pi (linear solve) when the data's actions are uniform over the bins (the
+    constant b the ratio assumes), and the value of the policy proportional to b pi when they are
+    not. The reference values are apart from the bugs' fixed points: a dropped ratio (V^b),
+    rho truncated at 1, bootstrapping from V(s_t) instead of V(s_{t+1}) (each checked in a copy)."""
+    b = torch.tensor(counts, dtype=torch.float64)
+    b = b / b.sum(-1, keepdim=True)
+    mixed = b * PI / (b * PI).sum(-1, keepdim=True)
+    expected = exact_value(mixed)  # = V^pi for uniform b
+    assert (expected - exact_value(b)).abs().max() > 0.1  # a dropped ratio learns V^b
+    truncated = b * (3 * PI).clamp(max=1.0)
+    truncated = truncated / truncated.sum(-1, keepdim=True)
+    assert (expected - exact_value(truncated)).abs().max() > 0.1  # min(1, N_B pi)
+
+    model = TabularPACV()
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    batch = tabular_batch(counts)
+    for step in range(600):  # within 0.005 of the fixed point (measured)
+        out = compute_loss(model, None, batch, PAC_V, step)
+        opt.zero_grad()
+        out.total.backward()
+        opt.step()
+    got = model.values()
+    print(f"V {got.tolist()}\nreference {expected.tolist()}")
+    assert torch.allclose(got.double(), expected, atol=0.02), (got, expected)
+
+
+def test_pac_v_advantage_and_weights_from_known_values():
+    """Eq. 14's policy term on the tabular MDP with V put on one support point per state
+    (V = 1.2, 0.7, 2.5): A_t = r_t + gamma d_t V(s_{t+1}) - V(s_t) and the term
+    mean_t min(exp(A_t / eta), 20) * -log pi(a_t | s_t), both by hand. Fails on a bootstrap
+    from V(s_t), a dropped gamma or a terminal step that bootstraps."""
+    values = [1.2, 0.7, 2.5]
+    model = TabularPACV()
+    with torch.no_grad():
+        model.v.fill_(-1e4)
+        for s, v in enumerate(values):
+            model.v[s, round(v / 0.1)] = 0.0
+    batch = tabular_batch([[1, 1, 1]] * 3)
+    loss = dataclasses.replace(PAC_V, eta=0.5)
+    out = compute_loss(model, None, batch, loss).metrics
+    advantages, terms = [], []
+    for s in range(3):
+        for a in range(3):
+            nxt = values[NEXT[s][a]] if NEXT[s][a] >= 0 else 0.0
+            adv = REWARD[s][a] + loss.gamma * nxt - values[s]
+            advantages.append(adv)
+            terms.append(min(math.exp(adv / loss.eta), 20.0) * -math.log(float(PI[s, a])))
+    assert out["mean_advantage"] == pytest.approx(sum(advantages) / 9, abs=1e-5)
+    assert out["policy_improvement"] == pytest.approx(sum(terms) / 9, rel=1e-5)
+    assert out["mean_v"] == pytest.approx(sum(values) / 3, abs=1e-5)

@@ -2,12 +2,13 @@
 
 Every `train.eval_every` updates (and after the last one) rank 0 evaluates the current online
 weights theta with :func:`pac.evaluation.evaluator.evaluate` (the same harness, statistics and
-references as ``pac eval``): the weights are gathered into an fp32 copy (per sub-module under
-ZeRO-3, :func:`pac.train.target.refresh_target`), exported as an inference checkpoint into
-``<out_dir>/evaluations/update-<n>/policy``, evaluated in this process (``eval.workers`` 1,
-``train.eval_episodes`` episodes a task, no videos, no MLflow runs of its own) on the training
-tasks and, reported separately, on ``eval.held_out_tasks``; the exported weights are deleted
-afterwards, the tables (``results.csv``, ``episodes.csv``, ``references.json``) stay.
+references as ``pac eval``): the weights are gathered into an fp32 copy of the optimiser's
+weights (:func:`pac.train.target.copy_master_weights`: the ones the run exports), exported as
+an inference checkpoint into ``<out_dir>/evaluations/update-<n>/policy``, evaluated in this
+process (``eval.workers`` 1, ``train.eval_episodes`` episodes a task, no videos, no MLflow runs of
+its own) on the training tasks and, reported separately, on ``eval.held_out_tasks``; the
+exported weights are deleted afterwards, the tables (``results.csv``, ``episodes.csv``,
+``references.json``) stay.
 
 One point per evaluation:
 

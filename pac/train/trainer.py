@@ -16,7 +16,8 @@ One update, top to bottom:
    training and held-out tasks and logs the normalised return against updates and FLOPs
    (:mod:`pac.train.periodic_eval`; training's random streams are left as they were).
 
-At the end the online weights are exported as a plain inference checkpoint (safetensors) for
+At the end the online weights, fp32 as the optimiser holds them (the weights periodic evaluation
+scores and a resume restores), are exported as a plain inference checkpoint (safetensors) for
 evaluation and RLFT, and logged to MLflow with the resolved config and the final checkpoint.
 """
 
@@ -221,7 +222,12 @@ def train(
     from pac.train.determinism import environment, restore_torch_functions
     from pac.train.engine import PACObjective, build_engine, init_distributed
     from pac.train.plan import measure_matmul_peak, parameter_counts, training_flops_per_update
-    from pac.train.target import is_target_update, make_target, refresh_target
+    from pac.train.target import (
+        copy_master_weights,
+        is_target_update,
+        make_target,
+        refresh_target,
+    )
 
     device = init_distributed(cfg.train.backend)
     t = cfg.train
@@ -327,10 +333,8 @@ def train(
         evaluating = time.perf_counter()
         with periodic_eval.preserved_rng(device):
             copy = (make_target(lambda: PerceiverActorCritic(cfg.model),
-                                torch.device("cpu"), torch.float32)
-                    if rank == 0 or t.zero_stage == 3 else None)
-            if copy is not None:  # ZeRO-3: every rank takes part in the gathering
-                refresh_target(engine.module.model, copy)
+                                torch.device("cpu"), torch.float32) if rank == 0 else None)
+            copy_master_weights(engine, copy)  # every rank takes part in the gathering
             if rank == 0:
                 scores = periodic_eval.evaluate_now(cfg, copy, out_dir, done, tokenizer,
                                                     horizons)
@@ -415,9 +419,12 @@ def train(
     if ckpt is None:  # resumed a run that had already finished
         ckpt = checkpoints.find_latest(ckpt_root).path
     policy_dir = out_dir / POLICY_DIR
-    refresh_target(engine.module.model, target)  # training is over: theta' <- final theta
+    del target
+    final = (make_target(lambda: PerceiverActorCritic(cfg.model), torch.device("cpu"),
+                         torch.float32) if rank == 0 else None)
+    copy_master_weights(engine, final)  # fp32 theta: the weights periodic evaluation scores
     if rank == 0:
-        save_inference_checkpoint(target.float(), cfg, policy_dir, tokenizer, horizons)
+        save_inference_checkpoint(final, cfg, policy_dir, tokenizer, horizons)
         atomic_write_text(out_dir / METRICS_FILE, json.dumps(last, indent=1, sort_keys=True))
         tracker.log_artifact(out_dir / METRICS_FILE)
         tracker.log_artifacts(ckpt, f"checkpoints/{ckpt.name}")

@@ -261,3 +261,42 @@ def test_filtered_bc_alone_samples_only_successful_episodes(small_store, tokeniz
     assert (~index_c["success"]).sum() == 3  # the filter has something to remove
     with pytest.raises(ConfigError, match="data.success_only=false with loss.variant=filtered"):
         make_cfg(groups, *variant, "data.success_only=false")
+
+
+def test_each_step_keeps_its_own_discount(tmp_path, tokenizer):
+    """Hand-built episodes whose discounts all differ (d_t = 0.9 - 0.01 t - 0.1 i; episode 0's
+    last step terminates, d = 0): in every window each valid position carries the discount of
+    its own step, beside that step's reward and observation, and padding carries 0. Discounts
+    shifted by one row against rewards and observations (d_{t+1} or d_{t-1} at step t) fail."""
+    from pac.data.store import Episode
+
+    store = EpisodeStore(tmp_path / "episodes")
+    d = {}
+    eps = []
+    for i in range(2):
+        d[i] = np.array([0.9 - 0.01 * t - 0.1 * i for t in range(6)], np.float32)
+        if i == 0:
+            d[i][-1] = 0.0
+        eps.append(Episode(
+            task="point_mass.easy", actions=np.zeros((6, 2), np.float32),
+            proprio=np.repeat(np.arange(6, dtype=np.float32)[:, None] + 100 * i, 4, axis=1),
+            rewards=np.arange(6, dtype=np.float32) + 10 * i, discounts=d[i],
+            final_proprio=None if i == 0 else np.full(4, -5.0, np.float32),
+        ))
+    assert len(np.unique(np.concatenate([d[0], d[1]]))) == 12  # all different
+    store.append_episodes("c", eps)
+    cfg = make_cfg("[{name: c, tasks: [point_mass.easy]}]", "data.trajectory_length=4")
+    sampler = TrajectorySampler(cfg, EpisodeStore(store.root), tokenizer)
+    _, _, episode, offset = sampler.sample_indices(0, 12)  # one pass: all 2 x 6 windows
+    batch = sampler.batch(0, 12)
+    for b in range(12):
+        e, o = int(episode[b]), int(offset[b])
+        for pos in range(4):
+            step = o + pos
+            if step < 6:
+                assert batch.step_mask[b, pos]
+                assert batch.proprio[b, pos, 0] == step + 100 * e  # its own observation
+                assert batch.rewards[b, pos] == step + 10 * e  # its own reward
+                assert batch.discounts[b, pos] == d[e][step], (e, step)  # its own discount
+            else:
+                assert not batch.step_mask[b, pos] and batch.discounts[b, pos] == 0.0

@@ -55,9 +55,24 @@ def test_precision_resolution_and_deepspeed_bf16():
     assert deepspeed_config(t, 1, "cpu")["optimizer"]["params"]["fused"] is True  # CPU kernel
 
 
-def test_bf16_training_tracks_the_fp32_run(reference_run, data_root, mlflow_root, tmp_path):
+def test_bf16_training_tracks_the_fp32_run(reference_run, data_root, mlflow_root, tmp_path,
+                                           monkeypatch):
+    """... and the weights periodic evaluation scores after the last update, the exported ones
+    and those a resume restores are the same fp32 tensors, bit for bit (theta' is bf16: an
+    export through it would round theta to bf16)."""
+    from pac.train import periodic_eval
+
+    scored: dict[int, dict[str, torch.Tensor]] = {}
+    evaluate_now = periodic_eval.evaluate_now
+
+    def recording(cfg, model, out_dir, step, *args):  # the real evaluation, weights recorded
+        scored[step] = {k: v.clone() for k, v in model.state_dict().items()}
+        return evaluate_now(cfg, model, out_dir, step, *args)
+
+    monkeypatch.setattr(periodic_eval, "evaluate_now", recording)
     ref_cfg, ref = reference_run  # fp32 (auto on a CPU without native bf16, or explicit)
-    cfg = train_config(tmp_path / "run", mlflow_root, "train.precision=bf16")
+    cfg = train_config(tmp_path / "run", mlflow_root, "train.precision=bf16",
+                       "train.eval_every=20", "train.eval_episodes=1", "eval.held_out_tasks=[]")
     result = train(cfg, data_root=data_root)
     assert result.precision == "bf16"
     assert get_run(cfg, result.run_id)["params"]["precision"] == "bf16"
@@ -84,3 +99,11 @@ def test_bf16_training_tracks_the_fp32_run(reference_run, data_root, mlflow_root
     assert states["optimizer"]["param_groups"][0]["fused"] is True  # torch's fused CPU AdamW
     target = load_file(str(result.checkpoint / "target.safetensors"))
     assert {w.dtype for w in target.values()} == {torch.bfloat16}  # theta' in bf16
+
+    assert list(scored) == [20] and scored[20].keys() == weights.keys()
+    assert all(torch.equal(scored[20][k], weights[k]) for k in weights)  # scored = exported
+    assert not all(torch.equal(weights[k], target[k].float()) for k in weights)  # not via theta'
+    resumed = train(cfg, resume=True, data_root=data_root)  # finished: restore, export again
+    again = load_file(str(resumed.policy_dir / "model.safetensors"))
+    assert all(again[k].dtype == torch.float32 and torch.equal(again[k], weights[k])
+               for k in weights)
