@@ -285,7 +285,8 @@ def test_each_step_keeps_its_own_discount(tmp_path, tokenizer):
         ))
     assert len(np.unique(np.concatenate([d[0], d[1]]))) == 12  # all different
     store.append_episodes("c", eps)
-    cfg = make_cfg("[{name: c, tasks: [point_mass.easy]}]", "data.trajectory_length=4")
+    cfg = make_cfg("[{name: c, tasks: [point_mass.easy]}]", "data.trajectory_length=4",
+                   "loss.value_max=400")  # rewards up to 15: returns up to 300
     sampler = TrajectorySampler(cfg, EpisodeStore(store.root), tokenizer)
     _, _, episode, offset = sampler.sample_indices(0, 12)  # one pass: all 2 x 6 windows
     batch = sampler.batch(0, 12)
