@@ -343,7 +343,8 @@ def end_stale_runs(cfg: PACConfig, parent_run_id: str, run_name: str, keep: str 
 
 
 #: what an offline evaluation folder holds (pac.evaluation.offline), logged under eval/offline
-OFFLINE_FILES = ("offline.md", "offline.csv", "calibration.csv", "pairs.csv", "calibration.png")
+OFFLINE_FILES = ("offline.md", "offline.csv", "calibration.csv", "pairs.csv", "calibration.png",
+                 "metrics.json")
 
 
 def log_offline_evaluation(cfg: PACConfig, out_dir: str | Path, metrics: dict[str, float],

@@ -197,7 +197,7 @@ def score_steps(server: Any, task: str, proprio: np.ndarray, actions: np.ndarray
     device = next(server.model.parameters()).device
     with torch.inference_mode():
         for s in range(0, len(feats), CHUNK):
-            f = torch.from_numpy(np.ascontiguousarray(feats[s : s + CHUNK]))
+            f = torch.from_numpy(np.array(feats[s : s + CHUNK], np.float32))  # a copy: writable
             b = f.shape[0]
             padded = torch.zeros(b, m.num_proprio)
             padded[:, : f.shape[1]] = f
@@ -208,7 +208,7 @@ def score_steps(server: Any, task: str, proprio: np.ndarray, actions: np.ndarray
                 cams = torch.zeros(b, m.num_images, dtype=torch.bool)
                 if images is not None:
                     c = min(images.shape[1], m.num_images)
-                    pix[:, :c] = torch.from_numpy(np.ascontiguousarray(images[s : s + CHUNK, :c]))
+                    pix[:, :c] = torch.from_numpy(np.array(images[s : s + CHUNK, :c], np.uint8))
                     cams[:, :c] = True
                 obs.images, obs.image_mask = pix, cams
             obs = obs.to(device)
@@ -289,7 +289,6 @@ def evaluate_offline(
     from pac.checkpoint import load_checkpoint_config
     from pac.data import EpisodeStore, store_root
     from pac.evaluation.rollout import PolicyServer
-    from pac.io import atomic_write_text
 
     ckpt_cfg = load_checkpoint_config(checkpoint_dir)
     every = ckpt_cfg.eval.offline_holdout
@@ -376,7 +375,6 @@ def evaluate_offline(
             {"eval.offline.checkpoint": source or str(checkpoint_dir),
              "eval.offline.holdout_every": every, "eval.offline.gamma": gamma,
              "eval.offline.tasks": ",".join(tasks)})
-    atomic_write_text(out / "metrics.json", json.dumps(_json(metrics), indent=2))
     return result
 
 
@@ -428,6 +426,7 @@ def _write(out: Path, rows: list[dict[str, Any]], metrics: dict[str, Any],
               f" {_fmt(r['log_density'])} | {r['mae_argmax']:.4g} | {r['mae_mean']:.4g} |"
               f" [{r['low']:g}, {r['high']:g}] |" for r in rows]
     atomic_write_text(out / "offline.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(_json(metrics), indent=2))
     atomic_write_text(out / "offline.csv", pd.DataFrame(rows).to_csv(index=False))
     atomic_write_text(out / "pairs.csv", pd.DataFrame(pairs).to_csv(index=False))
     cal_rows = [{"task": t, **r} for t, rs in calib.items() for r in rs]
