@@ -308,7 +308,7 @@ def evaluate_offline(
     empty = [t for t, eps in episodes.items() if not eps]
     if empty:
         raise ValueError(f"task {empty[0]}: no held-out episode in {store.root} (groups"
-                         f" {', '.join(groups)}; every {every}th episode of a task is held out:"
+                         f" {', '.join(groups)}; 1 in {every} episodes of a task is held out:"
                          f" it needs at least {every} episodes)")
     server = PolicyServer.load(checkpoint_dir, precision=cfg.eval.precision)
     gamma = float(ckpt_cfg.loss.gamma)
@@ -412,8 +412,8 @@ def _write(out: Path, rows: list[dict[str, Any]], metrics: dict[str, Any],
     from pac.io import atomic_write, atomic_write_text
     from pac.plots import offline_calibration
 
-    lines = [f"## Offline evaluation: {title} (held-out episodes: every"
-             f" {metrics['holdout_every']}th of a task; gamma {metrics['gamma']:g})", "",
+    lines = [f"## Offline evaluation: {title} (held-out episodes: 1 in"
+             f" {metrics['holdout_every']} of a task; gamma {metrics['gamma']:g})", "",
              "| task | episodes | steps | log-lik/step | Q pearson | Q spearman | Q - return |"
              " pairs (truncated tails left out) |", "|---|---|---|---|---|---|---|---|"]
     for task, m in metrics["tasks"].items():
