@@ -254,3 +254,37 @@ def test_pac_eval_help_describes_offline(capsys):
         main(["eval", "--help"])
     assert exit_.value.code == 0
     assert "--offline" in capsys.readouterr().out
+
+
+def test_scored_steps_with_a_camera_equal_batch_1_serving(tmp_path, declared_tasks, one_thread):
+    """Held-out steps with camera images: the chunked scoring reads them as serving does."""
+    import torch
+
+    from pac.checkpoint import save_inference_checkpoint
+    from pac.config import load_config
+    from pac.data import TaskTokenizer
+    from pac.evaluation.offline import score_steps
+    from pac.evaluation.rollout import PolicyServer
+    from pac.model import PerceiverActorCritic
+
+    cfg = load_config(write_params(tmp_path, PARAMS), [*TINY, "model.num_images=1",
+                                                       "model.resnet_channels=[4,4,4]"])
+    torch.manual_seed(1)
+    model = PerceiverActorCritic(cfg.model)
+    for name, p in model.named_parameters():
+        if ".head." in name:
+            p.data.add_(0.3 * torch.randn_like(p))
+    TaskTokenizer.train(tmp_path / "spm.model", cfg.data.tokenizer_vocab)
+    server = PolicyServer.load(save_inference_checkpoint(model, cfg, tmp_path / "policy",
+                                                         tmp_path / "spm.model"))
+    rng = np.random.default_rng(5)
+    proprio = rng.normal(size=(3, 14)).astype(np.float32)
+    actions = rng.uniform(LOW, HIGH, (3, 7)).astype(np.float32)
+    images = rng.integers(0, 255, (3, 1, 80, 80, 3), dtype=np.uint8)
+    scores = score_steps(server, "pick_red", proprio, actions, images)
+    q_ref = [server.q_values(proprio[t], "pick_red", actions[t][None], images=images[t])[0][0]
+             for t in range(3)]
+    np.testing.assert_allclose(scores.q, q_ref, rtol=1e-4, atol=1e-5)
+    server.decode = "mean"
+    mean_ref = np.stack([server.act(proprio[t], "pick_red", images[t]) for t in range(3)])
+    np.testing.assert_allclose(scores.mean, mean_ref, rtol=1e-4, atol=1e-5)
