@@ -4,6 +4,9 @@
                    └─► pretrain_launch ─► pretrain_nodes (xN) ─► pretrain_join ─┘
     evaluate_split ─► evaluate (foreach domain) ─► evaluate_join ─► rlft ⟲ (one round a pass) ─► end
 
+The tasks without a simulator (a robot's data) form one more evaluation branch, `offline`:
+held-out episodes instead of rollouts (pac.evaluation.offline).
+
 Run on a laptop with the embedded defaults (one DeepSpeed process, tiny model, dm_control):
 
     python flows/pac_flow.py run
@@ -43,6 +46,9 @@ from metaflow import FlowSpec, Parameter, card, current, parallel, resources, re
 
 from pac.config import PACConfig, config_from_dict
 from pac.pipeline import SAFE_RETRY
+
+#: the evaluation branch of the tasks without a simulator (pac.evaluation.offline)
+OFFLINE = "offline"
 
 
 class PACFlow(FlowSpec):
@@ -201,34 +207,49 @@ class PACFlow(FlowSpec):
 
     @step
     def evaluate_split(self):
-        """One evaluation branch per domain (cartpole, point_mass, ...)."""
+        """One evaluation branch per domain (cartpole, point_mass, ...); the tasks without a
+        simulator (a robot's data) together in one more branch, ``offline``."""
         self._hold_lock()
-        from pac.evaluation.evaluator import default_tasks
+        from pac.evaluation.evaluator import default_tasks, split_by_simulator
 
-        tasks = default_tasks(self._config())
+        tasks, offline = split_by_simulator(default_tasks(self._config()))
         domains: dict[str, list[str]] = {}
         for task in tasks:
             domains.setdefault(task.split(".")[0], []).append(task)
-        self.domains = sorted(domains.items())
+        self.domains = sorted(domains.items()) + ([(OFFLINE, offline)] if offline else [])
         self.next(self.evaluate, foreach="domains")
 
     @retry(**SAFE_RETRY)
     @card
     @step
     def evaluate(self):
-        """dm_control rollouts of the pretrained policy for one domain (nested MLflow run)."""
+        """dm_control rollouts of the pretrained policy for one domain (nested MLflow run);
+        the ``offline`` branch: the tasks without a simulator on their held-out episodes."""
         self._hold_lock()
+        from metaflow.cards import Image, Markdown
+
         from pac.evaluation.evaluator import evaluate
 
         self.domain, tasks = self.input
         cfg = self._config()
+        self.offline_dir = None
+        if self.domain == OFFLINE:
+            from pac.evaluation.offline import evaluate_offline
+
+            done = evaluate_offline(cfg, self.policy_dir, tasks,
+                                    out_dir=Path(cfg.eval.out_dir) / OFFLINE,
+                                    tracking_parent_run=self.mlflow_run_id)
+            self.eval_dir, self.offline_dir = None, str(done.out_dir)
+            self.eval_run_id = done.mlflow_run_id
+            current.card.append(Markdown(done.table))
+            current.card.append(Image((done.out_dir / "calibration.png").read_bytes()))
+            self.next(self.evaluate_join)
+            return
         result = evaluate(cfg, self.policy_dir, tasks,
                           out_dir=Path(cfg.eval.out_dir) / self.domain,
                           tracking_parent_run=self.mlflow_run_id)
         self.eval_dir = str(result.out_dir)
         self.eval_run_id = result.mlflow_run_id
-        from metaflow.cards import Markdown
-
         current.card.append(Markdown(result.table))
         self.next(self.evaluate_join)
 
@@ -248,17 +269,26 @@ class PACFlow(FlowSpec):
         self.eval_run_ids = [i.eval_run_id for i in inputs]
         self.eval_runs = {f"eval-{i.domain}": i.eval_run_id for i in inputs}
         cfg = self._config()
-        merged = merge_evaluations([i.eval_dir for i in inputs], cfg.eval.out_dir, cfg)
-        self.eval_table = merged.table
-        self.eval_rows = merged.rows
-        tracker = Tracker(cfg, "", run_id=self.mlflow_run_id)
-        for name in ("results.md", "results.csv", "metrics.json"):
-            tracker.log_artifact(merged.out_dir / name, "evaluation")
-        log_videos(cfg, self.mlflow_run_id, merged.videos)  # every domain's, on the parent too
         from metaflow.cards import Image, Markdown
 
-        current.card.append(Markdown(self.eval_table))
-        current.card.append(Image.from_matplotlib(success_bars(self.eval_rows)))
+        tracker = Tracker(cfg, "", run_id=self.mlflow_run_id)
+        rolled = [i.eval_dir for i in inputs if i.eval_dir]
+        self.eval_table, self.eval_rows = "", []
+        if rolled:
+            merged = merge_evaluations(rolled, cfg.eval.out_dir, cfg)
+            self.eval_table = merged.table
+            self.eval_rows = merged.rows
+            for name in ("results.md", "results.csv", "metrics.json"):
+                tracker.log_artifact(merged.out_dir / name, "evaluation")
+            log_videos(cfg, self.mlflow_run_id, merged.videos)  # every domain's, on the parent
+            current.card.append(Markdown(self.eval_table))
+            current.card.append(Image.from_matplotlib(success_bars(self.eval_rows)))
+        offline = [Path(i.offline_dir) for i in inputs if getattr(i, "offline_dir", None)]
+        for folder in offline:  # the tasks without a simulator: in the review's table too
+            table = (folder / "offline.md").read_text()
+            self.eval_table = f"{self.eval_table.rstrip()}\n\n{table}".lstrip()
+            current.card.append(Markdown(table))
+            current.card.append(Image((folder / "calibration.png").read_bytes()))
         if self.train_history:
             current.card.append(Image.from_matplotlib(learning_curves(self.train_history)))
         tracker.log_table(self.eval_rows, "evaluation/results_table.json")

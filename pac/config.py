@@ -227,6 +227,10 @@ class EvalConfig:
     #: expert reference return per task (% of expert); tasks not listed are measured with the
     #: scripted expert when one exists, else their % of expert is N/A
     expert_returns: dict[str, float] = field(default_factory=dict)
+    #: offline evaluation of tasks without a simulator (pac.evaluation.offline): every k-th
+    #: episode of such a task in each store group (store order, the k-th, 2k-th, ...) is held
+    #: out of training by the sampler and evaluated instead; 0 = nothing held out
+    offline_holdout: int = 10
 
 
 @dataclass
@@ -817,6 +821,10 @@ def validate(cfg: PACConfig) -> None:
     _choice("eval.precision", e.precision, PRECISIONS)
     _range("eval.max_steps", e.max_steps, 0, None)
     _range("eval.videos_per_task", e.videos_per_task, 0, None)
+    _range("eval.offline_holdout", e.offline_holdout, 0, None)
+    if e.offline_holdout == 1:
+        raise ConfigError("eval.offline_holdout: 1 would hold out every episode; use 0 (none)"
+                          " or k >= 2 (every k-th)")
     for task in e.held_out_tasks:
         _known_task("eval.held_out_tasks", task, known)
     if not isinstance(e.expert_returns, dict):

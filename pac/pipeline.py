@@ -264,7 +264,8 @@ def version_data(settings: Settings, cfg: PACConfig | None = None) -> dict[str, 
 
     With the default data settings this is `dvc repro generate tokenizer` (a no-op when the
     outputs are current; DVC reads the params file itself); with other data settings the same
-    `pac data` commands run directly, on `cfg` (default: `settings.config()`).
+    `pac data` commands run directly, on `cfg` (default: `settings.config()`), for the groups
+    the simulator generates (`source: sim`; ingested groups are already in the store).
     Returns `pac.data.dataset_version` (the DVC hashes and the store fingerprint).
     """
     from pac.data import dataset_version
@@ -278,6 +279,8 @@ def version_data(settings: Settings, cfg: PACConfig | None = None) -> dict[str, 
         params = ["--params", frozen_settings(cfg, tmp).params]
         base = [*_pac_command()]
         for group in cfg.data.groups:
+            if group.source != "sim":  # a robot's episodes come from `pac ingest`, not here
+                continue
             subprocess.run([*base, "data", "generate", *params, "--group", group.name,
                             "--quiet"], check=True, env=env)
         subprocess.run([*base, "tokenizer", "train", *params], check=True, env=env)

@@ -1,4 +1,5 @@
-"""Figures for cards, MLflow and DVC: learning curves, success with CIs, RLFT rounds.
+"""Figures for cards, MLflow and DVC: learning curves, success with CIs, RLFT rounds, the
+offline evaluation's Q calibration.
 
 Each figure function returns a matplotlib Figure; :func:`write_figures` saves the ones a run
 has as PNG files (what ``dvc plots show`` and the MLflow artefact view display).
@@ -165,6 +166,29 @@ def rlft_rounds(rows: Sequence[dict[str, Any]], champion: int | None = None,
     ax.set_ylabel("success % (Wilson 95% CI)")
     ax.set_ylim(0, 105)
     ax.set_title("Self-improvement rounds")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def offline_calibration(calibration: dict[str, Sequence[dict[str, float]]]) -> Figure:
+    """Offline evaluation: per task, binned mean Q against the mean Monte-Carlo return of the
+    held-out steps (pac.evaluation.offline.calibration); a calibrated critic lies on y = x."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.0))
+    values: list[float] = []
+    for task, rows in calibration.items():
+        q = [float(r["q_mean"]) for r in rows]
+        ret = [float(r["return_mean"]) for r in rows]
+        values += q + ret
+        ax.plot(q, ret, "o-", label=f"{task} (n={int(sum(r['count'] for r in rows))})",
+                markersize=4)
+    if values:
+        lo, hi = min(values), max(values)
+        pad = 0.05 * (hi - lo) or 0.5
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], ":", color="grey", label="y = x")
+    ax.set_xlabel("mean Q(s, a) of the data action (bin)")
+    ax.set_ylabel("mean discounted return of the data")
+    ax.set_title("Offline evaluation: Q calibration (held-out episodes)", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

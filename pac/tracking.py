@@ -414,6 +414,37 @@ def end_stale_runs(cfg: PACConfig, parent_run_id: str, run_name: str, keep: str 
     return ended
 
 
+#: what an offline evaluation folder holds (pac.evaluation.offline), logged under eval/offline
+OFFLINE_FILES = ("offline.md", "offline.csv", "calibration.csv", "pairs.csv", "calibration.png",
+                 "metrics.json")
+
+
+def log_offline_evaluation(cfg: PACConfig, out_dir: str | Path, metrics: dict[str, float],
+                           parent_run_id: str | None, params: dict[str, Any]) -> str | None:
+    """One MLflow run ``eval-offline`` (nested under `parent_run_id` when given) with the
+    offline evaluation's params, per-task metrics (``offline/<task>/...``) and its files under
+    ``eval/offline``; the calibration plot and table also go on the parent run under
+    ``evaluation/offline``, the flow's dashboard. A RUNNING ``eval-offline`` child that a
+    killed attempt left is ended (:func:`end_stale_runs`). Returns the run id."""
+    out = Path(out_dir)
+    tracker = Tracker(cfg, "eval-offline", parent_run_id=parent_run_id,
+                      tags={"pac.stage": "evaluate", "pac.evaluation": "offline"})
+    if parent_run_id:
+        end_stale_runs(cfg, parent_run_id, "eval-offline", tracker.run_id)
+    tracker.log_params(params)
+    tracker.log_metrics(metrics, step=0)
+    for name in OFFLINE_FILES:
+        if (out / name).is_file():
+            tracker.log_artifact(out / name, "eval/offline")
+    tracker.set_description((out / "offline.md").read_text())
+    tracker.finish()
+    if parent_run_id:
+        parent = Tracker.existing(cfg, parent_run_id)
+        for name in ("offline.md", "calibration.png"):
+            parent.log_artifact(out / name, "evaluation/offline")
+    return tracker.run_id
+
+
 def get_run(cfg: PACConfig, run_id: str) -> dict[str, Any]:
     """A run's status, params, latest metrics and tags as plain dicts."""
     run = client(cfg).get_run(run_id)

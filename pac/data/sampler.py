@@ -16,6 +16,9 @@ position and a terminal reward would never reach Q. Past the end, position L - o
 final observation o_L of a truncated episode when the store has it (``observed`` True,
 ``step_mask`` False): the last transition then bootstraps from it.
 
+Held out. Every ``eval.offline_holdout``-th episode of a task without a simulator is never
+sampled: the offline evaluation measures the policy on those (:mod:`pac.evaluation.offline`).
+
 Counts m and k follow in closed form from i, so training resumes exactly from the step number,
 ranks read disjoint parts of the stream, and the union of the ranks' batches at a step equals the
 one-rank batch of the same global size.
@@ -166,10 +169,17 @@ class TrajectorySampler:
                     f" {m.num_proprio}/{m.num_actions}"
                 )
         shard_of, start, length, row, has_final = [], [], [], [], []
+        held = {}
+        if spec is not None and not spec.simulator:  # offline evaluation's held-out episodes
+            from pac.evaluation.offline import holdout_masks
+
+            held = holdout_masks(shards, self.cfg.eval.offline_holdout)
         for i, s in enumerate(shards):
             keep = np.ones(len(s.index), bool)
             if self.cfg.data.success_only:
                 keep = s.index["success"].to_numpy(bool)
+            if s.key in held:
+                keep = keep & ~held[s.key]
             idx = s.index[keep]
             shard_of.append(np.full(len(idx), i, np.int64))
             start.append(idx["start"].to_numpy(np.int64))

@@ -1,4 +1,7 @@
-"""`pac eval`: simulation evaluation of a policy (the paper's Tables 1 / 13, :mod:`pac.evaluation`).
+"""`pac eval`: evaluation of a policy: dm_control rollouts (the paper's Tables 1 / 13,
+:mod:`pac.evaluation`); tasks without a simulator (a robot's data) offline on held-out episodes
+(action log-likelihood and error per dimension, Q against the Monte-Carlo return:
+:mod:`pac.evaluation.offline`).
 
     pac eval                                    # <train.out_dir>/policy, else the newest flow
                                                 # run's champion (runs/flow/<id>/), on its tasks
@@ -6,6 +9,10 @@
     pac eval --checkpoint models:/pac-policy@champion
     pac eval --policy expert                    # the harness check: the scripted expert
     pac eval --set eval.decode=q_rerank --set eval.episodes_per_task=100
+    pac eval --offline --params my_robot.yaml   # only the tasks without a simulator, offline
+
+Without --offline, the tasks without a simulator are evaluated offline (into <out>/offline) and
+the others rolled out as before.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="evaluate a policy in dm_control: %% of expert (SE 95%% CI), success (Wilson)",
+        help="evaluate a policy: dm_control rollouts (%% of expert, success) or, for tasks"
+        " without a simulator, offline on held-out episodes",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -47,6 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--tasks",
         default=None,
         help="comma-separated tasks (default: the training tasks + eval.held_out_tasks)",
+    )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="only the offline evaluation (tasks without a simulator, held-out episodes of the"
+        " store under data.root: every eval.offline_holdout-th of a task)",
     )
     p.add_argument("--out", default=None, help="output folder (default: eval.out_dir)")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
@@ -82,6 +96,34 @@ def default_checkpoint(cfg) -> str:
     return str(own)
 
 
+def _route(cfg, checkpoint: str | None, tasks: list[str] | None, policy: str,
+           offline_only: bool) -> tuple[list[str] | None, list[str]]:
+    """(tasks to roll out, None = evaluate()'s default; tasks to evaluate offline). The
+    checkpoint's training tasks (+ eval.held_out_tasks) when none are named; a scripted policy
+    has no offline evaluation (its tasks all go to the rollouts, which refuse the ones without
+    a simulator)."""
+    from pac.evaluation.evaluator import default_tasks, split_by_simulator
+
+    if policy != "checkpoint":
+        if offline_only:
+            raise ValueError("--offline evaluates a checkpoint, not --policy " + policy)
+        return tasks, []
+    if tasks is None:
+        from pac.checkpoint import load_checkpoint_config
+
+        tasks = default_tasks(load_checkpoint_config(checkpoint))
+        tasks += [t for t in cfg.eval.held_out_tasks if t not in tasks]
+    sim, offline = split_by_simulator(tasks)
+    if offline_only:
+        if sim:
+            raise ValueError(f"task {sim[0]} has a simulator: --offline evaluates tasks without"
+                             " one (roll it out without --offline)")
+        if not offline:
+            raise ValueError("no tasks without a simulator to evaluate offline")
+        return [], offline
+    return sim, offline
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     from pac.evaluation.evaluator import evaluate
@@ -103,10 +145,26 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                   " or make run writes one)", file=sys.stderr)
             return 2
         try:
+            sim, offline = _route(cfg, checkpoint, tasks, args.policy, args.offline)
+            if offline:
+                from pac.evaluation.offline import evaluate_offline
+
+                out = (Path(args.out) if args.offline and args.out
+                       else Path(args.out or cfg.eval.out_dir) / "offline")
+                done = evaluate_offline(cfg, checkpoint, offline, out_dir=out,
+                                        track=not args.no_track,
+                                        tracking_parent_run=args.parent_run,
+                                        source=args.checkpoint or checkpoint)
+                print(done.table)
+                if done.mlflow_run_id:
+                    print(f"MLflow run: {done.mlflow_run_id}")
+                print(f"offline results in {done.out_dir}")
+            if not sim:
+                return 0
             result = evaluate(
                 cfg,
                 checkpoint,
-                tasks,
+                sim,
                 policy=args.policy,
                 out_dir=args.out,
                 track=not args.no_track,

@@ -336,12 +336,22 @@ def default_tasks(cfg: PACConfig) -> list[str]:
     return list(dict.fromkeys(tasks))
 
 
+def split_by_simulator(tasks: list[str]) -> tuple[list[str], list[str]]:
+    """(tasks rolled out in their simulator, tasks without one: evaluated offline on held-out
+    episodes, :mod:`pac.evaluation.offline`); unknown names go with the first (and fail there
+    with the known tasks named)."""
+    offline = [t for t in tasks if t in TASKS and not TASKS[t].simulator]
+    return [t for t in tasks if t not in offline], offline
+
+
 def _check_tasks(tasks: list[str], model_cfg: Any | None) -> None:
     for task in tasks:
         spec = TASKS.resolve(task)
         if not spec.simulator:
             raise ValueError(f"task {task} has no simulator (a robot's data, embodiment"
-                             f" {spec.embodiment}): it cannot be rolled out")
+                             f" {spec.embodiment}): it cannot be rolled out; `pac eval`"
+                             " evaluates it offline on held-out episodes"
+                             " (pac.evaluation.offline)")
         if model_cfg is not None and (
             spec.num_features > model_cfg.num_proprio or spec.num_actions > model_cfg.num_actions
         ):
