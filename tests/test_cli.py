@@ -1,4 +1,4 @@
-"""The `pac` command line as the multi-GPU launchers call it (the README's scale-out commands).
+"""The `pac` command line as the multi-GPU launchers call it (README.md, docs/scaling_out.md).
 
 `deepspeed` and `torch.distributed.launch` add `--local_rank=N` / `--local-rank=N` before the
 sub-command; `torchrun` adds nothing. Each argv here is parsed by `pac`'s own parser on CPU.

@@ -4,11 +4,12 @@ inside `pretrain`, then `python flows/pac_flow.py resume`.
 The resumed `pretrain` must continue from the newest complete checkpoint of the killed attempt
 (not from update 0), and its policy must be bit-identical (torch.equal) to an uninterrupted
 `train()` with the same params: the flow's `pretrain` is `train(cfg, resume=True)` on the flow
-run's own train.out_dir, and README § Exact resume promises bit-identity under the same thread
-count, world size, precision and device (the reference matches the checkpoint's recorded
-thread count). MLflow: one parent run and one `pretrain-tiny` run, both FINISHED (the training
-run of the killed attempt is continued by id), and no run is left RUNNING. params/default.yaml
-is edited between the kill and the resume: the resumed steps use `start`'s settings.
+run's own train.out_dir, and docs/faults_and_resume.md ("Exact resume") promises bit-identity
+under the same thread count, world size, precision and device (the reference matches the
+checkpoint's recorded thread count). MLflow: one parent run and one `pretrain-tiny` run, both
+FINISHED (the training run of the killed attempt is continued by id), and no run is left
+RUNNING. params/default.yaml is edited between the kill and the resume: the resumed steps use
+`start`'s settings.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ TRAIN_OVERRIDES = [
     "loss.target_update_period=10",
     "loss.num_action_samples=4",
     # fp32 pinned: `auto` picks bf16 on CPUs with native bf16 (AMX), and the exact-resume and
-    # parity tests compare against fp32 runs (README, "Exact resume")
+    # parity tests compare against fp32 runs (docs/faults_and_resume.md, "Exact resume")
     "train.precision=fp32",
 ]
 
@@ -119,8 +119,8 @@ def reference_run(data_root, mlflow_root, tmp_path_factory):
 
 
 #: Every training run of these tests, in-process or in a subprocess (clean_env), uses this many
-#: intra-op threads: bit-exact resume needs one count (README, "Exact resume"), whatever the
-#: tests before these left torch at.
+#: intra-op threads: bit-exact resume needs one count (docs/faults_and_resume.md, "Exact resume"),
+#: whatever the tests before these left torch at.
 TRAIN_THREADS = 1
 
 
