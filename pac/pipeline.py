@@ -338,7 +338,7 @@ def pretrain(cfg: PACConfig, flow_run: str, parent_run_id: str | None,
              run_name: str | None = None):
     """The flow's local `pretrain` step: `train(cfg)` that a retry or a `resume` of the same
     flow run continues from the newest complete checkpoint in train.out_dir, bit-identical to
-    an uninterrupted run under the conditions of README § Exact resume.
+    an uninterrupted run under the conditions of docs/faults_and_resume.md, "Exact resume".
 
     The MLflow run of a killed attempt is continued by id (the trainer's `mlflow_run.json`),
     so the flow keeps one `pretrain-<scale>` run; one that a killed attempt opened without
