@@ -24,13 +24,13 @@ keep the MLflow run ids, and the MLflow run keeps the Metaflow pathspec, so eith
 the other. Params are checked before Metaflow starts (one line on a bad value, exit status 2)
 and again in `start`.
 
-Fault tolerance (docs/faults_and_resume.md, "Resuming a killed flow run"): one flow run at a
-time per checkout (`runs/flow.lock`, taken in `start`: a second run is refused there with one
-line; a dead run's lock or that of the run a `resume` continues does not block); a retried or resumed `pretrain`
-continues from the newest complete checkpoint of this flow run and its MLflow run; a rerun
-`evaluate` continues the MLflow runs its killed attempt recorded; a resumed `rlft` skips the
-stages of a round its killed attempt finished; `@retry` sits on `data`, `pretrain`, `evaluate`
-and `evaluate_join`, the steps whose rerun duplicates nothing.
+Fault tolerance (docs/faults_and_resume.md, "Resuming a killed flow run"): one flow run at a time
+per checkout (`runs/flow.lock`, taken in `start`: a second run is refused there with one line; a
+dead run's lock or that of the run a `resume` continues does not block); a retried or resumed
+`pretrain` continues from the newest complete checkpoint of this flow run and its MLflow run; a
+rerun `evaluate` continues the MLflow runs its killed attempt recorded; a resumed `rlft` skips the
+stages of a round its killed attempt finished; `@retry` sits on `data`, `pretrain`, `evaluate` and
+`evaluate_join`, the steps whose rerun duplicates nothing.
 """
 
 from __future__ import annotations
