@@ -231,7 +231,8 @@ def run_arm(out: Path, data: Path, args: argparse.Namespace, base: list[str], ar
     run.mkdir(parents=True, exist_ok=True)
     arm_cfg = load_config(overrides=overrides)
     start = time.perf_counter()
-    if not (run / "policy").is_dir():
+    reused = (run / "policy").is_dir()
+    if not reused:
         metrics = train(arm_cfg, data_root=data).metrics
         train_s = time.perf_counter() - start
     else:  # a finished run is reused: its update time from its own measured rate
@@ -243,9 +244,15 @@ def run_arm(out: Path, data: Path, args: argparse.Namespace, base: list[str], ar
         start = time.perf_counter()
         eval_dir = run / ("eval" if decode == "argmax" else f"eval-{decode}")
         cfg = load_config(overrides=[*overrides, f"eval.decode={decode}"])
-        result = evaluate(cfg, run / "policy", args.tasks, out_dir=eval_dir, track=False)
-        overall = next(r for r in result.rows if r["level"] == "all")
-        tasks = {r["name"]: r["pct_expert"] for r in result.rows if r["level"] == "task"}
+        if reused and (eval_dir / "results.csv").is_file():  # its evaluation is reused too
+            import pandas as pd
+
+            result_rows = pd.read_csv(eval_dir / "results.csv").to_dict("records")
+        else:
+            result_rows = evaluate(cfg, run / "policy", args.tasks, out_dir=eval_dir,
+                                   track=False).rows
+        overall = next(r for r in result_rows if r["level"] == "all")
+        tasks = {r["name"]: r["pct_expert"] for r in result_rows if r["level"] == "task"}
         rows.append({"arm": arm, "seed": seed, "decode": decode, "train_s": round(train_s, 1),
                      "eval_s": round(time.perf_counter() - start, 1),
                      "updates_per_s": metrics.get("steps_per_s", math.nan),
