@@ -122,7 +122,7 @@ class LossConfig:
     #: false: the Q head reads a detached z_M, so only the policy terms train the shared encoder
     #: (the paper shares it; a choice it leaves open for small models)
     critic_encoder_grad: bool = True
-    #: > 0: each batch's eta = eta_relative x the batch's mean std of Q over the N samples (a
+    #: > 0: eq. 11's eta of each batch = eta_relative x its mean std of Q over the N samples (a
     #: temperature that follows the scale of Q differences); 0: loss.eta as given
     eta_relative: float = 0.0
 
