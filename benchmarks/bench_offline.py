@@ -58,6 +58,17 @@ actions, the weights' effective sample size (N = uniform) and entropy (ln N = un
     python benchmarks/bench_offline.py --out runs/T10 --suboptimal weak --quality 0.3 \
         --tasks point_mass.easy --arms bc pac --updates 10000  # the updates the critic needs
     python benchmarks/bench_offline.py --quick --out /tmp/bench_offline    # a 2-minute smoke run
+
+Data from outside the project (``--store``): a data folder that ``pac ingest`` (and ``pac
+tokenizer train``) wrote, e.g. benchmarks/heldout_sac_replay.py's replay buffer; every arm trains
+on its group ``--group`` (tasks: the store's), nothing is generated. With ``--project-defaults``
+the arms keep params/default.yaml's batch and target period (what a new user gets) instead of
+the Table 1 values written out above; tasks without a scripted expert are scored by mean return
+(and % of expert when ``--set eval.expert_returns={task: R}`` names a reference).
+
+    python benchmarks/bench_offline.py --out runs/heldout/sac_arms \
+        --store runs/heldout/sac_replay/data --group sac_replay --project-defaults \
+        --updates 3000 --seeds 1 --eval-episodes 20 --jobs 1 --arms pac bc filtered_bc bc_q
 """
 
 from __future__ import annotations
@@ -90,6 +101,9 @@ BENCH_TARGET_PERIOD = 10
 
 def group_override(args: argparse.Namespace, arm: str) -> str:
     alpha_beta = ", alpha: 0.0, beta: 1900.0" if arm == "alpha_pac" else ""
+    if args.store is not None:  # ingested data: the store's group as it is
+        return (f"data.groups=[{{name: {args.group}, tasks: [{', '.join(args.tasks)}],"
+                f" source: rollout{alpha_beta}}}]")
     noise = "" if args.action_noise is None else f", action_noise: {args.action_noise}"
     return (f"data.groups=[{{name: low_quality, tasks: [{', '.join(args.tasks)}],"
             f" quality: {args.quality}, suboptimal: {args.suboptimal},"
@@ -120,6 +134,12 @@ def main() -> None:
                     help="evaluate every arm with each decoding of its policy (eval.decode)")
     ap.add_argument("--jobs", type=int, default=2, help="arms trained side by side")
     ap.add_argument("--quick", action="store_true", help="tiny budget: a smoke run")
+    ap.add_argument("--store", type=Path, default=None,
+                    help="a data folder written by `pac ingest` + `pac tokenizer train`:"
+                         " train on it instead of generating (--tasks: the group's)")
+    ap.add_argument("--group", default="rollouts", help="with --store: the store group")
+    ap.add_argument("--project-defaults", action="store_true",
+                    help="keep params/default.yaml's batch and target period (not Table 1's)")
     args = ap.parse_args()
     if args.quick:
         args.episodes, args.updates, args.seeds, args.eval_episodes = 6, 20, 1, 2
@@ -131,9 +151,13 @@ def main() -> None:
 
     out = args.out.resolve()
     data = out / "data"
-    base = [
+    if args.store is not None:
+        data = store_data(args)
+    table1 = [] if args.project_defaults else [
         *BENCH_MODEL, *BENCH_BATCH, f"loss.eta={BENCH_ETA}",
-        f"loss.target_update_period={BENCH_TARGET_PERIOD}",
+        f"loss.target_update_period={BENCH_TARGET_PERIOD}"]
+    base = [
+        *table1,
         f"data.episode_steps={args.episode_steps}",
         f"eval.episodes_per_task={args.eval_episodes}", "eval.videos_per_task=0",
         "eval.workers=1", f"train.steps={args.updates}",
@@ -143,7 +167,7 @@ def main() -> None:
     ]
     group = group_override(args, "bc")
     cfg = load_config(overrides=[*base, group])
-    if not (data / ".complete").exists():
+    if args.store is None and not (data / ".complete").exists():
         print(f"generating {len(args.tasks)} x {args.episodes} episodes, quality {args.quality},"
               f" suboptimal {args.suboptimal}")
         generate_group(cfg, "low_quality", store_root(data), workers=1, progress=False)
@@ -166,11 +190,30 @@ def main() -> None:
     results += [r for r in earlier
                 if (r["arm"], r["seed"], r.get("decode", "argmax")) not in fresh]
     done.write_text(json.dumps(results, indent=1, default=float))
-    print(data_table(data, args.tasks, out))
+    given = cfg.eval.expert_returns
+    print(data_table(data, args.tasks, out, given))
     for decode in dict.fromkeys(r.get("decode", "argmax") for r in results):
         rows = [r for r in results if r.get("decode", "argmax") == decode]
         print(f"decode: {decode}")
-        print(arm_table(rows, [a for a in ARMS if any(r["arm"] == a for r in rows)], out))
+        print(arm_table(rows, [a for a in ARMS if any(r["arm"] == a for r in rows)], out, given))
+
+
+def store_data(args: argparse.Namespace) -> Path:
+    """The ingested data folder of --store, checked; --tasks become the group's tasks."""
+    from pac.data import store_root, tokenizer_path
+    from pac.data.store import EpisodeStore
+
+    data = args.store.resolve()
+    tasks = sorted({s.task for s in EpisodeStore(store_root(data)).shards
+                    if s.group == args.group})
+    if not tasks:
+        raise SystemExit(f"error: --store {data}: no episodes in group {args.group!r}"
+                         " (run `pac ingest LANDING --group NAME --data-root DIR`)")
+    if not tokenizer_path(data).exists():
+        raise SystemExit(f"error: --store {data}: no tokenizer (run `pac tokenizer train"
+                         f" --root {data}`)")
+    args.tasks = tasks
+    return data
 
 
 def run_arm(out: Path, data: Path, args: argparse.Namespace, base: list[str], arm: str,
@@ -191,7 +234,8 @@ def run_arm(out: Path, data: Path, args: argparse.Namespace, base: list[str], ar
     run.mkdir(parents=True, exist_ok=True)
     arm_cfg = load_config(overrides=overrides)
     start = time.perf_counter()
-    if not (run / "policy").is_dir():
+    reused = (run / "policy").is_dir()
+    if not reused:
         metrics = train(arm_cfg, data_root=data).metrics
         train_s = time.perf_counter() - start
     else:  # a finished run is reused: its update time from its own measured rate
@@ -203,80 +247,99 @@ def run_arm(out: Path, data: Path, args: argparse.Namespace, base: list[str], ar
         start = time.perf_counter()
         eval_dir = run / ("eval" if decode == "argmax" else f"eval-{decode}")
         cfg = load_config(overrides=[*overrides, f"eval.decode={decode}"])
-        result = evaluate(cfg, run / "policy", args.tasks, out_dir=eval_dir, track=False)
-        overall = next(r for r in result.rows if r["level"] == "all")
-        tasks = {r["name"]: r["pct_expert"] for r in result.rows if r["level"] == "task"}
+        if reused and (eval_dir / "results.csv").is_file():  # its evaluation is reused too
+            import pandas as pd
+
+            result_rows = pd.read_csv(eval_dir / "results.csv").to_dict("records")
+        else:
+            result_rows = evaluate(cfg, run / "policy", args.tasks, out_dir=eval_dir,
+                                   track=False).rows
+        overall = next(r for r in result_rows if r["level"] == "all")
+        tasks = {r["name"]: r["pct_expert"] for r in result_rows if r["level"] == "task"}
         rows.append({"arm": arm, "seed": seed, "decode": decode, "train_s": round(train_s, 1),
                      "eval_s": round(time.perf_counter() - start, 1),
                      "updates_per_s": metrics.get("steps_per_s", math.nan),
                      **overall, **diag, "tasks": tasks, "eval_dir": str(eval_dir)})
-        print(f"{arm:12s} seed {seed} {decode:7s}: {overall['pct_expert']:6.1f}% of expert"
+        print(f"{arm:12s} seed {seed} {decode:7s}: return {overall['mean_return']:.1f},"
+              f" {overall['pct_expert']:6.1f}% of expert"
               f" [{overall['pct_expert_low']:.1f}, {overall['pct_expert_high']:.1f}],"
               f" success {overall['success_rate']:.1f}%, train {train_s:.0f} s,"
               f" q_spread {diag['q_spread']:.3f}, ESS {diag['weight_ess']:.2f}", flush=True)
     return rows
 
 
-def _references(out: Path) -> dict[str, tuple[float, float]]:
-    """task -> (expert, random) reference returns, from the evaluation's own cache."""
-    refs: dict[str, tuple[float, float]] = {}
+def _references(out: Path, given: dict[str, float] | None = None
+                ) -> dict[str, tuple[float | None, float]]:
+    """task -> (expert, random) reference returns, from the evaluation's own cache (expert None
+    for a task without a scripted expert) unless `given` (``eval.expert_returns``) names one."""
+    refs: dict[str, tuple[float | None, float]] = {}
     for path in sorted((out / "runs").glob("*/eval/references.json")):
         for key, ref in json.loads(path.read_text()).items():
-            refs[key.split("|")[0]] = (ref["expert"], ref["random"])
+            task = key.split("|")[0]
+            refs[task] = ((given or {}).get(task, ref["expert"]), ref["random"])
     return refs
 
 
-def data_table(data: Path, tasks: list[str], out: Path) -> str:
+def data_table(data: Path, tasks: list[str], out: Path,
+               given: dict[str, float] | None = None) -> str:
     """The dataset's own quality (Table 6's columns): success and % of expert of its episodes."""
     from pac.data.store import EpisodeStore
     from pac.evaluation.stats import mean_ci, percent_of_expert, wilson_interval
 
     episodes = EpisodeStore(data / "episodes").episodes
-    refs = _references(out)
-    lines = ["| data: task | episodes | % of expert [95% CI] | success % [Wilson 95%] |",
-             "|---|---:|---:|---:|"]
+    refs = _references(out, given)
+    lines = ["| data: task | episodes | mean return [95% CI] | % of expert [95% CI] |"
+             " success % [Wilson 95%] |", "|---|---:|---:|---:|---:|"]
     for task in tasks:
         ep = episodes[episodes["task"] == task]
         pct = "n/a"
-        if task in refs:
+        if refs.get(task, (None, 0.0))[0] is not None:
             m, lo, hi = mean_ci(percent_of_expert(ep["return"], *refs[task]))
             pct = f"{m:.1f} [{lo:.1f}, {hi:.1f}]"
+        m, lo, hi = mean_ci(ep["return"].to_numpy(float))
         k, n = int(ep["success"].sum()), len(ep)
-        lo, hi = wilson_interval(k, n)
-        lines.append(f"| {task} | {n} | {pct} | {100 * k / n:.1f} [{100 * lo:.1f},"
-                     f" {100 * hi:.1f}] |")
+        s_lo, s_hi = wilson_interval(k, n)
+        lines.append(f"| {task} | {n} | {m:.1f} [{lo:.1f}, {hi:.1f}] | {pct} |"
+                     f" {100 * k / n:.1f} [{100 * s_lo:.1f}, {100 * s_hi:.1f}] |")
     return "\n".join(lines) + "\n"
 
 
-def arm_table(results: list[dict], arms: list[str], out: Path) -> str:
-    """Per arm: every evaluation episode of every seed pooled (SE interval, Wilson interval)."""
+def arm_table(results: list[dict], arms: list[str], out: Path,
+              given: dict[str, float] | None = None) -> str:
+    """Per arm: every evaluation episode of every seed pooled (SE interval, Wilson interval);
+    % of expert over the tasks with an expert reference, mean return over all."""
     import pandas as pd
 
     from pac.evaluation.stats import mean_ci, percent_of_expert, wilson_interval
 
-    refs = _references(out)
+    refs = _references(out, given)
     tasks = sorted(refs)
-    head = "| arm | seeds | % of expert [95% CI] | " + " | ".join(f"{t} %" for t in tasks)
+    scored = [t for t in tasks if refs[t][0] is not None]
+    head = ("| arm | seeds | % of expert [95% CI] | mean return [95% CI] | "
+            + " | ".join(f"{t} %" for t in scored))
     lines = [head + " | success % [Wilson 95%] | Q spread | ESS | updates/s | train s / seed |",
-             "|---|---:|---:|" + "---:|" * len(tasks) + "---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|" + "---:|" * len(scored) + "---:|---:|---:|---:|---:|"]
     for arm in arms:
         rows = [r for r in results if r["arm"] == arm]
         if not rows:
             continue
         eps = pd.concat([pd.read_csv(Path(r["eval_dir"]) / "episodes.csv") for r in rows])
-        pct = pd.concat([pd.Series(percent_of_expert(g["return"], *refs[t]))
-                         for t, g in eps.groupby("task")])
-        m, lo, hi = mean_ci(pct)
-        per_task = [f"{sum(r['tasks'][t] for r in rows) / len(rows):.1f}"
-                    for t in tasks]
+        pct = "n/a"
+        if scored:
+            m, lo, hi = mean_ci(pd.concat([
+                pd.Series(percent_of_expert(g["return"], *refs[t]))
+                for t, g in eps.groupby("task") if t in scored]))
+            pct = f"{m:.1f} [{lo:.1f}, {hi:.1f}]"
+        r_m, r_lo, r_hi = mean_ci(eps["return"].to_numpy(float))
+        per_task = [f"{sum(r['tasks'][t] for r in rows) / len(rows):.1f}" for t in scored]
         k, n = int(eps["success"].sum()), len(eps)
         s_lo, s_hi = wilson_interval(k, n)
         diag = [sum(r[key] for r in rows) / len(rows) for key in ("q_spread", "weight_ess")]
         ups = sum(r["updates_per_s"] for r in rows) / len(rows)
         secs = sum(r["train_s"] for r in rows) / len(rows)
-        lines.append(f"| {arm} | {len(rows)} | {m:.1f} [{lo:.1f}, {hi:.1f}] | "
-                     + " | ".join(per_task)
-                     + f" | {100 * k / n:.1f} [{100 * s_lo:.1f}, {100 * s_hi:.1f}]"
+        lines.append(f"| {arm} | {len(rows)} | {pct} | {r_m:.1f} [{r_lo:.1f}, {r_hi:.1f}] | "
+                     + "".join(f"{v} | " for v in per_task)
+                     + f"{100 * k / n:.1f} [{100 * s_lo:.1f}, {100 * s_hi:.1f}]"
                      f" | {diag[0]:.3f} | {diag[1]:.2f} | {ups:.1f} | {secs:.0f} |")
     return "\n".join(lines) + "\n"
 

@@ -28,6 +28,22 @@ thread; a few hundred states per task take seconds.
 
     python benchmarks/probe_critic.py --checkpoint /tmp/EA/train/policy --episodes 5 \\
         --out /tmp/probe_critic.json
+
+**Calibration** (tasks without a scripted expert, data from outside): with ``--rollouts DIR``
+(rollout files no arm trained on) and / or ``--on-policy E`` (E episodes of the checkpoint's own
+argmax policy per task, seeds ``--seed`` + e + 50,000, over the checkpoint's horizon), Q(s_t, a_t)
+of the episode's own action at every ``--stride``-th step is set against the Monte-Carlo
+discounted return G_t = sum_k gamma^k r_(t+k) at the checkpoint's ``loss.gamma`` (steps closer
+to the episode's end than ln 0.05 / ln gamma, at most half the episode, are left out: there the
+truncated sum misses more than 5 % of the tail): mean Q and G, bias, Pearson and Spearman
+correlation, slope of Q on G, Q's spread and the weights' ESS over N policy samples, and how
+often Q ranks the episode's action above the mean Q of the policy's samples (which way eq. 11
+pushes against those actions). On the policy's own episodes G_t is the quantity Q estimates;
+on another policy's episodes Q (of the target policy after a_t) and G (of that policy) differ
+by the two policies' gap.
+
+    python benchmarks/probe_critic.py --checkpoint runs/heldout/sac_arms/runs/pac-seed0/policy \\
+        --tasks cartpole.swingup --rollouts runs/heldout/sac_replay/heldout --on-policy 3
 """
 
 from __future__ import annotations
@@ -199,12 +215,119 @@ def markdown(rows: list[dict[str, Any]], eta: float) -> str:
     return "\n".join(lines)
 
 
+def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """G_t = r_t + gamma G_(t+1), G_T = 0 (no bootstrap past the episode's last step)."""
+    out = np.zeros(len(rewards), np.float64)
+    acc = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        acc = float(rewards[t]) + gamma * acc
+        out[t] = acc
+    return out
+
+
+def calibrate_episode(
+    server: PolicyServer, task: str, proprio: np.ndarray, actions: np.ndarray,
+    rewards: np.ndarray, stride: int, samples: int, generator: torch.Generator,
+) -> list[dict[str, Any]]:
+    """Per probed state of one episode: Q of its action, its Monte-Carlo return, Q over N
+    policy samples (spread, ESS of the eq. 11 weights at the checkpoint's eta)."""
+    gamma, eta = float(server.cfg.loss.gamma), float(server.cfg.loss.eta)
+    length = len(rewards)
+    tail = min(math.ceil(math.log(0.05) / math.log(gamma)) if 0 < gamma < 1 else 0,
+               length // 2)
+    mc = discounted_returns(rewards, gamma)
+    states = []
+    for t in range(0, length - tail, stride):
+        q_given, q_pi = server.q_values(proprio[t], task, actions[t][None], samples,
+                                        generator=generator)
+        w = improvement_weights(torch.from_numpy(q_pi), eta).double().numpy()
+        states.append({"t": t, "q": float(q_given[0]), "mc": float(mc[t]),
+                       "q_policy_mean": float(q_pi.mean()),
+                       "q_spread": float(q_pi.max() - q_pi.min()),
+                       "ess": float(1.0 / np.sum(w * w))})
+    return states
+
+
+def _rank(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x), np.float64)
+    ranks[order] = np.arange(len(x))
+    return ranks
+
+
+def summarise_calibration(source: str, task: str, episodes: int,
+                          states: list[dict[str, Any]]) -> dict[str, Any]:
+    """One calibration row: Q against G over the probed states of `source`."""
+    q = np.array([s["q"] for s in states])
+    g = np.array([s["mc"] for s in states])
+    above = np.array([s["q"] > s["q_policy_mean"] for s in states])
+    flat = len(q) < 3 or q.std() == 0 or g.std() == 0
+    return {
+        "source": source, "task": task, "episodes": episodes, "states": len(q),
+        "mean_q": float(q.mean()), "mean_mc": float(g.mean()), "bias": float((q - g).mean()),
+        "pearson": math.nan if flat else float(np.corrcoef(q, g)[0, 1]),
+        "spearman": math.nan if flat else float(np.corrcoef(_rank(q), _rank(g))[0, 1]),
+        "slope": math.nan if flat else float(np.polyfit(g, q, 1)[0]),
+        "q_spread": float(np.mean([s["q_spread"] for s in states])),
+        "ess": float(np.mean([s["ess"] for s in states])),
+        "action_above_policy": float(above.mean()),
+        "mean_action_minus_policy": float(np.mean([s["q"] - s["q_policy_mean"]
+                                                   for s in states])),
+        "per_state": states,
+    }
+
+
+def calibration_markdown(rows: list[dict[str, Any]], gamma: float, samples: int) -> str:
+    lines = [f"| source | task | episodes | states | mean Q | mean G (gamma {gamma:g}) | bias |"
+             f" Pearson | Spearman | slope | Q spread (N={samples}) | ESS |"
+             " Q(a_t) > mean Q(policy samples) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['source']} | {r['task']} | {r['episodes']} | {r['states']} |"
+                     f" {r['mean_q']:.3f} | {r['mean_mc']:.3f} | {r['bias']:+.3f} |"
+                     f" {r['pearson']:.3f} | {r['spearman']:.3f} | {r['slope']:.3f} |"
+                     f" {r['q_spread']:.4f} | {r['ess']:.2f} | {r['action_above_policy']:.3f} |")
+    return "\n".join(lines)
+
+
+def calibrate(server: PolicyServer, args: argparse.Namespace,
+              horizons: dict[str, int]) -> list[dict[str, Any]]:
+    """The calibration rows of --rollouts (per task) and --on-policy (per task of --tasks)."""
+    from pac.envs import make_env
+    from pac.evaluation.rollout import run_episode
+    from pac.rlft.ingest import read_rollout
+
+    generator = torch.Generator().manual_seed(args.seed)
+    rows = []
+    if args.rollouts:
+        by_task: dict[str, list[dict[str, Any]]] = {}
+        counts: dict[str, int] = {}
+        for path in sorted(Path(args.rollouts).glob("*.npz")):
+            episode, _ = read_rollout(path)
+            by_task.setdefault(episode.task, []).extend(calibrate_episode(
+                server, episode.task, episode.proprio, episode.actions, episode.rewards,
+                args.stride, args.samples, generator))
+            counts[episode.task] = counts.get(episode.task, 0) + 1
+        rows += [summarise_calibration("rollouts", t, counts[t], st)
+                 for t, st in by_task.items()]
+    for task in args.tasks if args.on_policy else []:
+        steps = args.steps or horizons.get(task) or server.cfg.data.episode_steps
+        states: list[dict[str, Any]] = []
+        for e in range(args.on_policy):
+            env = make_env(task, args.seed + e + 50_000, steps)
+            ep = run_episode(env, server.policy(task, seed=args.seed + e), task)
+            states += calibrate_episode(server, task, ep.observations[:-1], ep.actions,
+                                        ep.rewards, args.stride, args.samples, generator)
+        rows.append(summarise_calibration("own policy", task, args.on_policy, states))
+    return rows
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Probe every task; write the JSON atomically; return the report."""
     if not 0.0 <= args.quality <= 1.0:
         raise SystemExit(f"error: --quality must be in [0, 1], got {args.quality}")
-    if args.episodes < 1 or args.samples < 1:
-        raise SystemExit("error: --episodes and --samples must be >= 1")
+    if args.episodes < 1 or args.samples < 1 or args.stride < 1:
+        raise SystemExit("error: --episodes, --samples and --stride must be >= 1")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # batch-1 inference; put back below (callers keep their setting)
     try:
@@ -221,6 +344,13 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: {args.checkpoint}: {exc}") from None
     horizons = load_checkpoint_horizons(args.checkpoint)
+    if args.rollouts or args.on_policy:
+        gamma = float(server.cfg.loss.gamma)
+        rows = calibrate(server, args, horizons)
+        return _write(args, {"checkpoint": str(args.checkpoint), "seed": args.seed,
+                             "gamma": gamma, "eta": float(server.cfg.loss.eta),
+                             "calibration": rows,
+                             "table": calibration_markdown(rows, gamma, args.samples)})
     rows = []
     for task in args.tasks:
         steps = args.steps or horizons.get(task) or server.cfg.data.episode_steps
@@ -241,6 +371,10 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "tasks": rows,
         "table": markdown(rows, eta),
     }
+    return _write(args, report)
+
+
+def _write(args: argparse.Namespace, report: dict[str, Any]) -> dict[str, Any]:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -268,13 +402,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-gap", type=float, default=0.05,
                         help="skip states with |a_expert - a_data|_inf below this")
     parser.add_argument("--out", default=None, help="JSON report path")
+    parser.add_argument("--rollouts", default=None,
+                        help="calibration: a folder of rollout files no arm trained on")
+    parser.add_argument("--on-policy", type=int, default=0, metavar="E",
+                        help="calibration: E episodes of the checkpoint's own policy per task")
+    parser.add_argument("--stride", type=int, default=5, help="calibration: every k-th step")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     report = run(parse_args(argv))
-    print(f"checkpoint {report['checkpoint']}  quality {report['quality']}  "
-          f"episodes {report['episodes']}  eta {report['eta']:g}")
+    print(f"checkpoint {report['checkpoint']}  quality {report.get('quality', '-')}  "
+          f"episodes {report.get('episodes', '-')}  eta {report['eta']:g}")
     print(report["table"])
 
 

@@ -123,6 +123,12 @@ class LossConfig:
     value_max: float = 20.0  # >= max reward / (1 - gamma)
     #: alpha over training (§4.3: BC first, then RL): [[from_update, alpha], ...]; empty = constant
     alpha_schedule: list[list[float]] = field(default_factory=list)
+    #: false: the Q head reads a detached z_M, so only the policy terms train the shared encoder
+    #: (the paper shares it; a choice it leaves open for small models)
+    critic_encoder_grad: bool = True
+    #: > 0: eq. 11's eta of each batch = eta_relative x its mean std of Q over the N samples (a
+    #: temperature that follows the scale of Q differences); 0: loss.eta as given
+    eta_relative: float = 0.0
 
 
 @dataclass
@@ -720,6 +726,7 @@ def validate(cfg: PACConfig) -> None:
     if lo.eta <= 0:
         raise ConfigError(f"loss.eta={lo.eta!r} is outside the allowed range (0, inf)")
     _range("loss.gamma", lo.gamma, 0.0, 1.0)
+    _range("loss.eta_relative", lo.eta_relative, 0.0, None)
     _range("loss.num_action_samples", lo.num_action_samples, 1, None)
     _range("loss.target_update_period", lo.target_update_period, 1, None)
     if lo.value_max <= lo.value_min:

@@ -106,7 +106,15 @@ def only_bootstrapped(
     return torch.where(keep, next_probs, fixed)
 
 
-def improvement_weights(q_values: torch.Tensor, eta: float) -> torch.Tensor:
+def relative_eta(q_values: torch.Tensor, valid: torch.Tensor, scale: float) -> torch.Tensor:
+    """`scale` x the mean over valid states of the std of Q over the N samples (last axis):
+    a temperature that follows the scale of Q differences (0-d; floored at 1e-6)."""
+    std = q_values.float().std(-1, correction=0)
+    mean = torch.where(valid, std, torch.zeros_like(std)).sum() / valid.sum().clamp(min=1)
+    return (scale * mean).clamp(min=1e-6)
+
+
+def improvement_weights(q_values: torch.Tensor, eta: float | torch.Tensor) -> torch.Tensor:
     """Weights of the N samples (last axis) in eq. 11: (1/N) exp(Q_k / eta - K_Q) with
     K_Q = log (1/N) sum_k exp(Q_k / eta), the 1/N being the sample mean over a' ~ pi_theta'.
     That is softmax_k(Q_k / eta): sums to one, stable for any eta (log-sum-exp)."""
@@ -179,7 +187,11 @@ def compute_loss(
             q_sampled = expected_value(q_logits_target, loss_cfg.value_min, loss_cfg.value_max)
             q_sampled = q_sampled.view(b, t_len, n_samples)
         if need_pi:  # KL[pi_imp, pi_theta] with w = exp(Q_theta'/eta - K_Q)
-            weights = improvement_weights(q_sampled[:, :-1], loss_cfg.eta)  # [B, n, N]
+            eta = loss_cfg.eta
+            if loss_cfg.eta_relative > 0:  # eta from the batch's scale of Q differences
+                eta = relative_eta(q_sampled[:, :-1], valid, loss_cfg.eta_relative)
+                diag["eta"] = (eta.expand(b, n), valid)
+            weights = improvement_weights(q_sampled[:, :-1], eta)  # [B, n, N]
             a_prime = sampled.view(b, t_len, n_samples, n_act)[:, :-1].reshape(b * n, n_samples, -1)
             log_pi = log_prob(logits, a_prime, mask_t).view(b, n, n_samples)
             pi_term = -(weights * log_pi).sum(-1)
@@ -205,7 +217,8 @@ def compute_loss(
                     loss_cfg.value_min,
                     loss_cfg.value_max,
                 )
-            q_logits = model.q_logits(z, actions[:, None], mask_t)[:, 0].float()  # [B*n, N_Q]
+            z_q = z if loss_cfg.critic_encoder_grad else z.detach()
+            q_logits = model.q_logits(z_q, actions[:, None], mask_t)[:, 0].float()  # [B*n, N_Q]
             ce = -(target_dist * torch.log_softmax(q_logits, dim=-1)).sum(-1)
             q_term = torch.where(q_valid, ce.view(b, n), zeros)
             support = bin_centers(q_logits.shape[-1], loss_cfg.value_min, loss_cfg.value_max,
