@@ -277,6 +277,8 @@ def version_data(settings: Settings, cfg: PACConfig | None = None) -> dict[str, 
         params = ["--params", frozen_settings(cfg, tmp).params]
         base = [*_pac_command()]
         for group in cfg.data.groups:
+            if group.source != "sim":  # ingested data (`pac ingest`, a DVC stage) is in place
+                continue
             subprocess.run([*base, "data", "generate", *params, "--group", group.name,
                             "--quiet"], check=True, env=env)
         subprocess.run([*base, "tokenizer", "train", *params], check=True, env=env)
