@@ -682,12 +682,8 @@ def declared_tasks(cfg: PACConfig) -> dict[str, TaskSpec]:
         _range(f"{skey}.action_repeat", sim.action_repeat, 0, None)
         if emb is not None:
             ekey = f"embodiments.{task.embodiment}"
-            sizes = (_sizes(ekey, emb.state_size, emb.state_names, "state"),
-                     _sizes(ekey, emb.action_size, emb.action_names, "action"))
-            if sizes != (base.num_proprio, base.num_actions):
-                raise ConfigError(f"{ekey}: state/action sizes {sizes[0]}/{sizes[1]} differ from"
-                                  f" the simulator {sim.dm_control}'s {base.num_proprio}/"
-                                  f"{base.num_actions} (task {name})")
+            sizes = _simulator_sizes(ekey, emb, f"the simulator {sim.dm_control}", name,
+                                     (base.num_proprio, base.num_actions))
             if (emb.action_low or emb.action_high) and _bounds(ekey, emb, sizes[1]) != (
                     base.action_low, base.action_high):
                 raise ConfigError(f"{ekey}: the action range differs from the simulator"
@@ -700,6 +696,17 @@ def declared_tasks(cfg: PACConfig) -> dict[str, TaskSpec]:
             weak_gain=0.0, **common,
         )
     return out
+
+
+def _simulator_sizes(ekey: str, emb: EmbodimentConfig, simulator: str, task: str,
+                     expected: tuple[int, int]) -> tuple[int, int]:
+    """The embodiment's (state, action) sizes, which must be the simulator's."""
+    sizes = (_sizes(ekey, emb.state_size, emb.state_names, "state"),
+             _sizes(ekey, emb.action_size, emb.action_names, "action"))
+    if sizes != expected:
+        raise ConfigError(f"{ekey}: state/action sizes {sizes[0]}/{sizes[1]} differ from"
+                          f" {simulator}'s {expected[0]}/{expected[1]} (task {task})")
+    return sizes
 
 
 def _ogbench_task(name: str, task: TaskConfig, emb: EmbodimentConfig | None,
@@ -715,12 +722,8 @@ def _ogbench_task(name: str, task: TaskConfig, emb: EmbodimentConfig | None,
                           f" {', '.join(OGBENCH_ENVS)}")
     _range(f"{key}.task_id", sim.task_id, 1, env.num_tasks)
     if emb is not None:
-        ekey = f"embodiments.{task.embodiment}"
-        sizes = (_sizes(ekey, emb.state_size, emb.state_names, "state"),
-                 _sizes(ekey, emb.action_size, emb.action_names, "action"))
-        if sizes != (env.num_proprio, env.num_actions):
-            raise ConfigError(f"{ekey}: state/action sizes {sizes[0]}/{sizes[1]} differ from"
-                              f" {sim.ogbench}'s {env.num_proprio}/{env.num_actions} (task {name})")
+        _simulator_sizes(f"embodiments.{task.embodiment}", emb, sim.ogbench, name,
+                         (env.num_proprio, env.num_actions))
     spec = ogbench_spec(name, sim.ogbench, sim.task_id, **common)
     reward = spec.success_reward if task.success_reward is None else task.success_reward
     window = spec.success_window if task.success_window is None else task.success_window

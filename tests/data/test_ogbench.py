@@ -23,6 +23,7 @@ from pac.data.ogbench import (
     generate,
     make_data_env,
     make_oracle,
+    ogbench_missing,
     ogbench_task,
     relabel,
     require_ogbench,
@@ -31,11 +32,7 @@ from pac.data.ogbench import (
 from pac.rlft.ingest import Rejected, read_lerobot
 from pac.tasks import TASKS
 
-try:
-    require_ogbench()
-    MISSING = ""
-except OGBenchMissing as exc:
-    MISSING = str(exc)
+MISSING = ogbench_missing()
 needs_ogbench = pytest.mark.skipif(bool(MISSING), reason=MISSING or "ogbench importable")
 
 PRESET = Path(__file__).parents[2] / "params" / "presets" / "ogbench_cube.yaml"

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from pac.config import ConfigError, load_config
-from pac.data.ogbench import OGBenchMissing, require_ogbench
+from pac.data.ogbench import ogbench_missing
 from pac.evaluation import evaluator
 from pac.evaluation.evaluator import evaluate
 from pac.evaluation.stats import wilson_interval
@@ -24,11 +24,7 @@ from pac.tasks import TASKS
 PRESET = Path(__file__).parents[2] / "params" / "presets" / "ogbench_cube.yaml"
 TASK = "cube_single.task1"
 
-try:
-    require_ogbench()
-    MISSING = ""
-except OGBenchMissing as exc:
-    MISSING = str(exc)
+MISSING = ogbench_missing()
 needs_ogbench = pytest.mark.skipif(bool(MISSING), reason=MISSING or "ogbench importable")
 
 
