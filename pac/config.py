@@ -22,7 +22,16 @@ from typing import Any, Literal
 
 import yaml
 
-from pac.tasks import BUILTIN_TASKS, SUBOPTIMAL, TASKS, WEAK_TASKS, TaskSpec, success_text
+from pac.tasks import (
+    BUILTIN_TASKS,
+    OGBENCH_ENVS,
+    SUBOPTIMAL,
+    TASKS,
+    WEAK_TASKS,
+    TaskSpec,
+    ogbench_spec,
+    success_text,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = REPO_ROOT / "params" / "default.yaml"
@@ -326,10 +335,13 @@ class EmbodimentConfig:
 
 @dataclass
 class SimulatorConfig:
-    """How to build a task's environment: a built-in dm_control task and its action repeat."""
+    """How to build a task's environment: a built-in dm_control task and its action repeat,
+    or an OGBench env and one of its evaluation tasks (pac.tasks.OGBENCH_ENVS)."""
 
     dm_control: str = ""  # a built-in task name, e.g. reacher.easy
     action_repeat: int = 0  # physics steps per action; 0 = the built-in task's
+    ogbench: str = ""  # an OGBench env, e.g. cube-single-v0
+    task_id: int = 0  # its evaluation task, 1 ... 5
 
 
 @dataclass
@@ -610,7 +622,8 @@ def declared_tasks(cfg: PACConfig) -> dict[str, TaskSpec]:
 
     A task without simulator takes everything from its embodiment; a task with a dm_control
     simulator is that built-in task under a new name, instruction and action repeat (its control
-    rate is dm_control's timestep x the repeat). Declared tasks have no weak controller.
+    rate is dm_control's timestep x the repeat); a task with an OGBench simulator is one of that
+    env's evaluation tasks. Declared tasks have no weak controller.
     """
     out: dict[str, TaskSpec] = {}
     for section, names in (("embodiments", cfg.embodiments), ("tasks", cfg.tasks)):
@@ -669,6 +682,9 @@ def declared_tasks(cfg: PACConfig) -> dict[str, TaskSpec]:
             )
             continue
         sim, skey = task.simulator, f"{key}.simulator"
+        if sim.ogbench:
+            out[name] = _ogbench_task(name, task, emb, common)
+            continue
         base = BUILTIN_TASKS.get(sim.dm_control)
         if base is None:
             raise ConfigError(f"{skey}.dm_control: {sim.dm_control!r} is not a built-in"
@@ -676,12 +692,8 @@ def declared_tasks(cfg: PACConfig) -> dict[str, TaskSpec]:
         _range(f"{skey}.action_repeat", sim.action_repeat, 0, None)
         if emb is not None:
             ekey = f"embodiments.{task.embodiment}"
-            sizes = (_sizes(ekey, emb.state_size, emb.state_names, "state"),
-                     _sizes(ekey, emb.action_size, emb.action_names, "action"))
-            if sizes != (base.num_proprio, base.num_actions):
-                raise ConfigError(f"{ekey}: state/action sizes {sizes[0]}/{sizes[1]} differ from"
-                                  f" the simulator {sim.dm_control}'s {base.num_proprio}/"
-                                  f"{base.num_actions} (task {name})")
+            sizes = _simulator_sizes(ekey, emb, f"the simulator {sim.dm_control}", name,
+                                     (base.num_proprio, base.num_actions))
             if (emb.action_low or emb.action_high) and _bounds(ekey, emb, sizes[1]) != (
                     base.action_low, base.action_high):
                 raise ConfigError(f"{ekey}: the action range differs from the simulator"
@@ -694,6 +706,41 @@ def declared_tasks(cfg: PACConfig) -> dict[str, TaskSpec]:
             weak_gain=0.0, **common,
         )
     return out
+
+
+def _simulator_sizes(ekey: str, emb: EmbodimentConfig, simulator: str, task: str,
+                     expected: tuple[int, int]) -> tuple[int, int]:
+    """The embodiment's (state, action) sizes, which must be the simulator's."""
+    sizes = (_sizes(ekey, emb.state_size, emb.state_names, "state"),
+             _sizes(ekey, emb.action_size, emb.action_names, "action"))
+    if sizes != expected:
+        raise ConfigError(f"{ekey}: state/action sizes {sizes[0]}/{sizes[1]} differ from"
+                          f" {simulator}'s {expected[0]}/{expected[1]} (task {task})")
+    return sizes
+
+
+def _ogbench_task(name: str, task: TaskConfig, emb: EmbodimentConfig | None,
+                  common: dict[str, str]) -> TaskSpec:
+    """A task simulated by an OGBench env's single-task evaluation env (its sizes, 20 Hz,
+    episode length and success from :data:`pac.tasks.OGBENCH_ENVS`)."""
+    sim, key = task.simulator, f"tasks.{name}.simulator"
+    if sim.dm_control or sim.action_repeat:
+        raise ConfigError(f"{key}: give either dm_control (and action_repeat) or ogbench")
+    env = OGBENCH_ENVS.get(sim.ogbench)
+    if env is None:
+        raise ConfigError(f"{key}.ogbench: {sim.ogbench!r} is not a known OGBench env; known:"
+                          f" {', '.join(OGBENCH_ENVS)}")
+    _range(f"{key}.task_id", sim.task_id, 1, env.num_tasks)
+    if emb is not None:
+        _simulator_sizes(f"embodiments.{task.embodiment}", emb, sim.ogbench, name,
+                         (env.num_proprio, env.num_actions))
+    spec = ogbench_spec(name, sim.ogbench, sim.task_id, **common)
+    reward = spec.success_reward if task.success_reward is None else task.success_reward
+    window = spec.success_window if task.success_window is None else task.success_window
+    if (reward, window) == (spec.success_reward, spec.success_window):
+        return spec
+    return dataclasses.replace(spec, success=success_text(reward, window),
+                               success_reward=reward, success_window=window)
 
 
 def validate(cfg: PACConfig) -> None:

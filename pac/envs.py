@@ -77,10 +77,15 @@ def _simulator_timestep(domain: str, task: str, action_repeat: int) -> float:
 
 
 def make_env(task: str, seed: int, episode_steps: int):
-    """A dm_control environment for `task` whose episodes end after `episode_steps` steps."""
+    """The environment of `task` (dm_control's, or an OGBench single-task env behind the same
+    interface, pac.evaluation.ogbench) whose episodes end after `episode_steps` steps."""
     spec = task_spec(task)
     if episode_steps < 1:
         raise ValueError(f"episode_steps must be >= 1, got {episode_steps}")
+    if spec.simulator == "ogbench":
+        from pac.evaluation.ogbench import OGBenchEnvironment
+
+        return OGBenchEnvironment(spec, int(seed), episode_steps)
     # dm_control ends the episode once step_count >= time_limit / control_timestep.
     time_limit = (episode_steps - 0.5) * _control_timestep(task)
     return _load(spec, int(seed), time_limit)
@@ -174,7 +179,9 @@ def _reacher(env, kp: float = 2.0, kd: float = 0.2, damping: float = 0.05) -> np
 def expert_action(task: str, env, rng: np.random.Generator | None = None) -> np.ndarray:
     """The scripted expert's action for the current state of `env` (float32 in [-1, 1])."""
     spec = task_spec(task)
-    if (spec.domain, spec.task) == ("point_mass", "easy"):
+    if spec.simulator == "ogbench":
+        action = env.expert_action()  # the benchmark's own oracle
+    elif (spec.domain, spec.task) == ("point_mass", "easy"):
         action = _point_mass(env)
     elif (spec.domain, spec.task) == ("cartpole", "balance"):
         action = _cartpole(env, task)

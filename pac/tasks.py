@@ -62,8 +62,10 @@ class TaskSpec:
     #: ``weak_gain`` x the scripted expert's action; 0 = the task has none (see TASKS below)
     weak_gain: float = 0.0
     instruction: str = ""  # the model's language input; "" = the name (the built-ins)
-    simulator: str = "dm_control"  # "dm_control" or "" (no simulator: a robot's data)
-    fps: float = 0.0  # control rate of a task without simulator (its embodiment's), Hz
+    simulator: str = "dm_control"  # "dm_control", "ogbench" or "" (no simulator: robot data)
+    fps: float = 0.0  # control rate of a task without dm_control (its embodiment's), Hz
+    #: the simulator's own evaluation episode length (an OGBench env's time limit); 0: the data's
+    episode_steps: int = 0
     embodiment: str = ""  # the declared embodiment's name ("" for the built-ins)
     action_names: tuple[str, ...] = ()
     state_names: tuple[str, ...] = ()
@@ -255,6 +257,47 @@ class TaskRegistry(Mapping[str, TaskSpec]):
 
 #: every task this process knows: the built-ins and the loaded params' declarations
 TASKS = TaskRegistry(BUILTIN_TASKS)
+
+@dataclass(frozen=True)
+class OGBenchEnv:
+    """An OGBench manipulation env (Park et al., ICLR 2025) as a task's simulator: its sizes,
+    control rate, evaluation episode length (its single-task envs' time limit) and task count."""
+
+    num_proprio: int
+    num_actions: int
+    fps: float
+    episode_steps: int
+    num_tasks: int = 5
+
+
+#: the OGBench envs a task can declare (``simulator: {ogbench: <env>, task_id: k}``), as the
+#: package registers them (ogbench 1.2.2); stated here so params validate without importing it
+OGBENCH_ENVS: dict[str, OGBenchEnv] = {
+    "cube-single-v0": OGBenchEnv(28, 5, 20.0, 200),
+    "cube-double-v0": OGBenchEnv(37, 5, 20.0, 500),
+}
+#: OGBench's success (the last step's ``success``) read from its single-task reward, which
+#: rates the state before each action: sum over cubes of [at goal] - n, 0 exactly when every
+#: cube is within 4 cm of its goal, and the episode ends there
+OGBENCH_SUCCESS = ("every cube within 4 cm of its goal at the episode's end"
+                   " (reward 0 on the final step)")
+
+
+def ogbench_spec(name: str, env: str, task_id: int, **fields) -> TaskSpec:
+    """The task of evaluation task `task_id` of OGBench env `env` (its single-task env
+    ``<env family>-singletask-task<k>-v0``: fixed start and goal, the benchmark's reward)."""
+    e = OGBENCH_ENVS[env]
+    fields.setdefault("success", OGBENCH_SUCCESS)
+    return TaskSpec(name, env.removesuffix("-v0"), f"task{task_id}", e.num_proprio,
+                    e.num_actions, success_reward=0.0, success_window=0.0,
+                    scripted_expert=True, simulator="ogbench", fps=e.fps,
+                    episode_steps=e.episode_steps, **fields)
+
+
+def ogbench_env_id(spec: TaskSpec) -> str:
+    """The gymnasium id of an OGBench task's single-task evaluation env."""
+    return f"{spec.domain}-singletask-{spec.task}-v0"  # e.g. cube-single-singletask-task1-v0
+
 
 #: tasks whose data generation can use ``suboptimal: weak`` (a timid controller, weak_gain != 0)
 WEAK_TASKS: tuple[str, ...] = tuple(sorted(t for t, s in BUILTIN_TASKS.items() if s.weak_gain))

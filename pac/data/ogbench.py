@@ -23,8 +23,9 @@ Each task gets its own LeRobotDataset v3.0 folder (``pac.data.lerobot_writer``) 
 is the pipeline's task name (``cube_single.task1`` ...): the same frames, that task's rewards.
 The oracles draw from numpy's global random state; it is seeded per episode and restored after.
 
-ogbench is not in the project's pinned set: ``bash benchmarks/ogbench_env.sh`` installs it into
-benchmarks/.ogbench, used with ``PYTHONPATH=benchmarks/.ogbench:$PWD``.
+ogbench is pinned in requirements.lock; ``bash benchmarks/ogbench_env.sh`` installs the same
+versions beside an older environment into benchmarks/.ogbench
+(``PYTHONPATH=benchmarks/.ogbench:$PWD``).
 """
 
 from __future__ import annotations
@@ -72,6 +73,15 @@ def require_ogbench() -> Any:
     except ImportError as exc:
         raise OGBenchMissing(f"{INSTALL_HINT} ({exc})") from exc
     return gymnasium
+
+
+def ogbench_missing() -> str:
+    """Why ogbench cannot be used here ("" when it can): a test's skip reason."""
+    try:
+        require_ogbench()
+    except OGBenchMissing as exc:
+        return str(exc)
+    return ""
 
 
 @dataclass(frozen=True)

@@ -106,18 +106,21 @@ def eval_horizons(
 ) -> dict[str, tuple[int, str]]:
     """{task: (control steps per evaluated episode, where that number comes from)}.
 
-    ``eval.max_steps`` > 0 overrides every task ("eval.max_steps"); else a task's horizon is
-    `recorded[task]`: the longest episode of that task in the store the policy was trained on
-    (a checkpoint's ``horizons.json``, :func:`pac.checkpoint.load_checkpoint_horizons`)
-    ("data"); else (scripted policies, held-out tasks the data lacks, checkpoints without the
-    file) ``data.episode_steps`` ("data.episode_steps"). A policy trained on 1000-step
+    ``eval.max_steps`` > 0 overrides every task ("eval.max_steps"); else a task whose simulator
+    fixes its episode length (an OGBench env's time limit, ``TaskSpec.episode_steps``) has that
+    ("simulator"); else a task's horizon is `recorded[task]`: the longest episode of that task
+    in the store the policy was trained on (a checkpoint's ``horizons.json``,
+    :func:`pac.checkpoint.load_checkpoint_horizons`) ("data"); else (scripted policies,
+    held-out tasks the data lacks, checkpoints without the file) ``data.episode_steps``
+    ("data.episode_steps"). A policy trained on 1000-step
     recordings is thus scored over 1000 steps, not over the 100 of the generated data.
     ``eval.expert_returns`` are taken as given: they must be returns at the horizon in use.
     """
     if cfg.eval.max_steps:
         return {t: (cfg.eval.max_steps, "eval.max_steps") for t in tasks}
     recorded = recorded or {}
-    return {t: (recorded[t], "data") if t in recorded
+    own = {t: TASKS[t].episode_steps for t in tasks if t in TASKS and TASKS[t].episode_steps}
+    return {t: (own[t], "simulator") if t in own else (recorded[t], "data") if t in recorded
             else (cfg.data.episode_steps, "data.episode_steps") for t in tasks}
 
 

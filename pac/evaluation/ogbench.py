@@ -1,107 +1,105 @@
-"""Success on OGBench's single-task envs: the benchmark's tasks, episode lengths and success.
+"""OGBench's single-task envs as a simulator of the pipeline, behind dm_control's interface.
 
-An episode runs in the benchmark's own evaluation env (``cube-single-singletask-task<k>-v0``:
-the task's fixed start and goal, its registered time limit, 200 steps for cube-single) until the
-env ends it. It succeeds as in the benchmark's evaluation: the ``success`` flag of the last step,
-true exactly when the episode ended at the goal (the env terminates there). Each task's row is a
-success rate with its Wilson interval (pac.evaluation.stats); the pooled row over the tasks is
-the benchmark's "5-task average" when every task has the same number of episodes. The return is
-the sum of the env's single-task rewards (0 at the goal, -1 a cube away from it otherwise).
+A task declared with ``simulator: {ogbench: cube-single-v0, task_id: k}`` (pac.tasks) is rolled
+out in the benchmark's own evaluation env ``cube-single-singletask-task<k>-v0``: the task's
+fixed start and goal, its single-task reward, its time limit (200 steps for cube-single). This
+class gives that gymnasium env the ``dm_env`` interface the harness drives
+(:func:`pac.envs.make_env` builds it): ``reset()`` / ``step(a)`` return TimeSteps whose
+observation is ``{"state": <28 values>}``; reaching the goal terminates (discount 0), the time
+limit truncates (discount 1). The benchmark's success (the last step's ``success`` flag) is then
+the pipeline's success rule read from the rewards (reward 0 on the final step, pac.tasks), and
+the harness reports it with Wilson intervals like any task's.
 
-A policy is any object with ``reset(observation, info)`` and ``act(observation, info) ->
-action`` (5 values in [-1, 1], clipped); ``make_policy(env)`` builds one per task env. Episode
-seeds come from ``pac.evaluation.evaluator.episode_seed`` (base seed, task, episode index).
+Like a dm_control environment, episodes are drawn from ``task.random`` (a RandomState seeded at
+construction; the evaluator re-seeds it per episode); ``expert_action()`` is the benchmark's
+markov oracle (pac.data.ogbench.MarkovOraclePolicy), the task's scripted expert; ``physics``
+offers ``time()`` and ``render()`` as dm_control's physics does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from types import SimpleNamespace
+from typing import Any
 
+import dm_env
 import numpy as np
 
-from pac.data.ogbench import ogbench_task, require_ogbench
-from pac.evaluation.stats import Summary, summarise
+from pac.data.ogbench import MarkovOraclePolicy, require_ogbench
+from pac.tasks import TaskSpec, ogbench_env_id
+
+CAMERA = "front"  # the state-based envs' rendering camera
 
 
-class OGBenchPolicy(Protocol):
-    def reset(self, observation: np.ndarray, info: dict[str, Any]) -> None: ...
+class OGBenchEnvironment:
+    """One OGBench single-task env (`spec`, ``spec.simulator == "ogbench"``) as a dm_env."""
 
-    def act(self, observation: np.ndarray, info: dict[str, Any]) -> np.ndarray: ...
+    def __init__(self, spec: TaskSpec, seed: int, episode_steps: int):
+        gymnasium = require_ogbench()
+        self.spec = spec
+        self.env = gymnasium.make(ogbench_env_id(spec), max_episode_steps=int(episode_steps),
+                                  disable_env_checker=True)
+        self.task = SimpleNamespace(random=np.random.RandomState(int(seed)))
+        self.physics = _Physics(self)
+        self._observation: np.ndarray | None = None
+        self._info: dict[str, Any] = {}
+        self._episode_seed = 0
+        self._oracle: MarkovOraclePolicy | None = None
+        self._ended = True
+
+    def reset(self) -> dm_env.TimeStep:
+        self._episode_seed = int(self.task.random.randint(2**31 - 1))
+        self._observation, self._info = self.env.reset(seed=self._episode_seed)
+        self._oracle, self._ended = None, False
+        return dm_env.restart({"state": self._observation})
+
+    def step(self, action: np.ndarray) -> dm_env.TimeStep:
+        if self._ended:
+            return self.reset()
+        observation, reward, terminated, truncated, info = self.env.step(
+            np.asarray(action, np.float64))
+        self._observation, self._info = observation, info
+        obs = {"state": observation}
+        if terminated:
+            self._ended = True
+            return dm_env.termination(float(reward), obs)
+        if truncated:
+            self._ended = True
+            return dm_env.truncation(float(reward), obs)
+        return dm_env.transition(float(reward), obs)
+
+    def expert_action(self) -> np.ndarray:
+        """The benchmark's markov oracle's action for the current state (new each episode)."""
+        if self._observation is None:
+            raise RuntimeError("reset() the environment before asking the oracle")
+        if self._oracle is None:
+            self._oracle = MarkovOraclePolicy(self.env, seed=self._episode_seed)
+        return self._oracle.act(self._observation, self._info)
+
+    def control_timestep(self) -> float:
+        return float(self.env.unwrapped.control_timestep())
+
+    def close(self) -> None:
+        self.env.close()
 
 
-@dataclass(frozen=True)
-class EpisodeResult:
-    task: str
-    seed: int
-    success: bool
-    steps: int
-    episode_return: float
+class _Physics:
+    """The parts of dm_control's physics the pipeline reads: simulated time and rendering."""
 
+    def __init__(self, owner: OGBenchEnvironment):
+        self._owner = owner
+        self._renderers: dict[tuple[int, int], Any] = {}
 
-@dataclass
-class OGBenchEvaluation:
-    tasks: list[Summary]  # one row per task
-    pooled: Summary  # all the tasks' episodes together
-    episodes: list[EpisodeResult]
-    episode_steps: dict[str, int]  # each task env's time limit
+    def time(self) -> float:
+        return float(self._owner.env.unwrapped._data.time)
 
+    def render(self, height: int = 80, width: int = 80, camera_id: int | str = 0) -> np.ndarray:
+        """An RGB frame uint8 [height, width, 3] of the front camera (any camera id)."""
+        import mujoco
 
-def make_task_env(task: str) -> Any:
-    """The benchmark's single-task evaluation env of a task name (``cube_single.task1``)."""
-    return require_ogbench().make(ogbench_task(task).env_id)
-
-
-def run_ogbench_episode(env: Any, policy: OGBenchPolicy, task: str, seed: int) -> EpisodeResult:
-    """One episode until the env terminates (goal) or truncates (time limit)."""
-    observation, info = env.reset(seed=seed)
-    policy.reset(observation, info)
-    width = env.action_space.shape
-    done, steps, total = False, 0, 0.0
-    while not done:
-        action = np.asarray(policy.act(observation, info), np.float64)
-        if action.shape != width or not np.isfinite(action).all():
-            raise ValueError(f"{task}: the policy's action must be {width[0]} finite values,"
-                             f" got shape {action.shape}")
-        observation, reward, terminated, truncated, info = env.step(np.clip(action, -1.0, 1.0))
-        done = terminated or truncated
-        steps += 1
-        total += float(reward)
-    return EpisodeResult(task, seed, bool(info["success"]), steps, total)
-
-
-def evaluate_ogbench(
-    make_policy: Callable[[Any], OGBenchPolicy],
-    tasks: Sequence[str],
-    episodes: int,
-    seed: int = 0,
-    name: str = "all",
-) -> OGBenchEvaluation:
-    """`episodes` episodes of each task; per-task and pooled success with Wilson intervals."""
-    from pac.evaluation.evaluator import episode_seed
-
-    if not tasks:
-        raise ValueError("tasks must name at least one OGBench task")
-    if not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
-    for task in tasks:
-        ogbench_task(task)  # every name is checked before any simulation
-    results: list[EpisodeResult] = []
-    rows: list[Summary] = []
-    limits: dict[str, int] = {}
-    for task in tasks:
-        env = make_task_env(task)
-        try:
-            limits[task] = int(env.spec.max_episode_steps)
-            policy = make_policy(env)
-            done = [run_ogbench_episode(env, policy, task, episode_seed(seed, task, e))
-                    for e in range(episodes)]
-        finally:
-            env.close()
-        results += done
-        rows.append(summarise(task, [r.episode_return for r in done], None,
-                              [r.success for r in done]))
-    pooled = summarise(name, [r.episode_return for r in results], None,
-                       [r.success for r in results], num_tasks=len(tasks))
-    return OGBenchEvaluation(rows, pooled, results, limits)
+        env = self._owner.env.unwrapped
+        key = (int(height), int(width))
+        if key not in self._renderers:
+            self._renderers[key] = mujoco.Renderer(env._model, *key)
+        renderer = self._renderers[key]
+        renderer.update_scene(env._data, camera=CAMERA)
+        return renderer.render()

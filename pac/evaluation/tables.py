@@ -117,8 +117,9 @@ def markdown_table(rows: list[dict[str, Any]], header: str) -> str:
         "% of expert = 100 (R - R_random) / (R_expert - R_random) (Reed et al., 2022), mean over",
         "episodes with a standard-error 95% CI; success rates with Wilson score intervals",
         "(alpha_W = 0.05). N/A: no expert reference for the task (or it is not above random).",
-        "Horizon: control steps per episode (the training data's episode length, or",
-        "eval.max_steps); the expert and random references run over the same horizon.",
+        "Horizon: control steps per episode (the training data's episode length, the",
+        "simulator's own (OGBench), or eval.max_steps); the expert and random references run",
+        "over the same horizon.",
         "",
     ]
     return "\n".join(lines)

@@ -1,18 +1,20 @@
 """pac.data.ogbench: OGBench cube data by the benchmark's recipe, relabelled as the package does.
 
-The simulation tests need ogbench (``bash benchmarks/ogbench_env.sh``, then run pytest with
-``PYTHONPATH=benchmarks/.ogbench:$PWD``); without it they are skipped with that reason.
+The simulation tests need ogbench (pinned in requirements.lock; or ``bash
+benchmarks/ogbench_env.sh`` and ``PYTHONPATH=benchmarks/.ogbench:$PWD``); without it they are
+skipped with that reason.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-import pac.rlft.ingest.lerobot as lerobot_reader
+from pac.config import load_config
 from pac.data.ogbench import (
     INSTALL_HINT,
     OGBenchMissing,
@@ -21,21 +23,19 @@ from pac.data.ogbench import (
     generate,
     make_data_env,
     make_oracle,
+    ogbench_missing,
     ogbench_task,
     relabel,
     require_ogbench,
     task_goals,
 )
 from pac.rlft.ingest import Rejected, read_lerobot
-from pac.tasks import TASKS, TaskSpec
+from pac.tasks import TASKS
 
-try:
-    require_ogbench()
-    MISSING = ""
-except OGBenchMissing as exc:
-    MISSING = str(exc)
+MISSING = ogbench_missing()
 needs_ogbench = pytest.mark.skipif(bool(MISSING), reason=MISSING or "ogbench importable")
 
+PRESET = Path(__file__).parents[2] / "params" / "presets" / "ogbench_cube.yaml"
 XYZ_CENTER, XYZ_SCALE = np.array([0.425, 0.0, 0.0]), 10.0  # the env's state scaling of positions
 
 
@@ -81,19 +81,19 @@ def test_relabel_is_the_benchmarks_single_task_reward():
 
 @needs_ogbench
 def test_play_episodes_run_their_full_length_through_new_targets():
-    env = make_data_env("cube-single", 301)
+    env = make_data_env("cube-single", 221)
     oracle = make_oracle(env, "play")
     first = collect_episode(env, oracle, "play", "cube-single", seed=5)
     again = collect_episode(env, oracle, "play", "cube-single", seed=5)
     other = collect_episode(env, oracle, "play", "cube-single", seed=6)
     noisy = collect_episode(env, make_oracle(env, "noisy"), "noisy", "cube-single", seed=5)
     env.close()
-    assert first.state.shape == (301, 28) and first.action.shape == (301, 5)
+    assert first.state.shape == (221, 28) and first.action.shape == (221, 5)
     assert first.targets >= 2  # a plan takes ~100 steps: targets keep coming, no early stop
     np.testing.assert_array_equal(first.state, again.state)  # deterministic given the seed
     np.testing.assert_array_equal(first.action, again.action)
     assert not np.array_equal(first.action, other.action)
-    assert noisy.state.shape == (301, 28) and np.abs(noisy.action).max() <= 1.0
+    assert noisy.state.shape == (221, 28) and np.abs(noisy.action).max() <= 1.0
     # cube positions recorded from the env's info are the ones in the state
     for r in (first, noisy):
         np.testing.assert_allclose(r.state[:, 19:22] / XYZ_SCALE + XYZ_CENTER, r.cubes[:, 0],
@@ -101,38 +101,35 @@ def test_play_episodes_run_their_full_length_through_new_targets():
 
 
 @needs_ogbench
-def test_generated_datasets_ingest_with_the_benchmarks_rewards(tmp_path, monkeypatch):
-    """generate -> LeRobot folders -> pac ingest's reader, with the tasks declared from the
-    folders' own metadata (the OGBench tasks are not in pac/tasks.py)."""
+def test_generated_datasets_ingest_with_the_benchmarks_rewards(tmp_path):
+    """generate -> LeRobot folders -> pac ingest's reader, the tasks declared by
+    params/presets/ogbench_cube.yaml (simulator: {ogbench: cube-single-v0, task_id: k})."""
     from ogbench.relabel_utils import relabel_dataset
 
-    report = generate(tmp_path, "play", episodes=2, frames=120, seed=3, tasks=[1, 3])
-    assert sorted(report.datasets) == ["cube_single.task1", "cube_single.task3"]
-    gymnasium = require_ogbench()
-    for name, folder in report.datasets.items():
-        info = json.loads((folder / "meta" / "info.json").read_text())
-        assert (info["fps"], info["total_episodes"], info["total_frames"]) == (20.0, 2, 240)
-        state = info["features"]["observation.state"]["shape"][0]
-        action = info["features"]["action"]["shape"][0]
-        assert (state, action) == (28, 5)
-        domain, task = name.split(".")
-        monkeypatch.setitem(TASKS, name, TaskSpec(name, domain, task, state, action,
-                                                  success_reward=0.0, success_window=0.0))
-        monkeypatch.setattr(lerobot_reader, "expected_fps",
-                            lambda _task, fps=info["fps"]: (fps, 1.0 / fps, 1))
-        results = read_lerobot(folder)
-        assert len(results) == 2
-        env_id = ogbench_task(name).env_id
-        env = gymnasium.make(env_id, disable_env_checker=True)
-        for _, parsed in results:
-            assert not isinstance(parsed, Rejected), parsed
-            episode, _ = parsed
-            assert episode.task == name and len(episode.rewards) == 120
-            # the package's relabelling of the cube positions read back from the state
-            qpos = np.zeros((120, 21))
-            qpos[:, 14:17] = episode.proprio[:, 19:22] / XYZ_SCALE + XYZ_CENTER
-            expected = {"qpos": qpos}
-            relabel_dataset(env_id, env, expected)
-            np.testing.assert_array_equal(episode.rewards, expected["rewards"])
-            np.testing.assert_array_equal(episode.discounts, expected["masks"])
+    saved = TASKS.declared
+    load_config(PRESET)
+    try:
+        report = generate(tmp_path, "play", episodes=2, frames=120, seed=3, tasks=[1, 3])
+        assert sorted(report.datasets) == ["cube_single.task1", "cube_single.task3"]
+        env = require_ogbench().make("cube-single-singletask-task1-v0", disable_env_checker=True)
+        for name, folder in report.datasets.items():
+            info = json.loads((folder / "meta" / "info.json").read_text())
+            assert (info["fps"], info["total_episodes"], info["total_frames"]) == (20.0, 2, 240)
+            results = read_lerobot(folder)
+            assert len(results) == 2
+            env_id = ogbench_task(name).env_id
+            for _, parsed in results:
+                assert not isinstance(parsed, Rejected), parsed
+                episode, _ = parsed
+                assert episode.task == name and len(episode.rewards) == 120
+                assert episode.proprio.shape == (120, 28) and episode.actions.shape == (120, 5)
+                # the package's relabelling of the cube positions read back from the state
+                qpos = np.zeros((120, 21))
+                qpos[:, 14:17] = episode.proprio[:, 19:22] / XYZ_SCALE + XYZ_CENTER
+                expected = {"qpos": qpos}
+                relabel_dataset(env_id, env, expected)
+                np.testing.assert_array_equal(episode.rewards, expected["rewards"])
+                np.testing.assert_array_equal(episode.discounts, expected["masks"])
         env.close()
+    finally:
+        TASKS.declare(saved)
