@@ -163,7 +163,7 @@ def test_checkpoint_too_small_for_a_task_fails_before_running(tmp_path):
     pac = str(VENV_BIN / "pac")
     bad = subprocess.run([pac, "eval", "--checkpoint", str(tmp_path / "nope"), "--no-track"],
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and "no checkpoint folder" in bad.stderr
+    assert bad.returncode == 2 and "no checkpoint: looked in" in bad.stderr
 
 
 @pytest.mark.slow
