@@ -147,6 +147,15 @@ def _cartpole_gain(task: str) -> np.ndarray:
     return np.linalg.solve(r + bk.T @ p @ bk, bk.T @ p @ ak)
 
 
+def warm_expert(task: str) -> None:
+    """Compute a scripted expert's cached constants (the cart-pole's LQR gain) in this process,
+    so that workers forked from it inherit them instead of calling LAPACK after the fork (an
+    OpenBLAS state inherited through fork can leave that call spinning)."""
+    spec = task_spec(task)
+    if spec.simulator == "dm_control" and (spec.domain, spec.task) == ("cartpole", "balance"):
+        _cartpole_gain(task)
+
+
 def _cartpole(env, task: str) -> np.ndarray:
     physics = env.physics
     state = np.concatenate([physics.data.qpos, physics.data.qvel])

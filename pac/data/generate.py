@@ -178,9 +178,11 @@ def generate_group(
         for first in range(0, g.episodes_per_task, per_shard)
     ]
     crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
-    from pac.envs import dm_suite
+    from pac.envs import dm_suite, warm_expert
 
     dm_suite()  # import dm_control once, before workers fork
+    for task in g.tasks:
+        warm_expert(task)  # the experts' cached constants, computed before workers fork
     totals = np.zeros(3, dtype=np.int64)
     try:
         from tqdm import tqdm
