@@ -17,11 +17,18 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 install: $(VENV)/.installed
 
+# The real lerobot package in its own folder (never in .venv): the suite writes a robot's
+# dataset with it (tests/test_your_robot.py).
+LEROBOT := benchmarks/.lerobot/.installed
+$(LEROBOT): $(VENV)/.installed benchmarks/lerobot_env.sh
+	PYTHON=$(PY) bash benchmarks/lerobot_env.sh
+	touch $@
+
 run: install
 	$(PY) flows/pac_flow.py run
 
 lint: install
 	$(VENV)/bin/ruff check pac flows tests benchmarks
 
-test: install lint
+test: install $(LEROBOT) lint
 	$(PY) -m pytest -q --durations=15

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The real lerobot package's own environment (benchmarks/lerobot_write.py, tests/rlft/ingest/
-# test_lerobot_package.py): lerobot 0.4.4 (the newest for Python 3.11, LeRobotDataset v3.0) and
-# what its dataset writer imports that the project's pinned set lacks, installed into
-# benchmarks/.lerobot with --no-deps so nothing in .venv is replaced. lerobot never enters
+# The real lerobot package's own environment (benchmarks/lerobot_write.py,
+# tests/test_your_robot.py; `make test` installs it): lerobot 0.4.4 (the newest for Python
+# 3.11, LeRobotDataset v3.0) and what its dataset writer imports that the project's pinned set
+# lacks, installed into benchmarks/.lerobot with --no-deps so nothing in .venv is replaced. lerobot never enters
 # requirements.lock / pyproject. Its writer needs numpy < 2.4 (save_episode fails on shape-(1,)
 # features under 2.4): numpy 2.3.5 here shadows .venv's 2.4.6 when this folder comes first on
 # PYTHONPATH (torch, pandas, pyarrow of .venv run on it). av 15.1.0 is lerobot's own pin (< 16);

@@ -1,9 +1,10 @@
 """A robot dataset written by the real lerobot package (LeRobotDataset.create / add_frame /
-save_episode / finalize), for `pac ingest` to read (tests/rlft/ingest/test_lerobot_package.py).
+save_episode / finalize), for `pac ingest` to read (tests/test_your_robot.py).
 
 A 14-value state, 7 joint targets in radians (outside [-1, 1]), one camera as an mp4 video
-stream (lerobot's default encoder: AV1 via libsvtav1), three instructions, a sparse success
-reward (`next.reward` 1 on the final frame of a successful episode, `next.done` there). Beside
+stream (lerobot's default encoder: AV1 via libsvtav1, one encoder thread), three free-text
+instructions with three episodes each, a sparse success reward (`next.reward` 1 on the final
+frame of a successful episode, `next.done` there). Beside
 the dataset, ``truth.npz`` holds what was written: per episode its state, action, reward and
 the camera frames at 80x80 (the frames are a per-frame red level and linear green / blue
 gradients, whose area average over an 80x80 cell is the gradient at the cell's centre).
@@ -19,12 +20,10 @@ from pathlib import Path
 import numpy as np
 
 FPS = 30
-#: the store keys episodes by task name ([A-Za-z0-9_.-], pac.data.store) until free-text
-#: instructions are read (issue 31): the instructions are written in that form
-INSTRUCTIONS = ("arm14.pick_up_the_red_cube", "arm14.open_the_top_drawer",
-                "arm14.push_the_blue_block_left")
-STEPS = (12, 9, 14)
-SUCCESS = (True, False, True)
+#: episode e is given instruction e % 3, STEPS[e] frames and a success reward when SUCCESS[e]
+INSTRUCTIONS = ("pick up the red cube", "open the top drawer", "push the blue block left")
+STEPS = (12, 9, 14, 10, 13, 8, 11, 9, 12)
+SUCCESS = (True, False, True, False, True, True, False, True, False)
 HEIGHT, WIDTH = 96, 128
 STATE, ACTION = 14, 7
 ACTION_RANGE = 2.5  # joint targets in radians: [-2.5, 2.5]
@@ -81,10 +80,12 @@ def write(root: Path, seed: int = 0) -> dict[str, np.ndarray]:
                  "names": ["height", "width", "channels"]},
     }
     dataset = LeRobotDataset.create("pac/robot_arm", FPS, features, root=root,
-                                    robot_type="arm14", use_videos=True)
+                                    robot_type="arm14", use_videos=True,
+                                    encoder_threads=1)
     rng = np.random.default_rng(seed)
     truth: dict[str, np.ndarray] = {}
-    for e, (steps, text, success) in enumerate(zip(STEPS, INSTRUCTIONS, SUCCESS)):
+    for e, (steps, success) in enumerate(zip(STEPS, SUCCESS)):
+        text = INSTRUCTIONS[e % len(INSTRUCTIONS)]
         state = rng.normal(0.0, 2.0, (steps, STATE)).astype(np.float32)
         action = rng.uniform(-ACTION_RANGE, ACTION_RANGE, (steps, ACTION)).astype(np.float32)
         reward = np.zeros(steps, np.float32)

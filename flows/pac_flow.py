@@ -284,6 +284,7 @@ class PACFlow(FlowSpec):
             current.card.append(Markdown(self.eval_table))
             current.card.append(Image.from_matplotlib(success_bars(self.eval_rows)))
         offline = [Path(i.offline_dir) for i in inputs if getattr(i, "offline_dir", None)]
+        self.offline_dirs = [str(f) for f in offline]
         for folder in offline:  # the tasks without a simulator: in the review's table too
             table = (folder / "offline.md").read_text()
             self.eval_table = f"{self.eval_table.rstrip()}\n\n{table}".lstrip()
@@ -355,6 +356,7 @@ class PACFlow(FlowSpec):
             data_version=self.data_version,
             eval_table=self.eval_table,
             eval_rows=self.eval_rows,
+            offline_dirs=getattr(self, "offline_dirs", []),
             rlft_table=rounds_md.read_text() if self.rlft_rows else "",
             rlft_rows=self.rlft_rows,
             train_history=self.train_history,

@@ -329,7 +329,7 @@ class EmbodimentConfig:
     action_low: list[float] = field(default_factory=list)
     action_high: list[float] = field(default_factory=list)
     fps: float = 0.0  # control rate in Hz (LeRobot's fps); needed for tasks without simulator
-    cameras: list[str] = field(default_factory=list)  # camera names (not decoded yet)
+    cameras: list[str] = field(default_factory=list)  # camera names (documentation)
     angle_dims: list[int] = field(default_factory=list)  # unbounded joint angles: (sin, cos)
 
 

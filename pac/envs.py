@@ -117,11 +117,41 @@ def _point_mass(env) -> np.ndarray:
     return 40.0 * to_target - 1.0 * physics.velocity()
 
 
+def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b without BLAS (einsum's own loop): these matrices are 4 x 4 at most."""
+    return np.einsum("ij,jk->ik", a, b)
+
+
+def _dare_gain(a: np.ndarray, b: np.ndarray, q: np.ndarray, r: np.ndarray,
+               tol: float = 1e-13, max_iter: int = 200_000) -> np.ndarray:
+    """The discrete LQR gain K = (R + B'PB)^-1 B'PA, P the fixed point of the Riccati recursion
+    P <- Q + A'PA - A'PB (R + B'PB)^-1 B'PA (from P = Q), for one input (R 1 x 1).
+
+    Plain iteration in numpy, no BLAS/LAPACK call: a scripted expert runs in evaluation and
+    generation workers, where scipy's LAPACK DARE solver was seen spinning for minutes on a
+    busy machine. tests/test_envs.py checks it against scipy.linalg.solve_discrete_are."""
+    if r.shape != (1, 1):
+        raise ValueError(f"one input expected, R is {r.shape}")
+    p = q.copy()
+    for _ in range(max_iter):
+        pb, pa = _mm(p, b), _mm(p, a)
+        gain = _mm(b.T, pa) / (r[0, 0] + _mm(b.T, pb)[0, 0])
+        nxt = q + _mm(a.T, pa) - _mm(_mm(a.T, pb), gain)
+        nxt = 0.5 * (nxt + nxt.T)
+        if np.max(np.abs(nxt - p)) <= tol * max(1.0, np.max(np.abs(nxt))):
+            p = nxt
+            break
+        p = nxt
+    else:
+        raise RuntimeError("the Riccati recursion did not converge")
+    pb = _mm(p, b)
+    return _mm(b.T, _mm(p, a)) / (r[0, 0] + _mm(b.T, pb)[0, 0])
+
+
 @functools.cache
 def _cartpole_gain(task: str) -> np.ndarray:
     """Discrete LQR gain of the cart-pole linearised at the upright pose (finite differences)."""
     import mujoco
-    from scipy.linalg import solve_discrete_are
 
     env = _load(TASKS[task], 0, None)
     model = env.physics.model.ptr
@@ -140,17 +170,14 @@ def _cartpole_gain(task: str) -> np.ndarray:
     # One control step holds the action for `action_repeat` physics steps.
     ak, bk = np.eye(nx), np.zeros_like(b)
     for _ in range(TASKS[task].action_repeat):
-        ak, bk = a @ ak, a @ bk + b
+        ak, bk = _mm(a, ak), _mm(a, bk) + b
     q = np.diag([1.0, 10.0, 0.1, 0.1])  # cart position, pole angle, their velocities
-    r = np.array([[1.0]])
-    p = solve_discrete_are(ak, bk, q, r)
-    return np.linalg.solve(r + bk.T @ p @ bk, bk.T @ p @ ak)
+    return _dare_gain(ak, bk, q, np.array([[1.0]]))
 
 
 def warm_expert(task: str) -> None:
     """Compute a scripted expert's cached constants (the cart-pole's LQR gain) in this process,
-    so that workers forked from it inherit them instead of calling LAPACK after the fork (an
-    OpenBLAS state inherited through fork can leave that call spinning)."""
+    so that workers forked from it inherit them instead of each computing them again."""
     spec = task_spec(task)
     if spec.simulator == "dm_control" and (spec.domain, spec.task) == ("cartpole", "balance"):
         _cartpole_gain(task)

@@ -7,6 +7,7 @@ module knows about Metaflow. Paths are relative to the working directory, the re
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -392,24 +393,42 @@ def _eval_all_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
                 None)
 
 
+def offline_scores(offline_dirs: list[str | Path]) -> dict[str, dict[str, float]]:
+    """task -> its offline headline (episodes, steps, log_lik per step, q_pearson) from the
+    ``metrics.json`` of each offline evaluation folder (pac.evaluation.offline)."""
+    out: dict[str, dict[str, float]] = {}
+    for folder in offline_dirs:
+        metrics = json.loads((Path(folder) / "metrics.json").read_text())
+        for task, m in metrics["tasks"].items():
+            out[task] = {k: float("nan") if m[k] is None else float(m[k])
+                         for k in ("episodes", "steps", "log_lik", "q_pearson")}
+    return out
+
+
 def round_row_from_evaluation(eval_rows: list[dict[str, Any]], policy: str | Path,
-                              data_version: dict[str, Any]):
+                              data_version: dict[str, Any],
+                              offline: dict[str, dict[str, float]] | None = None):
     """The pretrained policy's evaluation (all training tasks) as an RLFT round-0 row, so a
-    run without RLFT rounds registers its policy with the same tags and card as a round."""
-    from pac.rlft.rounds import RoundRow, success_cell
+    run without RLFT rounds registers its policy with the same tags and card as a round.
+    A run whose tasks have no simulator has no rollouts: its row has no success cells, only
+    the `offline` scores of its held-out episodes."""
+    from pac.rlft.rounds import NO_EPISODES, RoundRow, success_cell
 
     tasks = {r["name"]: success_cell(int(r["successes"]), int(r["episodes"]))
              for r in eval_rows if r.get("level") == "task" and r.get("section") == "train"}
     every = _eval_all_row(eval_rows)
-    if every is None:
+    if every is None and not offline:
         raise ValueError("the evaluation has no 'all' row of training tasks")
     return RoundRow(
         round=0, episodes_added=0, rollout_episodes=0, collected_success=float("nan"),
-        tasks=tasks, overall=success_cell(int(every["successes"]), int(every["episodes"])),
-        policy=str(policy), mean_return=float(every["mean_return"]), champion=True,
-        data_version=dict(data_version),
-        pct_expert={"rate": every["pct_expert"], "low": every["pct_expert_low"],
-                    "high": every["pct_expert_high"]},
+        tasks=tasks, policy=str(policy), champion=True, data_version=dict(data_version),
+        overall=(dict(NO_EPISODES) if every is None
+                 else success_cell(int(every["successes"]), int(every["episodes"]))),
+        mean_return=float("nan") if every is None else float(every["mean_return"]),
+        pct_expert={} if every is None else {
+            "rate": every["pct_expert"], "low": every["pct_expert_low"],
+            "high": every["pct_expert_high"]},
+        offline=dict(offline or {}),
     )
 
 
@@ -418,14 +437,25 @@ def headline(row) -> dict[str, str]:
     result over every task and episode it was evaluated on."""
     from pac.rlft.rounds import format_pct
 
-    return {
-        "success % [Wilson 95%], all evaluated tasks": success_text(row),
-        "% of expert [SE 95% CI], all evaluated tasks": format_pct(row.pct_expert),
-        "evaluated on": f"{', '.join(sorted(row.tasks))} ({int(row.overall['episodes'])}"
-                        " episodes)",
-        "selected as": ("pretrained policy (round 0)" if row.round == 0
-                        else f"RLFT round {row.round}") + ", the run's champion",
-    }
+    out = {}
+    if row.tasks:
+        out = {
+            "success % [Wilson 95%], all evaluated tasks": success_text(row),
+            "% of expert [SE 95% CI], all evaluated tasks": format_pct(row.pct_expert),
+            "evaluated on": f"{', '.join(sorted(row.tasks))} ({int(row.overall['episodes'])}"
+                            " episodes)",
+        }
+    if row.offline:
+        out["evaluated offline on (no simulator)"] = (
+            f"{', '.join(sorted(row.offline))} ("
+            f"{sum(int(c['episodes']) for c in row.offline.values())} held-out episodes)")
+        out["action log-likelihood per step (nats), held-out"] = "; ".join(
+            f"{t} {c['log_lik']:.3f}" for t, c in sorted(row.offline.items()))
+        out["Q vs Monte-Carlo return (Pearson), held-out"] = "; ".join(
+            f"{t} {c['q_pearson']:.3f}" for t, c in sorted(row.offline.items()))
+    out["selected as"] = ("pretrained policy (round 0)" if row.round == 0
+                          else f"RLFT round {row.round}") + ", the run's champion"
+    return out
 
 
 def success_text(row) -> str:
@@ -498,6 +528,8 @@ def dashboard_markdown(
 
 
 def _metric_cells(prefix: str, row) -> dict[str, float]:
+    if not row.overall.get("episodes"):  # evaluated offline only: no success to log
+        return {}
     out = {f"{prefix}success_rate": row.overall["rate"], f"{prefix}success_low": row.overall["low"],
            f"{prefix}success_high": row.overall["high"],
            f"{prefix}episodes": row.overall["episodes"]}
@@ -518,6 +550,7 @@ def finish(
     data_version: dict[str, Any],
     eval_table: str = "",
     eval_rows: list[dict[str, Any]] | None = None,
+    offline_dirs: list[str] | None = None,
     rlft_table: str = "",
     rlft_rows: list[dict[str, Any]] | None = None,
     train_history: list[dict[str, float]] | None = None,
@@ -563,13 +596,16 @@ def finish(
         else:
             own_table, title = eval_table, "Evaluation of this version (pretrained, all tasks)"
     else:  # no RLFT rounds: the pretrained policy, evaluated on every task, is handed over
-        champion = round_row_from_evaluation(eval_rows or [], policy_dir, data_version)
+        champion = round_row_from_evaluation(eval_rows or [], policy_dir, data_version,
+                                             offline_scores(offline_dirs or []))
         uri = policy_model_uri or tracker.log_policy(policy_dir)
         version = register_policy(cfg, uri, version_tags_of(champion) | flow_tags)
         set_model_alias(cfg, CHAMPION, version)
         champion.model_version = version
         head = champion
         own_table, title = eval_table, "Evaluation of this version (pretrained, all tasks)"
+        if not champion.tasks:
+            title = "Evaluation of this version (pretrained, offline on held-out episodes)"
     # The version carries the headline: its result over all tasks it was evaluated on (the
     # round's own, narrower evaluation stays on the round's run, and as round_eval.* here).
     before = model_version(cfg, version)["tags"]

@@ -1,7 +1,13 @@
 """Fixtures shared by the whole suite."""
 
+import os
+
 import pytest
 import torch
+
+# Offscreen MuJoCo as pac.envs chooses it, whichever test imports MuJoCo first (a module that
+# imports dm_control directly would otherwise fix the GL back-end to glfw for the session).
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 @pytest.fixture

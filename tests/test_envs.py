@@ -204,3 +204,30 @@ def test_the_native_variant_runs_at_dm_controls_own_rate():
     assert _control_timestep("point_mass.easy") == pytest.approx(0.06)  # action repeat 3
     rewards = _episode("point_mass.easy_native", 1.0, 0, steps=1000)  # dm_control's 20 s
     assert len(rewards) == 1000 and is_success("point_mass.easy_native", rewards)
+
+
+def test_the_lqr_gain_equals_scipys_riccati_solution():
+    """The cart-pole expert's gain (a Riccati iteration without LAPACK, pac.envs._dare_gain)
+    equals K = (R + B'PB)^-1 B'PA with P from scipy.linalg.solve_discrete_are, on random
+    stabilisable systems and on the cart-pole's own linearisation."""
+    from scipy.linalg import solve_discrete_are
+
+    from pac.envs import _dare_gain
+
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 4):
+        a = rng.normal(size=(n, n)) * 0.6 + np.eye(n) * 0.5
+        b = rng.normal(size=(n, 1))
+        q = np.diag(rng.uniform(0.1, 10.0, n))
+        r = np.array([[rng.uniform(0.1, 2.0)]])
+        p = solve_discrete_are(a, b, q, r)
+        want = np.linalg.solve(r + b.T @ p @ b, b.T @ p @ a)
+        np.testing.assert_allclose(_dare_gain(a, b, q, r), want, rtol=1e-9, atol=1e-12)
+    # an unstable open loop (the upright pole): the gain still stabilises it
+    a = np.array([[1.0, 0.02], [0.4, 1.0]])
+    b = np.array([[0.0], [0.02]])
+    k = _dare_gain(a, b, np.eye(2), np.eye(1))
+    assert np.max(np.abs(np.linalg.eigvals(a - b @ k))) < 1.0
+    p = solve_discrete_are(a, b, np.eye(2), np.eye(1))
+    np.testing.assert_allclose(k, np.linalg.solve(np.eye(1) + b.T @ p @ b, b.T @ p @ a),
+                               rtol=1e-9)

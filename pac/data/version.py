@@ -3,6 +3,7 @@ and `task_horizons(store)` (the episode length per task, recorded with the check
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ def dataset_version(root: str | Path = "data") -> dict[str, Any]:
     ``data/episodes/expert``) -> its md5 (ending in ``.dir`` for folders);
     ``episodes_fingerprint`` -> sha256 over the shard manifests actually present (covers appended
     rollout groups that DVC does not track); ``dvc_lock`` -> the lock file read (None when the
-    data is not DVC-tracked).
+    data is not DVC-tracked). Only outputs present as dvc.lock names them are listed.
     """
     from pac.data.store import EpisodeStore
 
@@ -37,13 +38,23 @@ def dataset_version(root: str | Path = "data") -> dict[str, Any]:
         for stage in stages.values():
             for o in stage.get("outs", []):
                 path = (repo / o["path"]).resolve()
-                if path == root or root in path.parents:
-                    out[o["path"]] = o.get("md5") or o.get("hash") or ""
+                md5 = o.get("md5") or o.get("hash") or ""
+                if (path == root or root in path.parents) and _built_by_dvc(path, md5):
+                    out[o["path"]] = md5
         out["dvc_lock"] = str(lock)
     else:
         out["dvc_lock"] = None
     out["episodes_fingerprint"] = EpisodeStore(root / "episodes").fingerprint()
     return dict(sorted(out.items()))
+
+
+def _built_by_dvc(path: Path, md5: str) -> bool:
+    """Whether the out on disk can be the one dvc.lock names: a folder that exists, a file whose
+    md5 matches (data built outside `dvc repro`, e.g. a robot's store and its tokenizer, is not
+    reported under the lock's hashes)."""
+    if md5.endswith(".dir") or path.is_dir():
+        return path.is_dir()
+    return path.is_file() and hashlib.md5(path.read_bytes()).hexdigest() == md5
 
 
 def task_horizons(store: Any, groups: Iterable[str] | None = None) -> dict[str, int]:

@@ -131,20 +131,32 @@ class RoundRow:
     eval_dir: str = ""  # the round's evaluation folder (results.md is its table)
     model_uri: str | None = None
     model_version: str | None = None
+    #: tasks without a simulator -> their offline scores on held-out episodes (episodes, steps,
+    #: log_lik per step, q_pearson; pac.evaluation.offline)
+    offline: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
         return "PAC (pretrained)" if self.round == 0 else f"RLFT #{self.round}"
 
 
+#: the success cell of a policy evaluated on no simulated episode (offline only)
+NO_EPISODES = {"successes": 0, "episodes": 0, "rate": math.nan, "low": math.nan,
+               "high": math.nan}
+
+
 def success_cell(successes: int, episodes: int) -> dict[str, float]:
+    if episodes == 0:
+        return dict(NO_EPISODES)
     low, high = wilson_interval(successes, episodes)
     return {"successes": successes, "episodes": episodes, "rate": 100.0 * successes / episodes,
             "low": 100.0 * low, "high": 100.0 * high}
 
 
 def format_cell(cell: dict[str, float]) -> str:
-    """'rate [low, high]' in percent, as in the paper's tables."""
+    """'rate [low, high]' in percent, as in the paper's tables ('N/A' without episodes)."""
+    if cell.get("episodes", 1) == 0:
+        return "N/A"
     return f"{cell['rate']:.1f} [{cell['low']:.1f}, {cell['high']:.1f}]"
 
 
@@ -543,6 +555,12 @@ def version_tags_of(row: RoundRow) -> dict[str, Any]:
         "eval_episodes": int(row.overall["episodes"]), "rlft_round": row.round,
         "mean_return": f"{row.mean_return:.3f}",
     }
+    if not row.overall.get("episodes"):
+        tags["success"] = "N/A (no simulated task: evaluated offline)"
+    for task, cell in row.offline.items():
+        tags[f"offline.{task}"] = (f"log-lik/step {cell['log_lik']:.3f}, Q-return pearson"
+                                   f" {cell['q_pearson']:.3f} ({int(cell['episodes'])} held-out"
+                                   " episodes)")
     fingerprint = row.data_version.get("episodes_fingerprint")
     if fingerprint:
         tags["data_version"] = str(fingerprint)
