@@ -209,8 +209,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 25
     #: evaluate the online weights every this many updates (and at the end) on the training
-    #: tasks and eval.held_out_tasks; 0 = off (pac.train.periodic_eval, docs/scaling.md)
-    eval_every: int = 0
+    #: tasks and eval.held_out_tasks: the return-vs-updates curve; 0 = off; a run shorter than
+    #: this is not evaluated (pac.train.periodic_eval, docs/scaling.md)
+    eval_every: int = 1000
     eval_episodes: int = 3  # episodes per task of each evaluation during training
     seed: int = 0
     out_dir: str = "runs/pretrain"

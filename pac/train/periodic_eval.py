@@ -1,6 +1,7 @@
 """Evaluation during training (`train.eval_every`, App. E.1): return against updates and FLOPs.
 
-Every `train.eval_every` updates (and after the last one) rank 0 evaluates the current online
+Every `train.eval_every` updates (and after the last one; a run shorter than
+`train.eval_every` is not evaluated: :func:`is_point`) rank 0 evaluates the current online
 weights theta with :func:`pac.evaluation.evaluator.evaluate` (the same harness, statistics and
 references as ``pac eval``): the weights are gathered into an fp32 copy of the optimiser's
 weights (:func:`pac.train.target.copy_master_weights`: the ones the run exports), exported as
@@ -58,6 +59,12 @@ POINTS_FILE = "eval_points.csv"
 EVAL_DIR = "evaluations"
 COLUMNS = ("run", "family", "params", "step", "flops", "tokens", "return", "return_norm", "success",
            "held_out_return_norm", "held_out_success")
+
+
+def is_point(step: int, every: int, steps: int) -> bool:
+    """Whether update `step` is evaluated: a multiple of `every`, or the last update of a run
+    at least `every` long (the default `every` leaves short runs, e.g. tests, unevaluated)."""
+    return bool(every) and every <= steps and (step % every == 0 or step == steps)
 
 
 @contextmanager

@@ -12,9 +12,10 @@ One update, top to bottom:
    and MFU go to MLflow (the per-update metrics are summed on the device and read once per
    logging window, not once per update); every `train.checkpoint_every` updates (and at the
    end) a checkpoint is written that `resume=True` continues from exactly;
-5. every `train.eval_every` updates (and at the end, when on) rank 0 evaluates theta on the
-   training and held-out tasks and logs the normalised return against updates and FLOPs
-   (:mod:`pac.train.periodic_eval`; training's random streams are left as they were).
+5. every `train.eval_every` updates (and at the end, when on and <= train.steps) rank 0
+   evaluates theta on the training and held-out tasks and logs the normalised return
+   against updates and FLOPs (:mod:`pac.train.periodic_eval`; training's random streams
+   are left as they were).
 
 At the end the online weights, fp32 as the optimiser holds them (the weights periodic evaluation
 scores and a resume restores), are exported as a plain inference checkpoint (safetensors) for
@@ -349,7 +350,7 @@ def train(
 
     # A run killed between a checkpoint and the evaluation of the same update resumes from
     # that checkpoint without the point: it is evaluated first (rank 0 decides for all ranks).
-    missing = [bool(t.eval_every and start and (start % t.eval_every == 0 or start == t.steps)
+    missing = [bool(start and periodic_eval.is_point(start, t.eval_every, t.steps)
                     and not any(int(r["step"]) == start for r in points))]
     if world_size > 1:
         dist.broadcast_object_list(missing, src=0)
@@ -402,7 +403,7 @@ def train(
                 ckpt = checkpoints.save(engine, ckpt_root, done, target, rank, generator,
                                         run_env)
                 window_start += time.perf_counter() - saving  # samples/s: training time only
-            if t.eval_every and (done % t.eval_every == 0 or done == t.steps):
+            if periodic_eval.is_point(done, t.eval_every, t.steps):
                 window_start += evaluate_point(done)
     except KeyboardInterrupt:
         tracker.finish("KILLED")

@@ -125,3 +125,16 @@ def test_eval_every_logs_points_and_leaves_training_unchanged(
     assert train(cfg3, resume=True, data_root=data_root).start_step == 10
     with open(killed / "eval_points.csv") as fh:
         assert list(csv.DictReader(fh)) == rows
+
+
+def test_evaluated_updates_are_the_multiples_and_the_last_of_a_long_enough_run():
+    from pac.train.periodic_eval import is_point
+
+    def points(every: int, steps: int) -> list[int]:
+        return [n for n in range(1, steps + 1) if is_point(n, every, steps)]
+
+    assert points(1000, 3000) == [1000, 2000, 3000]  # the default run: three points
+    assert points(1000, 2500) == [1000, 2000, 2500]  # the last update too
+    assert points(1000, 999) == []  # shorter than eval_every: not evaluated (tests' tiny runs)
+    assert points(0, 50) == []
+    assert points(7, 20) == [7, 14, 20]
