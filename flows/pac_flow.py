@@ -46,6 +46,7 @@ from metaflow import FlowSpec, Parameter, card, current, parallel, resources, re
 
 from pac.config import PACConfig, config_from_dict
 from pac.pipeline import SAFE_RETRY
+from pac.review.arms import BC_ARM
 
 #: the evaluation branch of the tasks without a simulator (pac.evaluation.offline)
 OFFLINE = "offline"
@@ -217,6 +218,8 @@ class PACFlow(FlowSpec):
         for task in tasks:
             domains.setdefault(task.split(".")[0], []).append(task)
         self.domains = sorted(domains.items()) + ([(OFFLINE, offline)] if offline else [])
+        if self._config().eval.bc_baseline and tasks:  # the BC arm: trained, then evaluated
+            self.domains.append((BC_ARM, tasks))
         self.next(self.evaluate, foreach="domains")
 
     @retry(**SAFE_RETRY)
@@ -232,7 +235,21 @@ class PACFlow(FlowSpec):
 
         self.domain, tasks = self.input
         cfg = self._config()
-        self.offline_dir = None
+        self.offline_dir = self.bc = None
+        if self.domain == BC_ARM:  # eval.bc_baseline: BC on the same data, then every task
+            from pac.pipeline import bc_arm_config, pretrain
+
+            bc_cfg = bc_arm_config(cfg)
+            trained = pretrain(bc_cfg, self._flow_run(), self.mlflow_run_id,
+                               run_name=f"pretrain-{BC_ARM}-{cfg.model.scale}")
+            result = evaluate(bc_cfg, trained.policy_dir, tasks, out_dir=bc_cfg.eval.out_dir,
+                              tracking_parent_run=self.mlflow_run_id, run_name=f"eval-{BC_ARM}")
+            self.eval_dir, self.eval_run_id = None, result.mlflow_run_id
+            self.bc = {"policy_dir": str(trained.policy_dir), "run_id": trained.run_id,
+                       "rows": result.rows, "table": result.table}
+            current.card.append(Markdown(result.table))
+            self.next(self.evaluate_join)
+            return
         if self.domain == OFFLINE:
             from pac.evaluation.offline import evaluate_offline
 
@@ -290,6 +307,19 @@ class PACFlow(FlowSpec):
             self.eval_table = f"{self.eval_table.rstrip()}\n\n{table}".lstrip()
             current.card.append(Markdown(table))
             current.card.append(Image((folder / "calibration.png").read_bytes()))
+        self.arms = None
+        bc = next((i.bc for i in inputs if getattr(i, "bc", None)), None)
+        if bc is not None:  # eval.bc_baseline: compare, and hand over BC only beyond noise
+            from pac.review.arms import arms_markdown, review_arms
+
+            review = review_arms(self.eval_rows, bc["rows"])
+            self.arms = {"markdown": arms_markdown(review), "tags": review.tags(),
+                         "bc_run_id": bc["run_id"], "bc_rows": bc["rows"]}
+            current.card.append(Markdown(self.arms["markdown"]))
+            if review.handed_over == "BC":  # RLFT and the hand-over continue from BC
+                self.arms["pac_run_id"] = self.pretrain_run_id
+                self.policy_dir, self.pretrain_run_id = bc["policy_dir"], bc["run_id"]
+                self.eval_rows, self.eval_table = bc["rows"], bc["table"]
         if self.train_history:
             current.card.append(Image.from_matplotlib(learning_curves(self.train_history)))
         tracker.log_table(self.eval_rows, "evaluation/results_table.json")
@@ -345,7 +375,10 @@ class PACFlow(FlowSpec):
 
         cfg = self._config()
         rounds_md = Path(cfg.rlft.out_dir) / "rounds.md"
-        children = {"pretrain": self.pretrain_run_id}
+        arms = getattr(self, "arms", None)
+        children = {"pretrain": (arms or {}).get("pac_run_id", self.pretrain_run_id)}
+        if arms:
+            children["pretrain-bc"] = arms["bc_run_id"]
         children |= dict(sorted(self.eval_runs.items()))
         children["rlft"] = getattr(self, "rlft_run_id", None)
         summary = finish(
@@ -357,6 +390,7 @@ class PACFlow(FlowSpec):
             eval_table=self.eval_table,
             eval_rows=self.eval_rows,
             offline_dirs=getattr(self, "offline_dirs", []),
+            arms=arms,
             rlft_table=rounds_md.read_text() if self.rlft_rows else "",
             rlft_rows=self.rlft_rows,
             train_history=self.train_history,

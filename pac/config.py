@@ -247,6 +247,10 @@ class EvalConfig:
     #: episode of such a task in each store group (store order, the k-th, 2k-th, ...) is held
     #: out of training by the sampler and evaluated instead; 0 = nothing held out
     offline_holdout: int = 10
+    #: the flow also trains a BC arm (loss.variant=bc, same data, budget and seed) and evaluates
+    #: it beside PAC; the review compares them and BC is handed over only when it beats PAC
+    #: beyond noise (pac.review.arms)
+    bc_baseline: bool = False
 
 
 @dataclass

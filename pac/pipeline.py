@@ -357,6 +357,22 @@ def pretrain(cfg: PACConfig, flow_run: str, parent_run_id: str | None,
     return result
 
 
+def bc_arm_config(cfg: PACConfig) -> PACConfig:
+    """The flow's BC arm (``eval.bc_baseline``): PAC's settings with ``loss.variant=bc`` (alpha
+    1 and beta 0 everywhere: the BC term of eq. 11 alone) and its own train and eval folders;
+    the same data, budget, seed and evaluation."""
+    from pac.config import config_from_dict
+    from pac.review.arms import BC_ARM
+
+    values = cfg.to_dict()
+    values["loss"] |= {"variant": "bc", "alpha": 1.0, "beta": 0.0, "alpha_schedule": []}
+    for group in values["data"]["groups"]:
+        group["alpha"] = group["beta"] = None
+    values["train"]["out_dir"] = f"{cfg.train.out_dir}-{BC_ARM}"
+    values["eval"]["out_dir"] = str(Path(cfg.eval.out_dir) / BC_ARM)
+    return config_from_dict(values)
+
+
 def distributed_train_command(
     settings: Settings,
     num_nodes: int,
@@ -485,7 +501,7 @@ def _run_link(exp_id: str, run_id: str | None, name: str) -> str:
 def dashboard_markdown(
     cfg: PACConfig, champion, version: str | None, exp_id: str, rows: list, eval_table: str,
     children: dict[str, str | None], figures: dict[str, Path], wall_clock_s: float,
-    run_id: str = "",
+    run_id: str = "", arms_markdown: str = "",
 ) -> str:
     """The parent run's description: the handed-over policy, the rounds, where to look next."""
     cells = headline(champion)
@@ -515,6 +531,8 @@ def dashboard_markdown(
             mark = "**yes**" if r.round == champion.round else ""
             lines.append(f"| {r.label} | {format_cell(r.overall)} | {mark} |")
         lines.append("")
+    if arms_markdown:
+        lines += [arms_markdown.strip().replace("## ", "### ", 1), ""]
     if children:
         lines += ["### Child runs", "",
                   " · ".join(_run_link(exp_id, rid, name) for name, rid in children.items()), ""]
@@ -551,6 +569,7 @@ def finish(
     eval_table: str = "",
     eval_rows: list[dict[str, Any]] | None = None,
     offline_dirs: list[str] | None = None,
+    arms: dict[str, Any] | None = None,
     rlft_table: str = "",
     rlft_rows: list[dict[str, Any]] | None = None,
     train_history: list[dict[str, float]] | None = None,
@@ -566,7 +585,8 @@ def finish(
     :func:`pac.rlft.rounds.rlft`, the alias sits on the best); without RLFT rounds the pretrained
     policy is registered here with its evaluation. Its model card shows *its own* evaluation.
     The parent run gets the headline metrics, the per-round success, tags, a generated
-    description, the evaluation tables and the figures, then is closed.
+    description, the evaluation tables and the figures, then is closed. `arms` (the flow's
+    ``eval.bc_baseline`` comparison: markdown, tags, BC's rows) goes to the card and the review.
     """
     from pac.checkpoint import load_inference_checkpoint
     from pac.evaluation.tables import rounded
@@ -611,7 +631,8 @@ def finish(
     before = model_version(cfg, version)["tags"]
     moved = {f"round_eval.{k}": before[k] for k in ("success", "eval_tasks")
              if head is not champion and k in before}
-    set_version_tags(cfg, version, version_tags_of(head) | moved)
+    arms = arms or {}
+    set_version_tags(cfg, version, version_tags_of(head) | moved | arms.get("tags", {}))
     model, _, _ = load_inference_checkpoint(champion.policy)
     hardware, gpus = detect_hardware()
     wall = time.time() - started
@@ -639,7 +660,10 @@ def finish(
         mlflow_run_id=mlflow_run_id,
         metaflow_pathspec=metaflow_pathspec,
     )
-    card = write_model_card(cfg, facts, Path(out_dir) / "model_card.md")
+    facts.arms_markdown = arms.get("markdown", "")
+    handed_bc = arms.get("tags", {}).get("pac.handed_over_arm") == "BC"
+    card = write_model_card(bc_arm_config(cfg) if handed_bc else cfg, facts,
+                            Path(out_dir) / "model_card.md")
     set_model_description(cfg, version, card.read_text())
 
     # The parent run as the dashboard.
@@ -675,6 +699,11 @@ def finish(
         metrics |= {f"pretrained_{k}": float(pretrained[k]) for k in (
             "success_rate", "success_low", "success_high", "pct_expert", "pct_expert_low",
             "pct_expert_high")}
+    bc_all = _eval_all_row(arms.get("bc_rows", []))
+    if bc_all is not None:
+        metrics |= {f"bc_{k}": float(bc_all[k]) for k in (
+            "success_rate", "success_low", "success_high", "pct_expert", "pct_expert_low",
+            "pct_expert_high") if bc_all.get(k) is not None}
     tracker.log_metrics(rounded(metrics), step=0)  # first: the UI lists metrics in logging order
     for r in rows:
         tracker.log_metrics(rounded({f"round_{k}": v for k, v in round_metrics(r).items()
@@ -685,11 +714,12 @@ def finish(
                       "pac.success": success_text(head),
                       "pac.pct_expert": format_pct(head.pct_expert),
                       "pac.eval_tasks": ",".join(sorted(head.tasks)),
-                      "pac.eval_episodes": int(head.overall["episodes"])})
+                      "pac.eval_episodes": int(head.overall["episodes"])}
+                     | arms.get("tags", {}))
     exp_id = tracker.client.get_run(mlflow_run_id).info.experiment_id
     tracker.set_description(dashboard_markdown(
         cfg, head, version, exp_id, rows, eval_table, children or {}, figures, wall,
-        mlflow_run_id))
+        mlflow_run_id, arms.get("markdown", "")))
     tracker.finish()
     registered = model_version(cfg, version)
     text = (f"PAC flow finished in {wall / 60:.1f} min: {cfg.tracking.registered_model}"

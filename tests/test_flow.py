@@ -24,7 +24,7 @@ from flow_helpers import ROOT, copy_project, flow_env, metaflow_client, run_flow
 BUDGET = ";".join([
     "train.steps=20", "train.checkpoint_every=10", "train.log_every=5",
     "eval.episodes_per_task=2", "eval.videos_per_task=1",
-    "rlft.episodes_per_task=2", "rlft.finetune_steps=10",
+    "rlft.episodes_per_task=2", "rlft.finetune_steps=10", "eval.bc_baseline=true",
 ])
 
 
@@ -78,7 +78,7 @@ def test_late_failure_then_resume_reuses_earlier_steps(flow_repo):
     for step in earlier:  # every earlier task was cloned from the failed run, none ran again
         assert got["steps"][step] and all(got["steps"][step]), (step, got["steps"])
         assert all(got["failed_steps"][step]), step
-    assert len(got["steps"]["evaluate"]) == 3  # one clone per domain branch
+    assert len(got["steps"]["evaluate"]) == 4  # one clone per domain branch and the BC arm
     for step in ("rlft", "end"):  # these ran for real in the resumed run
         assert got["steps"][step] == [None], (step, got["steps"])
 
@@ -137,7 +137,9 @@ def _expected_headline(repo: Path) -> tuple[str, dict]:
     'rate [low, high] (successes/episodes episodes)'; and that row."""
     folder = repo / metaflow_client(repo, (
         "d = Flow('PACFlow').latest_run.data\n"
-        "print(json.dumps(d.config['eval']['out_dir'] if d.champion_round == 0 else"
+        "bc = (d.arms or {}).get('tags', {}).get('pac.handed_over_arm') == 'BC'\n"
+        "e = d.config['eval']['out_dir'] + ('/bc' if bc else '')\n"
+        "print(json.dumps(e if d.champion_round == 0 else"
         " next(r['eval_dir'] for r in d.rlft_rows if r['round'] == d.champion_round)))"))
     every = json.loads((folder / "metrics.json").read_text())["train"]["all"]
     successes = round(every["success_rate"] * every["episodes"] / 100)
@@ -181,7 +183,7 @@ def test_mlflow_server_shows_parent_nested_runs_params_and_artifacts(flow_repo):
         children = [r for r, t in zip(runs, tags) if t.get("mlflow.parentRunId") == pid]
         names = {r["info"]["run_name"] for r in children}
         assert names == {"pretrain-tiny", "eval-cartpole", "eval-point_mass", "eval-reacher",
-                         "rlft"}, names
+                         "rlft", "pretrain-bc-tiny", "eval-bc"}, names  # + eval.bc_baseline
         evals = [r for r in children if r["info"]["run_name"].startswith("eval-")]
         for run in evals:  # the same metric keys on every evaluation run: chartable together
             keys = {m["key"] for m in run["data"]["metrics"]}
@@ -251,6 +253,14 @@ def test_mlflow_ui_in_a_real_browser_shows_the_review(flow_repo, tmp_path):
     text, every = _expected_headline(repo)
     assert seen["headline"] == text
     assert seen["episodes"] == every["episodes"]
+    # eval.bc_baseline: the page shows PAC beside BC and which was handed over, as the flow
+    # decided it (BC's success over all episodes, from its own evaluation folder)
+    arms = metaflow_client(repo, "print(json.dumps(Flow('PACFlow').latest_run.data.arms))")
+    assert seen["arms"] == arms["tags"]["pac.arms_decision"]
+    bc_dir = repo / metaflow_client(
+        repo, "print(json.dumps(Flow('PACFlow').latest_run.data.config['eval']['out_dir']))")
+    bc_all = json.loads((bc_dir / "bc" / "metrics.json").read_text())["train"]["all"]
+    assert seen["bc_success_rate"] == pytest.approx(bc_all["success_rate"], abs=1e-3)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for name, path in seen["screenshots"].items():
         data = Path(path).read_bytes()

@@ -375,6 +375,7 @@ def evaluate(
     track: bool = True,
     tracking_parent_run: str | None = None,
     source: str | None = None,
+    run_name: str | None = None,
 ) -> EvalResult:
     """Evaluate a checkpoint (or the scripted `expert` / `random` policy) on `tasks`.
 
@@ -382,7 +383,7 @@ def evaluate(
     the model and its training tasks from the checkpoint, the horizon per task from
     :func:`eval_horizons`. Everything is checked before the first episode runs. `source`
     names where the checkpoint came from (e.g. an MLflow URI) in the MLflow params; default:
-    `checkpoint_dir`.
+    `checkpoint_dir`. `run_name` names the MLflow run (default ``eval-<domain>``).
     """
     from pac.checkpoint import TOKENIZER, load_checkpoint_config, load_checkpoint_horizons
 
@@ -467,7 +468,7 @@ def evaluate(
         source = source or spec.checkpoint_dir or ""
         result.mlflow_run_id = _log_to_mlflow(
             cfg, result, spec, source, tracking_parent_run,
-            ",".join(sorted({src for _, src in chosen.values()})),
+            ",".join(sorted({src for _, src in chosen.values()})), run_name,
         )
     return result
 
@@ -639,7 +640,7 @@ def _claim_run(cfg: PACConfig, out: Path, state: dict[str, Any], name: str, pare
 
 def _log_to_mlflow(
     cfg: PACConfig, result: EvalResult, spec: PolicySpec, source: str, parent: str | None,
-    horizon_source: str,
+    horizon_source: str, run_name: str | None = None,
 ) -> str | None:
     """One MLflow run ``eval-<domain>`` (its "all" row under plain metric keys, its tables and
     videos) and, when it covers several tasks, one nested run ``eval-<task>`` per task. The
@@ -651,7 +652,7 @@ def _log_to_mlflow(
     FINISHED run of each name (:func:`_claim_run`)."""
     tasks = [r for r in result.rows if r["level"] == "task"]
     domains = sorted({TASKS[r["name"]].domain for r in tasks})
-    name = f"eval-{domains[0]}" if len(domains) == 1 else "eval-all"
+    name = run_name or (f"eval-{domains[0]}" if len(domains) == 1 else "eval-all")
     every = next(r for r in result.rows if r["level"] == "all")
     tags = {"pac.stage": "evaluate", "pac.domain": ",".join(domains),
             "pac.tasks": ",".join(r["name"] for r in tasks), "pac.policy": spec.kind}

@@ -259,9 +259,9 @@ def latest_flow_run(server: MlflowServer, experiment: str) -> tuple[str, dict[st
 def review_screenshots(cfg: PACConfig, out_dir: str | Path, cwd: str | Path | None = None
                        ) -> dict[str, Any]:
     """Open the newest flow run's page, its figure and the registered model in Chromium, check
-    that the headline (success over all evaluated episodes), the champion version and a figure
-    are shown, and save a
-    screenshot of each page in `out_dir`. Returns what was seen and the screenshot paths."""
+    that the headline (success over all evaluated episodes), the champion version, a figure and
+    (with ``eval.bc_baseline``) PAC beside BC are shown, and save a screenshot of each page in
+    `out_dir`. Returns what was seen and the screenshot paths."""
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     name = cfg.tracking.registered_model
@@ -273,9 +273,11 @@ def review_screenshots(cfg: PACConfig, out_dir: str | Path, cwd: str | Path | No
         version = tags["pac.champion_version"]
         metrics = {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
         headline = f"{name} v{version} is the champion"
+        arms = tags.get("pac.arms_decision")  # eval.bc_baseline: PAC beside BC
         page = browser.open(server.run_url(exp_id, run_id),
                             expect=[headline, tags["pac.success"], "success_rate", "pct_expert",
-                                    "champion_version"])
+                                    "champion_version",
+                                    *(["PAC beside BC", arms, "bc_success_rate"] if arms else [])])
         shots = {"run": page.screenshot(out / "run_page.png")}
         browser.open(server.artifact_url(exp_id, run_id, "figures/success.png"),
                      expect=["figures/success.png"], image=True)
@@ -287,5 +289,6 @@ def review_screenshots(cfg: PACConfig, out_dir: str | Path, cwd: str | Path | No
         shots["version"] = page.screenshot(out / "model_version_page.png")
     return {"experiment_id": exp_id, "run_id": run_id, "champion_version": version,
             "success_rate": metrics.get("success_rate"), "headline": tags["pac.success"],
-            "episodes": metrics.get("episodes"),
+            "episodes": metrics.get("episodes"), "arms": arms,
+            "bc_success_rate": metrics.get("bc_success_rate"),
             "screenshots": {k: str(v) for k, v in shots.items()}}

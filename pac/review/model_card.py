@@ -37,6 +37,7 @@ class ModelCardFacts:
     data_version: dict[str, str] = field(default_factory=dict)
     eval_markdown: str = ""  # this version's own evaluation table
     rlft_markdown: str = ""
+    arms_markdown: str = ""  # eval.bc_baseline: PAC beside BC and which was handed over
     #: headline rows of this version's evaluation, e.g. {"success % [Wilson 95%]": "40.0 [..]"}
     headline: dict[str, str] = field(default_factory=dict)
     eval_title: str = "Evaluation (simulation)"
@@ -177,6 +178,8 @@ def render_model_card(cfg: PACConfig, facts: ModelCardFacts) -> str:
                      f" {g.weight} | {alpha} | {beta} |")
     if facts.eval_markdown:
         lines += ["", f"## {facts.eval_title}", "", facts.eval_markdown.strip()]
+    if facts.arms_markdown:
+        lines += ["", facts.arms_markdown.strip()]
     lines += ["", *usage_markdown(cfg, facts.registered_model), "",
               *limitations_markdown(cfg, facts)]
     if facts.rlft_markdown:
