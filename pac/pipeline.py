@@ -673,8 +673,13 @@ def finish(
         eval_rows or [], [dataclasses.asdict(r) for r in rows],
         champion.round if rows else None)
     latest = Path(out_dir) / "figures"  # what `dvc plots show` renders: the newest figures
-    for path in figures.values():
-        tracker.log_artifact(path, "figures")
+    from pac.plots import PLOT_DATA
+
+    data = [p for p in (next(iter(figures.values())).parent / n for n in PLOT_DATA.values())
+            if p.is_file()] if figures else []
+    for path in [*figures.values(), *data]:
+        if path.suffix == ".png":
+            tracker.log_artifact(path, "figures")
         if path.parent.resolve() != latest.resolve():
             latest.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, latest / path.name)

@@ -45,6 +45,9 @@ def test_figures_default_to_the_newest_flow_run(project, capsys):
     assert main(["figures"]) == 0
     assert "from flow run 102" in capsys.readouterr().out
     assert (project / "runs" / "figures" / "success.png").read_bytes()[:4] == b"\x89PNG"
+    # the data behind it, for `dvc plots show` (dvc.yaml's plots): flow run 102's 7/10
+    assert (project / "runs" / "figures" / "success.csv").read_text() == \
+        "name,success_rate\nreacher.easy,70.0\n"
     # a newer stand-alone evaluation wins over the flow run; explicit folders always win
     os.utime(project / "runs" / "eval" / "results.csv", (3_000_000, 3_000_000))
     assert output_dirs(load_config()).origin == "params"
