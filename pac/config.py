@@ -213,6 +213,9 @@ class TrainConfig:
     #: this is not evaluated (pac.train.periodic_eval, docs/scaling.md)
     eval_every: int = 1000
     eval_episodes: int = 3  # episodes per task of each evaluation during training
+    #: intra-op threads on CPU: 0 = auto, the cores other processes leave free when the run
+    #: starts (pac.train.threads, BENCHMARKS.md "Training on a busy machine"); N = N
+    threads: int = 0
     seed: int = 0
     out_dir: str = "runs/pretrain"
     launcher: Literal["local", "deepspeed", "torchrun", "metaflow"] = "local"
@@ -866,6 +869,7 @@ def validate(cfg: PACConfig) -> None:
     _range("train.weight_decay", t.weight_decay, 0.0, None)
     _range("train.grad_clip", t.grad_clip, 0.0, None)
     _range("train.eval_every", t.eval_every, 0, None)
+    _range("train.threads", t.threads, 0, None)
     _range("train.eval_episodes", t.eval_episodes, 1, None)
     if t.zero_stage not in (0, 1, 2, 3):
         raise ConfigError(f"train.zero_stage={t.zero_stage!r}: DeepSpeed ZeRO stages are 0-3")

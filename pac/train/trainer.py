@@ -229,6 +229,7 @@ def train(
         make_target,
         refresh_target,
     )
+    from pac.train.threads import training_threads
 
     device = init_distributed(cfg.train.backend)
     t = cfg.train
@@ -236,6 +237,9 @@ def train(
     run_file = out_dir / RUN_FILE
     run_state = json.loads(run_file.read_text()) if resume and run_file.is_file() else {}
     precision = run_precision(t, device, run_state, world_size, cfg.model.d_z)
+    threads = training_threads(t.threads, world_size, device.type == "cpu",
+                               run_state.get("threads"))
+    torch.set_num_threads(threads)  # before any op: the run's reduction order
     run_env = environment(world_size, precision, device.type)
 
     # 2. Model, engine and theta'. The same seed on every rank: identical initial weights. The
@@ -274,7 +278,8 @@ def train(
     total_params, _ = parameter_counts(cfg.model)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_file, json.dumps({"run_id": tracker.run_id, "precision": precision}))
+        atomic_write_text(run_file, json.dumps({"run_id": tracker.run_id, "precision": precision,
+                                                "threads": threads}))
         save_config(cfg, out_dir / "config.yaml")
         tracker.log_params(
             cfg.flat()
@@ -287,6 +292,7 @@ def train(
                 "micro_batch": layout.micro_batch,
                 "grad_accumulation": layout.accumulation,
                 "precision": precision,
+                "threads": threads,
                 "device": device.type,
                 "git_commit": git_commit(),
                 "init_from": str(init_from or ""),

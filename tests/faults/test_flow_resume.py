@@ -101,7 +101,7 @@ def test_sigkill_inside_pretrain_then_resume_equals_an_uninterrupted_run(tmp_pat
     env = train_dir / "checkpoints" / "step_00000020" / "environment.json"
     threads = json.loads(env.read_text())["num_threads"]
     ref_cfg = load_config(overrides=[
-        *SETTINGS, f"train.out_dir={tmp_path / 'reference'}",
+        *SETTINGS, f"train.out_dir={tmp_path / 'reference'}", f"train.threads={threads}",
         f"tracking.uri=sqlite:///{tmp_path / 'ref.db'}",
         f"tracking.artifact_dir={tmp_path / 'ref-artifacts'}"])
     before = torch.get_num_threads()
