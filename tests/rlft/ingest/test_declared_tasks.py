@@ -15,6 +15,8 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+import torch
 from embodiment_helpers import DECLARATIONS, HIGH, LOW, write_params
 from ingest_corpus import write_lerobot
 from test_lerobot import sim_episodes
@@ -147,3 +149,74 @@ def test_the_refused_50fps_reacher_is_stored_once_its_rate_is_declared(tmp_path,
     assert twice.rejected["reacher_50fps#episode_0"] == (
         "task: episode 0: task 'reacher.easy' at 50 fps matches the tasks reacher.easy_50hz,"
         " reacher.easy_50hz_copy: give them distinct instructions in params")
+
+
+KNOB = """embodiments:
+  knob: {state_size: 2, action_size: 1, action_low: [-2.0], action_high: [2.0], fps: 10}
+tasks:
+  turn: {instruction: turn the knob, embodiment: knob}
+model: {num_proprio: 2, num_actions: 1, vocab_size: 96, d_z: 32, num_blocks: 1, widening: 1,
+        num_heads: 2, d_i: 16, num_latents: 4, num_value_bins: 201}
+loss: {variant: bc_q, alpha: 1.0, beta: 1.0, gamma: 0.9, value_min: 0.0, value_max: 10.0}
+data:
+  tokenizer_vocab: 96
+  trajectory_length: 4
+  groups: [{name: lab, tasks: [turn], source: real}]
+"""
+
+
+def test_a_sparse_success_reward_on_the_final_frame_reaches_q(tmp_path, declared_tasks):
+    """A LeRobot episode of three frames whose only reward is `next.reward` = 1 on the final
+    frame (with `next.done`, no terminal flag) -> `pac ingest` -> the sampler -> eq. 11's Q term
+    (bc_q, target network refreshed every 20 updates): Q(s2, a2) -> r = 1, Q(s1, a1) -> gamma r,
+    Q(s0, a0) -> gamma^2 r, the exact fixed point of the deterministic episode, within the
+    support's resolution (201 bins on [0, 10], the
+    rewards' geometric bound: 0.05). Fails when the final reward is stored as a
+    truncation (its step then bootstraps from nothing and is never a loss position), when the
+    sampler drops the final step, or when gamma is lost on the way."""
+    import copy
+
+    from pac.cli import main
+    from pac.data import TrajectorySampler
+    from pac.losses import compute_loss
+    from pac.model import PerceiverActorCritic
+    from pac.model.distributions import expected_value
+    from pac.tasks import from_unit
+
+    params = write_params(tmp_path, KNOB, "knob.yaml")
+    cfg = load_config(params)
+    episode = Episode(task="turn", proprio=np.array([[0, 0], [0.5, 0], [1, 0]], np.float32),
+                      actions=np.full((3, 1), 0.8, np.float32),  # 0.4 in the [-1, 1] bins
+                      rewards=np.array([0, 0, 1], np.float32), discounts=np.ones(3, np.float32))
+    write_lerobot(tmp_path / "landing" / "knob", [episode], ["turn the knob"], fps=10)
+    assert main(["ingest", str(tmp_path / "landing"), "--params", str(params), "--data-root",
+                 str(tmp_path / "data"), "--group", "lab", "--source", "real", "--no-dvc",
+                 "--no-track"]) == 0
+    store = EpisodeStore(store_root(tmp_path / "data"))
+    (shard,) = store.shards
+    np.testing.assert_array_equal(shard.discounts, [1, 1, 0])  # terminal, not a time limit
+    tok = TaskTokenizer.train(tokenizer_path(tmp_path / "data"), 96,
+                              tasks=instruction_tasks(cfg))
+    sampler = TrajectorySampler(cfg, store, tok)
+
+    torch.manual_seed(0)
+    model = PerceiverActorCritic(cfg.model)
+    target = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for step in range(160):
+        if step % 20 == 0:
+            target.load_state_dict(model.state_dict())
+        out = compute_loss(model, target, sampler.batch(step, 8), cfg.loss, step, g)
+        opt.zero_grad()
+        out.total.backward()
+        opt.step()
+    _, _, _, offset = sampler.sample_indices(0, 8)
+    b = int(np.flatnonzero(offset == 0)[0])  # a window that starts at the first frame
+    batch = sampler.batch(0, 8)
+    assert from_unit(batch.actions[b, :3, 0].numpy(), [-2.0], [2.0]) == pytest.approx([0.8] * 3)
+    with torch.no_grad():
+        z = model.encode(batch.observation(slice(0, 3)))
+        q_logits = model.q_logits(z, batch.actions[:, :3].reshape(-1, 1, 1))[:, 0]
+        q = expected_value(q_logits, 0.0, 10.0).reshape(8, 3)[b]
+    np.testing.assert_allclose(q.numpy(), [0.81, 0.9, 1.0], atol=0.05)
