@@ -195,10 +195,8 @@ def _reacher(env, kp: float = 2.0, kd: float = 0.2, damping: float = 0.05) -> np
 
     dq = J^T (J J^T + damping^2 I)^-1 d, with d the fingertip-to-target vector and J the arm's
     Jacobian: one smooth function of (angles, d), with no choice between elbow branches and no
-    angle wrapping. Gains measured over 40 reacher.easy episodes: kp 2, kd 0.2 return 90.0 with
-    100 % success and 4 % of actions clipped at +-1; kp 4, kd 0.4 return 91.2 but 39 % clipped
-    (bang-bang data, which per-dimension argmax decoding imitates badly); the former IK-branch
-    expert returned 92.3.
+    angle wrapping. The gains keep clipped (bang-bang) actions rare, which per-dimension argmax
+    decoding imitates badly (docs/experiments/2026-12-03-data-behaviours.md).
     """
     physics = env.physics
     l1 = physics.named.model.body_pos["hand", "x"]
@@ -280,10 +278,10 @@ def behaviour_action(
       state stays the expert's: cloning the mode (argmax decoding) filters the noise out.
     * ``weak``: each *episode* is driven either by the expert (probability `quality`) or, for
       the whole episode, by the task's weak controller (:func:`weak_action`), both with the same
-      N(0, 0.1) noise. Mixed per step, the two would average into one adequate controller (at
-      quality 0.3 the data scored 99.0% of expert on cartpole.balance, 57.9% on point_mass.easy);
-      mixed per episode, the data is as poor as its episodes (like data from agents of several
-      skill levels), and on the weak episodes' states the weak controller is the data's mode.
+      N(0, 0.1) noise. Mixed per step, the two would average into one adequate controller
+      (docs/experiments/2026-12-03-data-behaviours.md); mixed per episode, the data is as
+      poor as its episodes (like data from agents of several skill levels), and on the weak
+      episodes' states the weak controller is the data's mode.
 
     `noise` is the std of the Gaussian added to the driving controller's action at every step
     (None: EXPERT_NOISE below quality 1, none at quality 1). Noise that is new at every step is

@@ -14,9 +14,7 @@ task's unbounded joint angles (``angle_dims``): each angle theta is read as (sin
 sin in its place and cos appended (:func:`proprio_features`). The store and rollout files keep the
 raw observation; the sampler and the policy server apply the same function. This is a choice the
 paper leaves open (its robots' joints are bounded); it was made by measurement on reacher.easy,
-whose shoulder hinge is unbounded: PAC on the default data (1,500 updates, 20 evaluation
-episodes) reached 8.2 % of expert with the raw angles and 42.4 % with (sin, cos), same seed and
-expert; with the expert's present gains 47.7 and 50.2 % over two seeds (BENCHMARKS.md).
+whose shoulder hinge is unbounded (docs/experiments/2026-12-03-data-behaviours.md).
 
 Embodiments and tasks are data: the built-in dm_control tasks below are entries of the same kind
 as the tasks a params file declares (``embodiments:`` / ``tasks:``, :mod:`pac.config`). A task
@@ -179,13 +177,8 @@ def _spec(
 # recorded from the suite as it is; with data.episode_steps = 1000 they are its own episodes
 # (point_mass.easy: 20 s at 50 Hz).
 # weak_gain: the timid controller of low-quality data (pac.envs.weak_action: the expert's action
-# scaled by the gain), chosen so that alone it scores 20-30% of expert, measured over 8 episodes
-# against the expert and uniform random references of the evaluation (% of expert, as pac eval):
-#   point_mass.easy 0.35: 28.0% (0.3: 22.6, 0.4: 36.1, 0.5: 55.4) over 100 steps;
-#   point_mass.easy_native 0.1: 26.6% (reward 240.6 against the expert's 902.1) over 1000 steps;
-#   cartpole.balance 0.02: 31.6% (0.01: 26.4, 0.03: 38.3) over 100 steps; the task is forgiving
-#     (the zero action scores 22.6%), so its timid controller has 2% of the expert's authority.
-# With the data's N(0, 0.1) action noise (5 episodes, tests/test_envs.py): 38.3, 15.0, 20.4%.
+# scaled by the gain), chosen so that alone it scores 20-30% of expert
+# (docs/experiments/2026-12-03-data-behaviours.md).
 BUILTIN_TASKS: dict[str, TaskSpec] = {
     s.name: s
     for s in (
