@@ -156,6 +156,14 @@ def test_the_flow_trains_evaluates_offline_and_serves_the_robot(robot_repo):
                     if "eval.offline.tasks" in r.data.params]
     assert len(offline_runs) == 1  # the offline evaluation, tracked
 
+    # the README's recipe, last line: the held-out episodes again, with the params file alone
+    again = subprocess.run([sys.executable, "-m", "pac.cli", "eval", "--offline", "--params",
+                            "my_robot.yaml"], cwd=repo, env=flow_env(repo), capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    for task in TASKS.values():
+        assert f"| {task} | 1 |" in again.stdout  # one held-out episode each, as in the flow
+
     # the served policy: state + camera image + instruction -> actions in the robot's units
     policy = next((repo / "runs").rglob("policy/tasks.json")).parent
     server = PolicyServer.load(policy)
