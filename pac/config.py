@@ -111,6 +111,9 @@ class ModelConfig:
     image_size: int = 80
     resnet_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
     value_head: bool = False  # PAC+V: a V decoder (learned query) instead of using Q (eq. 14)
+    #: false = pixels only: proprioception is masked (not zeroed and visible) in training and
+    #: serving; the policy acts from its cameras (and the instruction)
+    proprio_input: bool = True
 
     @property
     def decoder_width(self) -> int:
@@ -178,6 +181,12 @@ class DataConfig:
     # (BENCHMARKS.md, "Independent states per update: windows of 2 steps").
     trajectory_length: int = 2
     sampler_workers: int = 0
+    #: modality dropout (App. D.2.4): each trajectory of a training batch independently loses
+    #: its proprioception, its images or its instruction (masked) with these probabilities; one
+    #: that would lose every input it has keeps them all
+    drop_proprio: float = 0.0
+    drop_images: float = 0.0
+    drop_text: float = 0.0
     tokenizer_vocab: int = 64  # SentencePiece vocabulary (N_T); capped by the corpus
     tokenizer_type: Literal["bpe", "unigram"] = "bpe"
     success_only: bool = False  # FilteredBC: sample successful episodes only
@@ -854,6 +863,10 @@ def validate(cfg: PACConfig) -> None:
                     f"data.groups.{g.name}: task {task} needs num_proprio>={spec.num_proprio} and"
                     f" num_actions>={spec.num_actions}; model has {m.num_proprio}/{m.num_actions}"
                 )
+    if not m.proprio_input and m.num_images < 1:
+        raise ConfigError("model.proprio_input=false (pixels only) needs model.num_images >= 1")
+    for key in ("drop_proprio", "drop_images", "drop_text"):
+        _range(f"data.{key}", getattr(d, key), 0.0, 1.0)
     if d.render and m.num_images < d.cameras:
         raise ConfigError(f"data.render with {d.cameras} camera(s) needs model.num_images>=that")
 

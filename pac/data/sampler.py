@@ -254,6 +254,25 @@ class TrajectorySampler:
         """This rank's `batch_size` trajectories of global update `step` (a pure function)."""
         return to_batch(self.batch_arrays(step, batch_size, rank, world_size))
 
+    def _drop_modalities(self, step: int, rank: int, proprio_mask: np.ndarray,
+                         image_mask: np.ndarray | None, text_mask: np.ndarray) -> None:
+        """Modality dropout (App. D.2.4, ``data.drop_*``), in place on the masks: per trajectory
+        and modality an independent draw (seeded by data.seed, step and rank: a pure function
+        of the step); a trajectory that would lose every input it has keeps them all."""
+        d = self.cfg.data
+        rates = [(proprio_mask, d.drop_proprio), (image_mask, d.drop_images),
+                 (text_mask, d.drop_text)]
+        rates = [(mask, p) for mask, p in rates if mask is not None]
+        if not any(p > 0 for _, p in rates):
+            return
+        rng = np.random.default_rng([d.seed, step, rank, 0xD2])
+        present = np.stack([mask.any(1) for mask, _ in rates], 1)  # [B, modalities]
+        drop = rng.random(present.shape) < np.array([p for _, p in rates])
+        drop &= present
+        drop[(drop == present).all(1)] = False  # nothing would be left: keep everything
+        for j, (mask, _) in enumerate(rates):
+            mask[drop[:, j]] = False
+
     def batch_arrays(
         self, step: int, batch_size: int, rank: int = 0, world_size: int = 1
     ) -> dict[str, np.ndarray | None]:
@@ -306,13 +325,14 @@ class TrajectorySampler:
                     if images is not None and shard.final_images is not None:
                         cams = min(shard.final_images.shape[1], m.num_images)
                         images[fsub, pos, :cams] = shard.final_images[frow, :cams]
-                proprio_mask[sub, :p] = True
+                proprio_mask[sub, :p] = m.proprio_input  # pixels only: masked, not zeroed
                 action_mask[sub, :a] = True
                 if images is not None and shard.images is not None:
                     cams = min(shard.images.shape[1], m.num_images)
                     pix = shard.images[rows, :cams]  # [b, T, cams, 80, 80, 3]
                     images[sub, :, :cams] = np.where(valid[:, :, None, None, None, None], pix, 0)
                     image_mask[sub, :cams] = True
+        self._drop_modalities(step, rank, proprio_mask, image_mask, text_mask)
         alpha_beta = self.alpha_beta[group]
         goal = m.num_goal_images
         return {

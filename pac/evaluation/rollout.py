@@ -238,7 +238,8 @@ class PolicyServer:
                 spec=spec,
                 text=text,
                 text_mask=text_mask,
-                proprio_mask=(torch.arange(m.num_proprio) < spec.num_features).unsqueeze(0),
+                proprio_mask=((torch.arange(m.num_proprio) < spec.num_features)
+                              & m.proprio_input).unsqueeze(0),  # pixels only: all masked
                 action_mask=(torch.arange(m.num_actions) < spec.num_actions).unsqueeze(0),
             )
         return self._tasks[task]
