@@ -114,6 +114,17 @@ def test_modality_dropout_drops_each_input_at_its_rate(tmp_path):
     assert arrays["proprio_mask"].any(1).all() and arrays["image_mask"].all()
 
 
+def test_a_pixels_only_sampler_masks_the_proprio_it_still_carries(tmp_path):
+    groups = f"data.groups=[{{name: expert, tasks: [{TASK}]}}]"
+    store = _camera_store(tmp_path / "episodes")
+    tok = TaskTokenizer.train(tmp_path / "spm.model", 64)
+    arrays = TrajectorySampler(load_config(overrides=[
+        *TINY, "model.num_images=1", "model.proprio_input=false", groups]),
+        store, tok).batch_arrays(0, 16)
+    assert not arrays["proprio_mask"].any() and arrays["image_mask"].all()
+    assert (np.abs(arrays["proprio"][:, :, :4]).sum(-1) > 0).any()  # masked, not zeroed
+
+
 def test_serving_with_a_camera_equals_the_training_forward_pass(tmp_path):
     from pac.checkpoint import save_inference_checkpoint
 
