@@ -8,6 +8,7 @@ simulate a full disk.
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import tempfile
@@ -101,6 +102,16 @@ def _umask() -> int:
 def atomic_write_text(path: Path, text: str, exclusive: bool = False) -> Path:
     """`text` as UTF-8, atomically (`exclusive`: only if `path` does not exist yet)."""
     return atomic_write(Path(path), lambda fh: fh.write(text.encode()), exclusive)
+
+
+def atomic_write_csv(path: Path, rows: list[dict], newline: str = "\n") -> Path:
+    """`rows` (dicts with the same keys, in column order) as a CSV file, written atomically."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["empty"],
+                            lineterminator=newline)
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, text.getvalue())
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:

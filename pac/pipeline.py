@@ -428,7 +428,7 @@ def round_row_from_evaluation(eval_rows: list[dict[str, Any]], policy: str | Pat
     run without RLFT rounds registers its policy with the same tags and card as a round.
     A run whose tasks have no simulator has no rollouts: its row has no success cells, only
     the `offline` scores of its held-out episodes."""
-    from pac.rlft.rounds import NO_EPISODES, RoundRow, success_cell
+    from pac.rlft.rounds import RoundRow, success_cell
 
     tasks = {r["name"]: success_cell(int(r["successes"]), int(r["episodes"]))
              for r in eval_rows if r.get("level") == "task" and r.get("section") == "train"}
@@ -438,8 +438,8 @@ def round_row_from_evaluation(eval_rows: list[dict[str, Any]], policy: str | Pat
     return RoundRow(
         round=0, episodes_added=0, rollout_episodes=0, collected_success=float("nan"),
         tasks=tasks, policy=str(policy), champion=True, data_version=dict(data_version),
-        overall=(dict(NO_EPISODES) if every is None
-                 else success_cell(int(every["successes"]), int(every["episodes"]))),
+        overall=success_cell(*(0, 0) if every is None
+                             else (int(every["successes"]), int(every["episodes"]))),
         mean_return=float("nan") if every is None else float(every["mean_return"]),
         pct_expert={} if every is None else {
             "rate": every["pct_expert"], "low": every["pct_expert_low"],
@@ -667,19 +667,18 @@ def finish(
     set_model_description(cfg, version, card.read_text())
 
     # The parent run as the dashboard.
-    figures = write_figures(
-        figures_dir or Path(cfg.rlft.out_dir).parent / "figures",
-        with_eval_curves(cfg, train_history or [], (children or {}).get("pretrain")),
-        eval_rows or [], [dataclasses.asdict(r) for r in rows],
-        champion.round if rows else None)
-    latest = Path(out_dir) / "figures"  # what `dvc plots show` renders: the newest figures
     from pac.plots import PLOT_DATA
 
-    data = [p for p in (next(iter(figures.values())).parent / n for n in PLOT_DATA.values())
-            if p.is_file()] if figures else []
+    drawn_in = Path(figures_dir or Path(cfg.rlft.out_dir).parent / "figures")
+    figures = write_figures(
+        drawn_in, with_eval_curves(cfg, train_history or [], (children or {}).get("pretrain")),
+        eval_rows or [], [dataclasses.asdict(r) for r in rows],
+        champion.round if rows else None)
+    for path in figures.values():
+        tracker.log_artifact(path, "figures")
+    latest = Path(out_dir) / "figures"  # what `dvc plots show` renders: the newest figures
+    data = [drawn_in / name for name in PLOT_DATA.values() if (drawn_in / name).is_file()]
     for path in [*figures.values(), *data]:
-        if path.suffix == ".png":
-            tracker.log_artifact(path, "figures")
         if path.parent.resolve() != latest.resolve():
             latest.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, latest / path.name)

@@ -213,12 +213,15 @@ def write_figures(
         figures["success"] = success_bars(eval_rows)
     if rlft_rows:
         figures["rlft_rounds"] = rlft_rounds(rlft_rows, champion)
+    from pac.io import atomic_write_csv
+
     if "success" in figures:
-        _write_csv(out / PLOT_DATA["success"], ["name", "success_rate"],
-                   [[r["name"], r["success_rate"]] for r in eval_rows if r.get("level") == "task"])
+        atomic_write_csv(out / PLOT_DATA["success"], [
+            {"name": r["name"], "success_rate": r["success_rate"]}
+            for r in eval_rows if r.get("level") == "task"])
     if "rlft_rounds" in figures:
-        _write_csv(out / PLOT_DATA["rlft_rounds"], ["round", "all_success"],
-                   [[r["round"], r["overall"]["rate"]] for r in rlft_rows])
+        atomic_write_csv(out / PLOT_DATA["rlft_rounds"], [
+            {"round": r["round"], "all_success": r["overall"]["rate"]} for r in rlft_rows])
     paths = {}
     for name, fig in figures.items():
         path = out / FIGURES[name]
@@ -229,15 +232,3 @@ def write_figures(
         paths[name] = path
     return paths
 
-
-def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    import csv
-    import io
-
-    from pac.io import atomic_write_text
-
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    atomic_write_text(path, text.getvalue())

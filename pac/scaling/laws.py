@@ -660,15 +660,9 @@ def log_fit(tracker: Any, result: ScalingResult, out: str | Path | None = None) 
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    import io
+    from pac.io import atomic_write_csv
 
-    from pac.io import atomic_write_text
-
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["empty"])
-    writer.writeheader()
-    writer.writerows(rows)
-    return atomic_write_text(path, text.getvalue())
+    return atomic_write_csv(path, rows, newline="\r\n")  # csv's default line ends, as before
 
 
 # --- a ladder with known exponents ---------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from eval_helpers import tiny_checkpoint
+from flow_helpers import ROOT, flow_env
 
 from pac.config import load_config
 from pac.evaluation.evaluator import Runner, evaluate, reference_returns
@@ -170,9 +170,7 @@ def test_checkpoint_too_small_for_a_task_fails_before_running(tmp_path):
 def test_pac_train_then_pac_eval_on_every_default_task(tmp_path, monkeypatch):
     """Default data -> `pac train` (a few updates) -> `pac eval` twice: same seed, same table."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    launch = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")  # a user's shell:
-    env = {k: v for k, v in os.environ.items() if k not in launch}  # no in-process run's port
-    env |= {"USERNAME": "pac", "MUJOCO_GL": "egl"}
+    env = flow_env(ROOT) | {"MUJOCO_GL": "egl"}  # a user's shell: no in-process run's port
     pac = str(VENV_BIN / "pac")
     data = tmp_path / "data"
     common = ["--set", f"train.out_dir={tmp_path / 'pretrain'}"]
